@@ -1,0 +1,42 @@
+# Two commands set up everything on a fresh machine:
+#   make demo   - create .venv (if missing), install, run the main job
+#   make test   - create .venv (if missing), install, run the test suite
+VENV    ?= .venv
+PYTHON  := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-stamp
+FONTS   := fonts-arphic-ukai fonts-arphic-uming fonts-cwtex-heib fonts-cwtex-ming fonts-cwtex-yen \
+           fonts-wqy-zenhei fonts-wqy-microhei fonts-ipafont-gothic fonts-ipafont-mincho fonts-vlgothic \
+           fonts-seto fonts-aoyagi-soseki fonts-kouzan-mouhitsu fonts-motoya-l-cedar fonts-smiley-sans \
+           fonts-hanazono fonts-unifont fonts-yusei-magic
+GLYPHS  := tune_lsd/data/bundled/glyphs32.npz
+
+.PHONY: demo test install fonts glyphs glyphs-check clean-runs
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[test]' 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PYTHON) -c "import tune_lsd.engine, ray.tune, optuna, mlflow"  # fail here, not later, if the install is broken
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/tune-lsd train --config glyphs_demo --name demo
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q
+
+# Debian's CJK fonts, for rendering bigger glyph sets (not needed by tests or the demo).
+fonts:
+	apt-get install -y --no-install-recommends $(FONTS) || (apt-get update && apt-get install -y --no-install-recommends $(FONTS))
+
+# Re-render the bundled glyph sample (bit-for-bit identical with the same fonts and Pillow).
+glyphs: $(STAMP)
+	$(PYTHON) -m tune_lsd.data.glyphs $(GLYPHS) 500 32
+
+glyphs-check: $(STAMP)
+	$(PYTHON) -m tune_lsd.data.glyphs /tmp/glyphs-check-$$$$.npz 500 32 >/dev/null && \
+	  cmp $(GLYPHS) /tmp/glyphs-check-$$$$.npz && echo "bundled glyphs reproduce bit-for-bit"
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,54 @@
+"""tune_lsd/cli.py: `tune-lsd train` / `evaluate` as a user runs them, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+QUICK = ["--set", "data.max_classes=40", "--set", "data.max_test_classes=30", "--set", "data.batch_size=64",
+         "--set", "schedule.epochs=2", "--set", "schedule.steps_per_epoch=3", "--set", "eval.nmi=false",
+         "--set", "lsd.ema_momentum=0.5"]
+
+
+def tune_lsd(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tune_lsd.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_train_writes_run_folder_and_evaluate_reproduces_test_metrics(tmp_path):
+    run_dir = tmp_path / "run"
+    result = tune_lsd("train", "--config", "glyphs_demo", "-o", str(run_dir), *QUICK)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert {"untrained", "raw_pixels", "test", "best_epoch", "best_val"} <= set(summary)
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "best.pt").is_file()
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    assert "epoch 2/2" in result.stdout and "val R@1" in result.stdout
+
+    evaluated = tune_lsd("evaluate", "--checkpoint", str(run_dir / "best.pt"))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["test/recall@1"] == pytest.approx(summary["test"]["test/recall@1"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--set", "lsd.temprature=0.1"], "unknown config key 'lsd.temprature'"),
+        (["train", "--set", "data.dataset=cub", "--set", "data.root=/no/such/folder"], "does not exist: /no/such/folder"),
+        (["train", "--set", "loss.name=arcface"], "loss.name"),
+        (["train", "--config", "no_such_config"], "neither a file nor a shipped config"),
+        (["evaluate", "--checkpoint", "/no/such.pt"], "checkpoint not found"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args, message):
+    result = tune_lsd(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def test_help_has_examples():
+    result = tune_lsd("train", "--help")
+    assert result.returncode == 0 and "examples:" in result.stdout and "--set" in result.stdout

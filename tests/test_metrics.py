@@ -1,0 +1,102 @@
+"""tune_lsd/metrics.py against a brute-force NumPy computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import normalized_mutual_info_score
+
+from tune_lsd.metrics import clustering_nmi, retrieval_metrics
+
+
+def brute_force(embeddings: np.ndarray, labels: np.ndarray, ks) -> dict[str, float]:
+    """Full similarity matrix, full argsort, one query at a time."""
+    similarity = embeddings.astype(np.float64) @ embeddings.T.astype(np.float64)
+    recalls = {k: [] for k in ks}
+    average_precisions, r_precisions = [], []
+    for q in range(len(labels)):
+        r = int((labels == labels[q]).sum()) - 1
+        if r == 0:
+            continue  # a class with one sample has no correct answer
+        order = [j for j in np.argsort(-similarity[q], kind="stable") if j != q]
+        relevant = labels[order] == labels[q]
+        for k in ks:
+            recalls[k].append(relevant[:k].any())
+        hits, precision_sum = 0, 0.0
+        for i in range(r):
+            if relevant[i]:
+                hits += 1
+                precision_sum += hits / (i + 1)
+        average_precisions.append(precision_sum / r)
+        r_precisions.append(relevant[:r].sum() / r)
+    result = {f"recall@{k}": float(np.mean(v)) for k, v in recalls.items()}
+    result["map@r"] = float(np.mean(average_precisions))
+    result["r_precision"] = float(np.mean(r_precisions))
+    return result
+
+
+def clustered_embeddings(n_classes: int, per_class: np.ndarray, dim: int, noise: float, seed: int):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, dim))
+    labels = np.repeat(np.arange(n_classes), per_class)
+    x = centres[labels] + noise * rng.normal(size=(len(labels), dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_match_brute_force_with_singleton_classes(seed):
+    rng = np.random.default_rng(seed)
+    per_class = rng.integers(1, 9, size=40)  # includes classes with a single sample
+    per_class[:3] = 1
+    embeddings, labels = clustered_embeddings(40, per_class, 16, noise=1.2, seed=seed)
+    ks = (1, 2, 4, 8, 16)
+    ours = retrieval_metrics(embeddings, labels, ks, nmi=False)
+    expected = brute_force(embeddings, labels, ks)
+    for name, value in expected.items():
+        assert ours[name] == pytest.approx(value, abs=1e-9), name
+    assert 0.0 < ours["recall@1"] < 1.0  # a non-trivial case
+
+
+def test_chunked_search_gives_the_same_numbers():
+    embeddings, labels = clustered_embeddings(30, np.full(30, 7), 8, noise=1.0, seed=5)
+    whole = retrieval_metrics(embeddings, labels, nmi=False, chunk_size=100_000)
+    chunked = retrieval_metrics(embeddings, labels, nmi=False, chunk_size=13)
+    assert whole == pytest.approx(chunked)
+
+
+def test_query_itself_is_excluded_even_with_exact_duplicates():
+    # Two identical embeddings of different classes: each query's own copy ties with the other.
+    embeddings = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [-1, 0], [-1, 0]], dtype=np.float32)
+    labels = np.array([0, 1, 0, 1, 2, 2])
+    ours = retrieval_metrics(embeddings, labels, ks=(1,), nmi=False)
+    assert ours["recall@1"] == pytest.approx(brute_force(embeddings, labels, (1,))["recall@1"])
+    assert ours["recall@1"] == pytest.approx(2 / 6)  # only class 2 finds its twin first
+
+
+def test_perfect_and_keyed_results():
+    embeddings, labels = clustered_embeddings(10, np.full(10, 5), 32, noise=0.01, seed=0)
+    metrics = retrieval_metrics(embeddings, labels, ks=(1, 2))
+    assert set(metrics) == {"recall@1", "recall@2", "map@r", "r_precision", "nmi"}
+    assert metrics["recall@1"] == 1.0 and metrics["map@r"] == 1.0
+    assert metrics["nmi"] > 0.85  # k-means may merge two clusters (one restart), but not more
+
+
+def test_nmi_matches_sklearn_on_the_same_clustering():
+    embeddings, labels = clustered_embeddings(8, np.full(8, 20), 16, noise=0.8, seed=3)
+    value = clustering_nmi(embeddings, labels, seed=0)
+    assert 0.3 < value < 1.0
+    import faiss
+
+    kmeans = faiss.Kmeans(16, 8, niter=20, seed=0)
+    kmeans.cp.min_points_per_centroid = 1
+    kmeans.cp.max_points_per_centroid = 1_000_000
+    kmeans.train(embeddings)
+    clusters = kmeans.index.search(embeddings, 1)[1][:, 0]
+    assert value == pytest.approx(normalized_mutual_info_score(labels, clusters))
+
+
+def test_bad_inputs_fail_clearly():
+    with pytest.raises(ValueError, match="no class has two"):
+        retrieval_metrics(np.eye(3, dtype=np.float32), np.arange(3))
+    with pytest.raises(ValueError, match="NaN"):
+        retrieval_metrics(np.full((4, 2), np.nan, dtype=np.float32), np.array([0, 0, 1, 1]))

@@ -1,0 +1,1 @@
+"""Ray Tune trainables that wrap tune_lsd.engine.Trainer."""

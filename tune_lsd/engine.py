@@ -1,0 +1,264 @@
+"""The one training loop: build everything from a Config, train an epoch, evaluate.
+
+Both the ``tune-lsd train`` command and the Ray trainables drive a :class:`Trainer`:
+
+    trainer = Trainer(config)
+    for _ in range(config.schedule.epochs):
+        metrics = trainer.run_epoch()      # train one epoch + validation metrics
+    test = trainer.evaluate("test")
+
+Reproducibility: every epoch starts by reseeding Python, NumPy and torch from
+``(config.seed, epoch)``, so the sampler and augmentation of epoch e do not depend on what
+ran before; a checkpoint (:meth:`Trainer.state_dict`) therefore resumes exactly.
+This module knows nothing of Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import warnings
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tune_lsd.config import Config
+from tune_lsd.data.datasets import LabelledImages
+from tune_lsd.data.sampler import class_balanced_batches
+from tune_lsd.data.splits import DataSplits, build_splits
+from tune_lsd.data.transforms import random_resized_crop, resize, resolve_augment, to_tensor
+from tune_lsd.losses.base import build_base_loss
+from tune_lsd.losses.lsd import build_teacher, ema_horizon_warning, listwise_kl, lsd_weight
+from tune_lsd.metrics import retrieval_metrics
+from tune_lsd.models import build_model
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or inf (message is one line)."""
+
+
+def seed_everything(seed: int | list[int]) -> None:
+    """Seed Python, NumPy's global RNG (used by the m-per-class sampler) and torch."""
+    sequence = np.random.SeedSequence(seed)
+    value = int(sequence.generate_state(1)[0])
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("runtime.device=cuda but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class Trainer:
+    """Student, teacher, losses, optimiser and data of one run, and the loop over them."""
+
+    def __init__(self, config: Config, splits: DataSplits | None = None) -> None:
+        self.config = config
+        if config.runtime.threads:
+            torch.set_num_threads(config.runtime.threads)
+        seed_everything(config.seed)
+        self.device = pick_device(config.runtime.device)
+        self.use_amp = self.device.type == "cuda" and config.runtime.amp
+        self.splits = splits or build_splits(config.data, config.seed)
+        train = self.splits.train
+
+        self.model = build_model(config.model, in_chans=self.splits.channels).to(self.device)
+        if self.use_amp:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.base_loss = build_base_loss(config.loss, train.num_classes, config.model.embedding_dim)
+        self.base_loss.loss.to(self.device)
+        self.teacher = build_teacher(config.lsd, self.model)
+        self.optimizer = self._build_optimizer()
+
+        self.steps_per_epoch = config.schedule.steps_per_epoch or max(1, len(train) // config.data.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.augment = resolve_augment(config.data.augment, config.data.dataset)
+        self.epoch = 0  # epochs completed
+        self.history: list[dict[str, float]] = []
+
+        if config.lsd.enabled and config.lsd.teacher == "ema":
+            warning = ema_horizon_warning(config.lsd.ema_momentum, self.steps_per_epoch * config.schedule.epochs)
+            if warning:
+                warnings.warn(warning, stacklevel=2)
+
+    # --- building blocks ------------------------------------------------------------------
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        optim = self.config.optim
+        groups = [{"params": list(self.model.parameters()), "lr": optim.lr}]
+        loss_params = self.base_loss.parameters()
+        if loss_params:
+            groups.append({"params": loss_params, "lr": optim.lr * self.config.loss.proxy_lr_multiplier})
+        if optim.name == "sgd":
+            return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+        optimizer_class = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
+        return optimizer_class(groups, lr=optim.lr, weight_decay=optim.weight_decay)
+
+    def _lr_factor(self, step: int) -> float:
+        """Linear warm-up, then constant or cosine decay to 0, per optimiser step."""
+        schedule = self.config.schedule
+        warmup = schedule.warmup_epochs * self.steps_per_epoch
+        total = schedule.epochs * self.steps_per_epoch
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule.lr_schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.use_amp else nullcontext()
+
+    def _prepare(self, images: np.ndarray) -> torch.Tensor:
+        batch = to_tensor(images, self.device)
+        return batch.contiguous(memory_format=torch.channels_last) if self.use_amp else batch
+
+    # --- training -------------------------------------------------------------------------
+
+    def train_epoch(self) -> dict[str, float]:
+        """One epoch of m-per-class batches; returns mean losses, LSD weight and throughput."""
+        config = self.config
+        seed_everything([config.seed, self.epoch])
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + self.epoch)
+        train = self.splits.train
+        batches = class_balanced_batches(
+            train.labels, config.data.samples_per_class, config.data.batch_size, self.steps_per_epoch
+        )
+        weight = lsd_weight(config.lsd, self.epoch, config.schedule.epochs)
+        need_teacher = self.teacher is not None and (weight > 0 or config.lsd.ramp == "none")
+        self.model.train()
+        sums = {"loss": 0.0, "base_loss": 0.0, "lsd_loss": 0.0}
+        started = time.perf_counter()
+        progress = tqdm(batches, desc=f"epoch {self.epoch + 1}/{config.schedule.epochs}", leave=False,
+                        disable=None if config.runtime.progress else True, unit="batch")  # None: off when not a TTY
+        for indices in progress:
+            images = self._augment(self._prepare(train.images[indices]), generator)
+            labels = torch.from_numpy(train.labels[indices]).to(self.device)
+            with self._autocast():
+                embeddings = self.model(images)
+                teacher_embeddings = self.teacher.embed(images) if need_teacher else None
+            base = self.base_loss(embeddings, labels)
+            lsd = (listwise_kl(embeddings, teacher_embeddings, config.lsd.temperature)
+                   if teacher_embeddings is not None else torch.zeros((), device=self.device))
+            loss = base + weight * lsd
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"training loss is {loss.item()} at epoch {self.epoch + 1} "
+                    f"(base {base.item():.4g}, lsd {lsd.item():.4g}): lower optim.lr or lsd.weight"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            if self.teacher is not None:
+                self.teacher.after_step(self.model)
+            sums["loss"] += loss.item()
+            sums["base_loss"] += base.item()
+            sums["lsd_loss"] += lsd.item()
+            progress.set_postfix(loss=f"{loss.item():.4f}")
+        elapsed = time.perf_counter() - started
+        if self.teacher is not None:
+            self.teacher.after_epoch(self.model)
+        self.epoch += 1
+        steps = len(batches)
+        return {
+            "train/loss": sums["loss"] / steps,
+            "train/base_loss": sums["base_loss"] / steps,
+            "lsd/loss": sums["lsd_loss"] / steps,
+            "lsd/weight": weight,
+            "train/lr": self.optimizer.param_groups[0]["lr"],
+            "train/images_per_s": steps * config.data.batch_size / elapsed,
+            "train/epoch_s": elapsed,
+        }
+
+    def _augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        size = self.config.data.image_size
+        if self.augment == "none":
+            return resize(batch, size)
+        scale = (self.config.data.crop_scale_min, 1.0)
+        return random_resized_crop(batch, size, scale=scale, flip=self.augment == "crop_flip", generator=generator)
+
+    # --- evaluation -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def embed(self, data: LabelledImages) -> np.ndarray:
+        """Embeddings of every image (eval mode, resized to ``data.image_size``)."""
+        self.model.eval()
+        size, batch_size = self.config.data.image_size, self.config.eval.batch_size
+        chunks = []
+        for start in range(0, len(data), batch_size):
+            batch = resize(self._prepare(data.images[start:start + batch_size]), size)
+            with self._autocast():
+                chunks.append(self.model(batch).float().cpu())
+        return torch.cat(chunks).numpy()
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Retrieval metrics of ``split`` ("val" or "test"), keys prefixed ``split/``."""
+        data = getattr(self.splits, split)
+        if data is None:
+            raise ValueError(f"this run has no {split} split (data.final=true has no validation classes)")
+        started = time.perf_counter()
+        metrics = retrieval_metrics(self.embed(data), data.labels, self.config.eval.ks, nmi=self.config.eval.nmi,
+                                    seed=self.config.seed)
+        result = {f"{split}/{name}": value for name, value in metrics.items()}
+        result[f"{split}/eval_s"] = time.perf_counter() - started
+        return result
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train one epoch, evaluate the validation classes (if any); append to history."""
+        metrics: dict[str, Any] = self.train_epoch()
+        if self.splits.val is not None:
+            metrics.update(self.evaluate("val"))
+        metrics["epoch"] = self.epoch
+        self.history.append(metrics)
+        return metrics
+
+    # --- checkpoints ----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (RNG is reseeded per epoch, see module doc)."""
+        return {
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "student": self.model.state_dict(),
+            "teacher": self.teacher.state_dict() if self.teacher is not None else None,
+            "loss": self.base_loss.loss.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["student"])
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])
+        self.base_loss.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = state["epoch"]
+        self.history = list(state["history"])
+
+    def save(self, path) -> None:
+        torch.save(self.state_dict(), path)
+
+    @classmethod
+    def from_checkpoint(cls, path, splits: DataSplits | None = None, overrides: dict | None = None) -> "Trainer":
+        """Rebuild a Trainer from a checkpoint file written by :meth:`save`."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        config = Config.from_dict(state["config"])
+        if overrides:
+            config = config.with_overrides(overrides)
+        trainer = cls(config, splits=splits)
+        trainer.load_state_dict(state)
+        return trainer
