@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from datetime import datetime
@@ -15,6 +16,16 @@ EPILOG_TRAIN = """examples:
   tune-lsd train --config glyphs_demo
   tune-lsd train --config my.yaml --set lsd.temperature=0.1 --set schedule.epochs=20
   tune-lsd train --config best.yaml --set data.final=true   # retrain on all training classes, test once
+"""
+EPILOG_SEARCH = """examples:
+  tune-lsd search --space lsd --name demo --num-samples 8 --max-concurrent 2
+  tune-lsd search --space baseline --searcher random --scheduler fifo --name base
+  tune-lsd search --space lsd_pbt --searcher random --scheduler pbt --name pbt
+  tune-lsd search --space my_space.yaml --set data.dataset=cub --set data.root=/data/CUB_200_2011
+  tune-lsd search --resume demo          # continue a search whose driver died
+"""
+EPILOG_EXPORT = """examples:
+  tune-lsd export --experiment demo -o best.yaml && tune-lsd train --config best.yaml
 """
 EPILOG_EVALUATE = """examples:
   tune-lsd evaluate --checkpoint runs/train/demo/best.pt
@@ -57,6 +68,51 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    from tune_lsd.search import SearchSettings, resume_search, run_search
+
+    if args.resume:
+        resume_search(args.resume, runs_dir=args.runs_dir)
+        return 0
+    settings = SearchSettings(
+        name=args.name or datetime.now().strftime("search-%Y%m%d-%H%M%S"), space=args.space, overrides=args.set,
+        searcher=args.searcher, scheduler=args.scheduler, metric=args.metric, mode=args.mode,
+        num_samples=args.num_samples, max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, seed=args.seed, grace_period=args.grace_period,
+        perturbation_interval=args.perturbation_interval, max_failures=args.max_failures,
+        time_budget_s=args.time_budget_s, address=args.address, tracking_uri=args.tracking_uri, runs_dir=args.runs_dir)
+    if settings.settings_file.exists():
+        raise ConfigError(f"a search named {settings.name!r} already exists under {settings.runs_path}: "
+                          f"pick another --name or continue it with --resume {settings.name}")
+    run_search(settings)
+    return 0
+
+
+def _tracking_uri(args: argparse.Namespace) -> str:
+    from tune_lsd.tracking import default_tracking_uri
+
+    return args.tracking_uri or default_tracking_uri(Path(args.runs_dir).resolve())
+
+
+def _export(args: argparse.Namespace) -> int:
+    from tune_lsd.export import export_best_config
+
+    exported = export_best_config(_tracking_uri(args), args.experiment, Path(args.output), args.metric, args.mode)
+    print(f"exported trial {exported['trial']} ({args.metric} {exported['value']:.4f}) to {exported['output']}")
+    print(f"next: tune-lsd train --config {exported['output']}")
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    uri = _tracking_uri(args)
+    print(f"MLflow UI of {uri} at http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+               "--port", str(args.port), "--workers", "1"]
+    return subprocess.call(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tune-lsd", description="Tune deep metric learning with Listwise Self-Distillation.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
@@ -71,6 +127,47 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-baselines", action="store_true", help="skip the untrained and raw-pixel baselines")
     train.set_defaults(handler=_train)
 
+    search = commands.add_parser("search", help="run a hyperparameter search on Ray Tune, tracked in MLflow",
+                                 epilog=EPILOG_SEARCH, formatter_class=argparse.RawDescriptionHelpFormatter)
+    search.add_argument("--space", default="lsd", help="shipped space name (lsd, baseline, lsd_pbt) or a YAML file")
+    search.add_argument("--name", help="search name: MLflow experiment and results folder (default: search-<time>)")
+    search.add_argument("--resume", metavar="NAME", help="continue the search NAME whose driver died")
+    search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override of the base config")
+    search.add_argument("--searcher", choices=["optuna", "random"], default="optuna")
+    search.add_argument("--scheduler", choices=["asha", "pbt", "fifo"], default="asha")
+    search.add_argument("--metric", default="val/recall@1")
+    search.add_argument("--mode", choices=["max", "min"], default="max")
+    search.add_argument("--num-samples", type=int, default=8, help="number of trials")
+    search.add_argument("--max-concurrent", type=int, default=2, help="trials running at the same time")
+    search.add_argument("--cpus-per-trial", type=float, default=1.0)
+    search.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU, e.g. 0.25")
+    search.add_argument("--seed", type=int, default=0, help="seed of the searcher")
+    search.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial may be stopped")
+    search.add_argument("--perturbation-interval", type=int, default=2, help="PBT: epochs between exploit/explore")
+    search.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial")
+    search.add_argument("--time-budget-s", type=float, help="stop starting/continuing trials after this many seconds")
+    search.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
+    search.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file in --runs-dir)")
+    search.add_argument("--runs-dir", default="runs", help="where results, checkpoints and the MLflow store go")
+    search.set_defaults(handler=_search)
+
+    export = commands.add_parser("export", help="write the best trial's config as YAML for the final retrain",
+                                 epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    export.add_argument("--experiment", required=True, help="the search name")
+    export.add_argument("--output", "-o", default="best.yaml")
+    export.add_argument("--metric", default="val/recall@1")
+    export.add_argument("--mode", choices=["max", "min"], default="max")
+    export.add_argument("--tracking-uri")
+    export.add_argument("--runs-dir", default="runs")
+    export.set_defaults(handler=_export)
+
+    ui = commands.add_parser("ui", help="serve the MLflow UI of the search results on 127.0.0.1")
+    ui.add_argument("--tracking-uri")
+    ui.add_argument("--runs-dir", default="runs")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=_ui)
+
     evaluate = commands.add_parser("evaluate", help="retrieval metrics of a checkpoint",
                                    epilog=EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("--checkpoint", required=True, help="a best.pt written by `tune-lsd train`")
@@ -84,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.debug:
         return args.handler(args)
     warnings.simplefilter("default")
+    for noisy in (DeprecationWarning, FutureWarning):  # libraries' deprecations are not the user's business
+        warnings.simplefilter("ignore", noisy)
     warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
     try:
         return args.handler(args)

@@ -240,14 +240,29 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a full checkpoint, or only the student from a model file (no optimiser).
+
+        Hyperparameters stay those of this Trainer's config: after the optimiser state is
+        loaded, its learning rates and weight decay are set from the config again (so PBT's
+        mutated values take effect on the restored state).
+        """
         self.model.load_state_dict(state["student"])
-        if self.teacher is not None:
-            self.teacher.load_state_dict(state["teacher"])
-        self.base_loss.loss.load_state_dict(state["loss"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = state["epoch"]
         self.history = list(state["history"])
+        if "optimizer" not in state:
+            return
+        if self.teacher is not None and state["teacher"] is not None:
+            self.teacher.load_state_dict(state["teacher"])
+        self.base_loss.loss.load_state_dict(state["loss"])
+        base_lrs = list(self.scheduler.base_lrs)  # from this config
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scheduler.base_lrs = base_lrs
+        factor = self._lr_factor(self.scheduler.last_epoch)
+        for group, base_lr in zip(self.optimizer.param_groups, base_lrs):
+            group["initial_lr"] = base_lr
+            group["lr"] = base_lr * factor
+            group["weight_decay"] = self.config.optim.weight_decay
 
     def save(self, path) -> None:
         torch.save(self.state_dict(), path)

@@ -1,0 +1,64 @@
+"""Helpers for tests that run real searches through the `tune-lsd` command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# ~1-2 s per trial epoch on one core: 40 glyph classes, 3 batches of 64 per epoch.
+TINY = ["--set", "data.max_classes=40", "--set", "data.batch_size=64", "--set", "schedule.steps_per_epoch=3"]
+
+
+def tune_lsd(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "tune_lsd.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def start_tune_lsd(*args: str, cwd: Path, log: Path) -> subprocess.Popen:
+    """Start in a new session so the test can end the driver and every process it started."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    handle = open(log, "w")
+    return subprocess.Popen([sys.executable, "-m", "tune_lsd.cli", *args], cwd=cwd, stdout=handle,
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below ``pid`` (read from /proc), children first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL the driver and every process it started (by pid, never by name)."""
+    pids = descendants(process.pid)
+    for pid in [process.pid, *pids]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait(timeout=30)
+    deadline = time.time() + 20
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        for pid in pids:  # orphans re-parented elsewhere still have their pid
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)

@@ -1,0 +1,177 @@
+"""tune_lsd/search.py end to end: real Ray Tune searches on the bundled glyphs, tracked in MLflow."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from searching import TINY, kill_tree, start_tune_lsd, tune_lsd
+from tune_lsd.config import Config
+from tune_lsd.engine import Trainer
+from tune_lsd.tracking import SAMPLED_TAG, STATE_TAG, default_tracking_uri
+
+pytestmark = pytest.mark.slow
+
+
+def child_runs(runs_dir: Path, name: str) -> tuple[MlflowClient, list, list]:
+    client = MlflowClient(default_tracking_uri(runs_dir))
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+@pytest.fixture(scope="module")
+def asha_search(tmp_path_factory):
+    """One Optuna TPE + ASHA search of 6 trials, 2 at a time, 4 epochs each."""
+    folder = tmp_path_factory.mktemp("asha")
+    result = tune_lsd("search", "--space", "lsd", "--name", "asha", "--num-samples", "6", "--max-concurrent", "2",
+                      "--set", "schedule.epochs=4", *TINY, cwd=folder)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return folder, result
+
+
+def test_asha_stops_some_trials_early_and_runs_trials_concurrently(asha_search):
+    folder, result = asha_search
+    client, parents, children = child_runs(folder / "runs", "asha")
+    assert len(children) == 6
+    epochs = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "val/recall_at_1")) for r in children}
+    assert max(epochs.values()) == 4 and min(epochs.values()) < 4  # some stopped early
+    states = {r.data.tags[STATE_TAG] for r in children}
+    assert states <= {"completed", "stopped early"} and "stopped early" in states
+    intervals = sorted((r.info.start_time, r.info.end_time) for r in children)
+    assert any(later[0] < earlier[1] for earlier, later in zip(intervals, intervals[1:]))  # overlap
+    assert "best trial" in result.stdout and "tune-lsd export" in result.stdout
+
+
+def test_conditional_parameter_absent_when_condition_false(asha_search):
+    folder, _ = asha_search
+    _, _, children = child_runs(folder / "runs", "asha")
+    teachers = set()
+    for run in children:
+        sampled = json.loads(run.data.tags[SAMPLED_TAG])
+        teachers.add(sampled["lsd.teacher"])
+        assert ("lsd.ema_momentum" in sampled) == (sampled["lsd.teacher"] == "ema")
+    ray_params = [json.loads(p.read_text()) for p in (folder / "runs" / "ray" / "asha").glob("*/params.json")]
+    assert len(ray_params) == 6
+    assert all(("lsd.ema_momentum" in p) == (p["lsd.teacher"] == "ema") for p in ray_params)
+    assert teachers == {"ema", "epoch"}
+
+
+def test_mlflow_has_one_parent_and_one_child_per_trial_with_a_point_per_epoch(asha_search):
+    folder, _ = asha_search
+    client, parents, children = child_runs(folder / "runs", "asha")
+    assert len(parents) == 1 and parents[0].data.params["searcher"] == "optuna"
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    for run in children:
+        history = client.get_metric_history(run.info.run_id, "val/recall_at_1")
+        assert sorted(m.step for m in history) == list(range(1, len(history) + 1))  # one point per epoch
+        assert run.data.params["lsd.teacher"] in ("ema", "epoch") and "ray.trial_id" in run.data.tags
+    versions = client.search_model_versions("name='asha-best'")
+    assert len(versions) == 1
+
+
+def test_best_checkpoint_artifact_reproduces_logged_recall(asha_search, tmp_path):
+    folder, _ = asha_search
+    client, _, children = child_runs(folder / "runs", "asha")
+    best = max(children, key=lambda r: r.data.metrics["best/val/recall_at_1"])
+    path = client.download_artifacts(best.info.run_id, "checkpoint/model.pt", str(tmp_path))
+    trainer = Trainer.from_checkpoint(path)
+    reproduced = trainer.evaluate("val")["val/recall@1"]
+    assert reproduced == pytest.approx(best.data.metrics["best/val/recall_at_1"], abs=1e-9)
+
+
+def test_export_validates_and_trains(asha_search):
+    folder, _ = asha_search
+    exported = tune_lsd("export", "--experiment", "asha", "-o", "best.yaml", cwd=folder)
+    assert exported.returncode == 0, exported.stderr
+    config = Config.load(folder / "best.yaml")  # validates against the schema
+    assert config.data.final and config.schedule.epochs == 4
+    trained = tune_lsd("train", "--config", "best.yaml", "-o", "final", "--no-baselines",
+                       "--set", "data.max_test_classes=30", cwd=folder)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    summary = json.loads((folder / "final" / "summary.json").read_text())
+    assert summary["best_epoch"] == 4 and 0 < summary["test"]["test/recall@1"] <= 1
+    assert "best_val" not in summary  # the final retrain has no validation classes
+
+
+def test_pbt_search_exploits_at_least_once(tmp_path):
+    result = tune_lsd("search", "--space", "lsd_pbt", "--name", "pbt", "--searcher", "random", "--scheduler", "pbt",
+                      "--num-samples", "4", "--max-concurrent", "2", "--perturbation-interval", "1",
+                      "--set", "schedule.epochs=4", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    experiment = tmp_path / "runs" / "ray" / "pbt"
+    policy_lines = [line for p in experiment.glob("pbt_policy_*.txt") for line in p.read_text().splitlines()]
+    assert policy_lines, "no trial exploited another"
+    _, parents, children = child_runs(tmp_path / "runs", "pbt")
+    assert len(children) == 4 and len(parents) == 1
+
+
+def test_random_search_with_fifo_runs_every_trial_to_the_end(tmp_path):
+    result = tune_lsd("search", "--space", "baseline", "--name", "rnd", "--searcher", "random", "--scheduler", "fifo",
+                      "--num-samples", "3", "--max-concurrent", "2", "--set", "schedule.epochs=2", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    client, _, children = child_runs(tmp_path / "runs", "rnd")
+    assert len(children) == 3 and {r.data.tags[STATE_TAG] for r in children} == {"completed"}
+    assert len({r.data.params["optim.lr"] for r in children}) == 3
+    assert all(r.data.params["lsd.enabled"] == "False" for r in children)
+
+
+def test_killed_driver_resumes_without_retraining_finished_trials(tmp_path):
+    args = ["search", "--space", "lsd", "--name", "crash", "--num-samples", "6", "--max-concurrent", "2",
+            "--scheduler", "fifo", "--set", "schedule.epochs=3", *TINY]
+    driver = start_tune_lsd(*args, cwd=tmp_path, log=tmp_path / "first.log")
+    runs_dir = tmp_path / "runs"
+    finished_before: dict[str, int] = {}
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and len(finished_before) < 2:
+            time.sleep(2)
+            if (runs_dir / "mlflow.db").exists():
+                try:
+                    client, _, children = child_runs(runs_dir, "crash")
+                except AttributeError:  # experiment not created yet
+                    continue
+                finished_before = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "val/recall_at_1"))
+                                   for r in children if r.data.tags.get(STATE_TAG) == "completed"}
+        assert len(finished_before) >= 2, (tmp_path / "first.log").read_text()[-3000:]
+    finally:
+        kill_tree(driver)
+    assert driver.returncode == -9
+
+    resumed = tune_lsd("search", "--resume", "crash", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
+    client, parents, children = child_runs(runs_dir, "crash")
+    assert len(children) == 6 and len(parents) == 1
+    assert {r.data.tags[STATE_TAG] for r in children} == {"completed"}
+    for run in children:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/recall_at_1")]
+        if run.info.run_id in finished_before:
+            assert len(steps) == finished_before[run.info.run_id] == 3  # not trained again
+        assert sorted(set(steps)) == [1, 2, 3]
+
+
+def test_gpus_on_a_cpu_machine_fail_fast_with_one_line(tmp_path):
+    started = time.time()
+    result = tune_lsd("search", "--space", "lsd", "--name", "gpu", "--gpus-per-trial", "0.5", *TINY, cwd=tmp_path,
+                      timeout=180)
+    assert result.returncode == 2
+    assert "--gpus-per-trial 0.5 but the Ray cluster has 0 GPUs" in result.stderr.strip().splitlines()[-1]
+    assert time.time() - started < 120
+
+
+def test_bad_space_fails_before_ray_starts(tmp_path):
+    (tmp_path / "bad.yaml").write_text("base: glyphs_search\nparams:\n  optim.lr: {type: uniform, low: 0.1, high: 0.01}\n")
+    result = tune_lsd("search", "--space", "bad.yaml", "--name", "bad", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "optim.lr: low (0.1) must be below high (0.01)" in lines[0]
+    assert not (tmp_path / "runs" / "ray").exists() and not (tmp_path / "runs" / "mlflow.db").exists()
+    typo = tune_lsd("search", "--space", "lsd", "--name", "typo", "--set", "lsd.temprature=0.5", cwd=tmp_path, timeout=120)
+    assert typo.returncode == 2 and "lsd.temprature" in typo.stderr

@@ -1,0 +1,111 @@
+"""``DMLTrainable``: a Ray Tune class trainable around :class:`tune_lsd.engine.Trainer`.
+
+One ``step()`` is one epoch plus validation metrics. The trial's config holds only the
+sampled dotted keys (``{"lsd.weight": 12.3, ...}``); they are applied to the search's base
+config, so every hyperparameter of the schema can be searched. There is no second training
+loop here: everything is the engine's.
+
+Tracking: the trial logs to its own MLflow child run (params once, metrics every epoch) and,
+when it ends, uploads its best-so-far model (weights + config + history) as the run's
+``checkpoint`` artifact. Final states (completed / stopped early / errored) are set by the
+driver's callback in tune_lsd.search, which knows why a trial ended.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from tune_lsd.config import Config, apply_overrides
+from tune_lsd.engine import Trainer
+from tune_lsd.tracking import TrackingContext, TrialTracker
+
+STATE_FILE = "trainer.pt"
+BEST_FILE = "best.pt"
+MODEL_FILE = "model.pt"
+
+
+def trial_config(base_config: dict[str, Any], sampled: dict[str, Any]) -> Config:
+    """Base config + the trial's sampled keys (None means "not sampled": condition false)."""
+    return Config.from_dict(apply_overrides(base_config, {k: v for k, v in sampled.items() if v is not None}))
+
+
+class DMLTrainable(tune.Trainable):
+    """Trains one configuration epoch by epoch for Ray Tune."""
+
+    def setup(
+        self,
+        config: dict[str, Any],
+        base_config: dict[str, Any] | None = None,
+        tracking: TrackingContext | None = None,
+        select_metric: str = "val/recall@1",
+    ) -> None:
+        self._extras = {"base_config": base_config or {}, "tracking": tracking, "select_metric": select_metric}
+        self.run_config = trial_config(base_config or {}, config)
+        self.trainer = Trainer(self.run_config)
+        self.select_metric = select_metric
+        self.best_value = float("-inf")
+        self.best_model: dict[str, Any] | None = None
+        self.tracker = None
+        if tracking is not None:
+            sampled = {k: v for k, v in config.items() if v is not None}
+            self.tracker = TrialTracker(tracking, self.trial_id, self.trial_name, self.run_config.flat(), sampled)
+            self.tracker.log_text(self.run_config.to_yaml(), "config.yaml")
+
+    def step(self) -> dict[str, Any]:
+        metrics = self.trainer.run_epoch()
+        value = metrics.get(self.select_metric, float("-inf"))
+        if value > self.best_value:
+            self.best_value = value
+            self.best_model = self._model_snapshot()
+        metrics[f"best/{self.select_metric}"] = self.best_value
+        if self.tracker is not None:
+            self.tracker.log_metrics(metrics, step=metrics["epoch"])
+        metrics["done"] = self.trainer.epoch >= self.run_config.schedule.epochs
+        return metrics
+
+    def _model_snapshot(self) -> dict[str, Any]:
+        """Weights (on the CPU), config and history: what `tune-lsd evaluate` needs."""
+        return {
+            "config": self.run_config.to_dict(),
+            "epoch": self.trainer.epoch,
+            "student": {k: v.detach().to("cpu", copy=True) for k, v in self.trainer.model.state_dict().items()},
+            "history": copy.deepcopy(self.trainer.history),
+        }
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        folder = Path(checkpoint_dir)
+        self.trainer.save(folder / STATE_FILE)
+        torch.save({"best_value": self.best_value, "best_model": self.best_model}, folder / BEST_FILE)
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        folder = Path(checkpoint_dir)
+        # Hyperparameters stay those of this trial's config (PBT may have just mutated them).
+        self.trainer.load_state_dict(torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False))
+        best = torch.load(folder / BEST_FILE, map_location="cpu", weights_only=False)
+        self.best_value, self.best_model = best["best_value"], best["best_model"]
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Actor reuse: finish this trial's tracking, then rebuild everything from scratch."""
+        self._finish()
+        self.setup(new_config, **self._extras)
+        return True
+
+    def cleanup(self) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        """Upload the best model to the trial's MLflow run and free the memory it held."""
+        if self.tracker is not None and self.best_model is not None:
+            best = self.best_model
+            self.tracker.log_checkpoint(lambda folder: torch.save(best, folder / MODEL_FILE))
+        self.best_model = None
+        self.trainer = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

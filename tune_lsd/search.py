@@ -1,0 +1,297 @@
+"""The search runner: a search space + settings -> a Ray Tune Tuner, run, tracked, summarised.
+
+    settings = SearchSettings(name="demo", space="lsd", num_samples=8, max_concurrent=2)
+    result = run_search(settings)        # or resume_search("demo") after the driver died
+
+Layout under ``settings.runs_dir`` (default ``./runs``):
+
+- ``mlflow.db`` + ``mlartifacts/``: the embedded MLflow store (unless ``tracking_uri`` is set),
+- ``ray/<name>/``: Ray Tune's experiment folder (trial checkpoints; what --resume restores),
+- ``searches/<name>/search.yaml``: the settings, so that ``--resume NAME`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+import ray
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+from ray.tune.search.optuna import OptunaSearch
+
+from search_spaces.loader import SearchSpace, SearchSpaceError, load_space, validate_space
+from trainables.dml import DMLTrainable
+from tune_lsd import __version__, tracking
+from tune_lsd.config import parse_override
+
+SearcherName = Literal["optuna", "random"]
+SchedulerName = Literal["asha", "pbt", "fifo"]
+
+
+class SearchError(RuntimeError):
+    """The search cannot start or continue (message is one line)."""
+
+
+class SearchSettings(BaseModel):
+    """Everything a search needs; saved next to the results so that --resume can rebuild it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    space: str = "lsd"
+    overrides: list[str] = Field(default_factory=list, description="--set key=value applied to the base config")
+    searcher: SearcherName = "optuna"
+    scheduler: SchedulerName = "asha"
+    metric: str = "val/recall@1"
+    mode: Literal["max", "min"] = "max"
+    num_samples: int = Field(8, ge=1)
+    max_concurrent: int = Field(2, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    seed: int = 0
+    grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial can be stopped")
+    reduction_factor: float = Field(2.0, gt=1)
+    perturbation_interval: int = Field(2, ge=1, description="PBT: epochs between exploit/explore")
+    max_failures: int = Field(0, ge=0)
+    time_budget_s: float | None = None
+    address: str | None = None
+    tracking_uri: str | None = None
+    runs_dir: str = "runs"
+
+    @property
+    def runs_path(self) -> Path:
+        return Path(self.runs_dir).resolve()
+
+    @property
+    def settings_file(self) -> Path:
+        return self.runs_path / "searches" / self.name / "search.yaml"
+
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or tracking.default_tracking_uri(self.runs_path)
+
+
+def prepare_space(settings: SearchSettings) -> SearchSpace:
+    """Load the space and apply --set overrides to its fixed part; validated before Ray starts."""
+    space = load_space(settings.space)
+    if settings.overrides:
+        space.fixed = {**space.fixed, **dict(parse_override(o) for o in settings.overrides)}
+        try:
+            validate_space(space)
+        except SearchSpaceError as error:
+            raise SearchSpaceError(str(error).replace("base/fixed", "--set")) from None
+    if settings.scheduler == "pbt" and settings.searcher == "optuna":
+        raise SearchError("the pbt scheduler samples its own population: use --searcher random with --scheduler pbt")
+    return space
+
+
+def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dict[str, Any]:
+    """Run (or resume) a search to the end; returns the summary that is also printed."""
+    space = prepare_space(settings)
+    base = space.base_config()
+    epochs = base.schedule.epochs
+    settings.settings_file.parent.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        settings.settings_file.write_text(yaml.safe_dump(settings.model_dump(), sort_keys=False))
+
+    _start_ray(settings)
+    try:
+        _check_resources(settings, ray.cluster_resources())
+        context = tracking.start_search_run(
+            settings.resolved_tracking_uri(), settings.name, _search_params(settings, space),
+            settings.runs_path / "mlartifacts" if settings.tracking_uri is None else None)
+        log(f"search {settings.name!r}: space {space.name}, {settings.searcher} + {settings.scheduler}, "
+            f"{settings.num_samples} trials x {epochs} epochs, {settings.max_concurrent} at a time; "
+            f"MLflow {settings.resolved_tracking_uri()}")
+        trainable = _trainable(settings, base, context)
+        experiment_path = settings.runs_path / "ray" / settings.name
+        started = time.perf_counter()
+        if resume:
+            if not tune.Tuner.can_restore(str(experiment_path)):
+                raise SearchError(f"nothing to resume at {experiment_path}")
+            tuner = tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_errored=True,
+                                       param_space=space.tune_param_space() if settings.scheduler == "pbt" else None)
+        else:
+            tuner = tune.Tuner(trainable, param_space=_param_space(settings, space),
+                               tune_config=_tune_config(settings, space, epochs),
+                               run_config=_run_config(settings, context, epochs))
+        results = tuner.fit()
+        summary = _summarise(settings, results, context, time.perf_counter() - started)
+    except BaseException as error:
+        if "context" in locals():
+            tracking.finish_search_run(context, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
+        raise
+    finally:
+        ray.shutdown()
+    _print_summary(summary, log)
+    return summary
+
+
+def resume_search(name: str, runs_dir: str = "runs", log=print) -> dict[str, Any]:
+    """Continue a search whose driver died, from the settings it saved."""
+    settings_file = Path(runs_dir).resolve() / "searches" / name / "search.yaml"
+    if not settings_file.is_file():
+        raise SearchError(f"no search named {name!r} under {Path(runs_dir).resolve()} (looked for {settings_file})")
+    settings = SearchSettings.model_validate(yaml.safe_load(settings_file.read_text()))
+    return run_search(settings, resume=True, log=log)
+
+
+# --- pieces of the Tuner -----------------------------------------------------------------------
+
+
+def _start_ray(settings: SearchSettings) -> None:
+    # Save Tune's experiment state after every controller step (default: at most every 10 s),
+    # so a driver killed right after a trial finished does not train that trial again on --resume.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    address = settings.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
+        ray.init(address="local", include_dashboard=False, log_to_driver=True)
+
+
+def _check_resources(settings: SearchSettings, resources: dict[str, float]) -> None:
+    """Ray leaves trials PENDING forever when no node can host them: fail now instead."""
+    if settings.gpus_per_trial > 0 and resources.get("GPU", 0) < settings.gpus_per_trial:
+        raise SearchError(
+            f"--gpus-per-trial {settings.gpus_per_trial} but the Ray cluster has {resources.get('GPU', 0):g} GPUs; "
+            "use --gpus-per-trial 0 on a CPU machine or join a GPU cluster with --address")
+    if resources.get("CPU", 0) < settings.cpus_per_trial:
+        raise SearchError(f"--cpus-per-trial {settings.cpus_per_trial} but the Ray cluster has {resources.get('CPU', 0):g} CPUs")
+
+
+def _trainable(settings: SearchSettings, base, context: tracking.TrackingContext):
+    base_config = base.with_overrides({
+        "runtime.threads": max(1, int(settings.cpus_per_trial)),
+        "runtime.progress": False,
+        "runtime.device": "cuda" if settings.gpus_per_trial > 0 else "cpu",
+    }).to_dict()
+    with_data = tune.with_parameters(DMLTrainable, base_config=base_config, tracking=context, select_metric=settings.metric)
+    return tune.with_resources(with_data, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+
+
+def _param_space(settings: SearchSettings, space: SearchSpace) -> dict[str, Any] | None:
+    return space.tune_param_space() if settings.scheduler == "pbt" else None
+
+
+def _tune_config(settings: SearchSettings, space: SearchSpace, epochs: int):
+    search_alg = None
+    if settings.scheduler != "pbt":
+        sampler = (optuna.samplers.TPESampler(multivariate=True, group=True, seed=settings.seed)
+                   if settings.searcher == "optuna" else optuna.samplers.RandomSampler(seed=settings.seed))
+        search_alg = OptunaSearch(space=space.optuna_space(), metric=settings.metric, mode=settings.mode, sampler=sampler)
+    if settings.scheduler == "asha":
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs,
+                                  grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
+    elif settings.scheduler == "pbt":
+        scheduler = PopulationBasedTraining(time_attr="training_iteration",
+                                            perturbation_interval=settings.perturbation_interval,
+                                            hyperparam_mutations=space.pbt_mutations())
+    else:
+        scheduler = FIFOScheduler()
+    return tune.TuneConfig(metric=settings.metric, mode=settings.mode, search_alg=search_alg, scheduler=scheduler,
+                           num_samples=settings.num_samples, max_concurrent_trials=settings.max_concurrent,
+                           time_budget_s=settings.time_budget_s, reuse_actors=False)
+
+
+def _run_config(settings: SearchSettings, context: tracking.TrackingContext, epochs: int):
+    keep = 3 if settings.scheduler == "pbt" else 2
+    return tune.RunConfig(
+        name=settings.name,
+        storage_path=str(settings.runs_path / "ray"),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=keep, checkpoint_score_attribute=settings.metric, checkpoint_score_order=settings.mode,
+            checkpoint_frequency=settings.perturbation_interval if settings.scheduler == "pbt" else 1,
+            checkpoint_at_end=True),
+        failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+        callbacks=[TrialStateCallback(context, epochs)],
+        verbose=1,
+    )
+
+
+class TrialStateCallback(tune.Callback):
+    """Driver side: write each trial's final state (and error) to its MLflow child run."""
+
+    def __init__(self, context: tracking.TrackingContext, epochs: int) -> None:
+        self.context = context
+        self.epochs = epochs
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        finished = (trial.last_result or {}).get("epoch", 0) >= self.epochs
+        tracking.mark_trial(self.context, trial.trial_id, "completed" if finished else "stopped early")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        tracking.mark_trial(self.context, trial.trial_id, "errored", _error_line(trial))
+
+
+def _error_line(trial) -> str:
+    """The last line of a trial's traceback: the exception and its message."""
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()
+    return "trial failed (no error file)"
+
+
+def _search_params(settings: SearchSettings, space: SearchSpace) -> dict[str, Any]:
+    return {"space": space.name, "space_description": space.description, "dataset": space.base_config().data.dataset,
+            "searcher": settings.searcher, "scheduler": settings.scheduler, "metric": settings.metric,
+            "num_samples": settings.num_samples, "max_concurrent": settings.max_concurrent,
+            "overrides": " ".join(settings.overrides), "code_version": f"{__version__} ({_git_revision()})"}
+
+
+def _git_revision() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _summarise(settings: SearchSettings, results, context: tracking.TrackingContext, wall_s: float) -> dict[str, Any]:
+    epochs_run = [r.metrics.get("training_iteration", 0) for r in results if r.metrics]
+    errors = [r for r in results if r.error is not None]
+    summary: dict[str, Any] = {
+        "name": settings.name, "trials": len(results), "errored": len(errors),
+        "epochs_run": sum(epochs_run), "wall_s": round(wall_s, 1),
+        "tracking_uri": settings.resolved_tracking_uri(), "ray_results": str(settings.runs_path / "ray" / settings.name),
+    }
+    try:
+        best = tracking.best_trial_run(settings.resolved_tracking_uri(), settings.name, settings.metric, settings.mode)
+    except tracking.TrackingError:
+        best = None
+    if best is not None:
+        key = tracking.mlflow_key(f"best/{settings.metric}")
+        summary.update(best_trial=best.info.run_name, best_run_id=best.info.run_id, best_value=best.data.metrics[key],
+                       best_params=json.loads(best.data.tags.get(tracking.SAMPLED_TAG, "{}")))
+        try:
+            summary["registered_version"] = tracking.register_best_model(context, best.info.run_id, f"{settings.name}-best")
+        except Exception as error:  # the registry is a convenience: never lose a finished search over it
+            summary["registry_error"] = str(error).splitlines()[0]
+    state = "completed" if not errors else "completed with errors"
+    tracking.finish_search_run(context, "completed", {"best/" + settings.metric: summary.get("best_value", 0.0),
+                                                     "trials": len(results), "errored_trials": len(errors)})
+    summary["state"] = state
+    return summary
+
+
+def _print_summary(summary: dict[str, Any], log) -> None:
+    log(f"\nsearch {summary['name']!r} {summary['state']}: {summary['trials']} trials "
+        f"({summary['errored']} errored), {summary['epochs_run']} epochs in {summary['wall_s']} s")
+    if "best_value" in summary:
+        log(f"best trial {summary['best_trial']}: {summary['best_value']:.4f}")
+        for key, value in sorted(summary["best_params"].items()):
+            log(f"  {key} = {value}")
+    log(f"MLflow: {summary['tracking_uri']}    Ray results: {summary['ray_results']}")
+    log(f"next: tune-lsd export --experiment {summary['name']} -o best.yaml && tune-lsd train --config best.yaml")
+

@@ -1,0 +1,212 @@
+"""MLflow tracking of searches: one experiment per search name, a parent run per search, a
+nested child run per trial, each trial's best checkpoint as an artifact, the search's best
+model in the model registry.
+
+All MLflow calls of tune_lsd live here and go through ``MlflowClient`` (no global "active
+run" state, so concurrent trials in one process cannot mix their runs up). Metrics are
+sent with ``log_batch`` (one request per epoch) and retried, so a tracking server that is
+briefly unreachable loses nothing.
+
+MLflow metric names may not contain ``@``: ``val/recall@1`` is logged as ``val/recall_at_1``
+(see :func:`mlflow_key`).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+SEARCH_TAG = "tune_lsd.search"
+TRIAL_ID_TAG = "ray.trial_id"
+SAMPLED_TAG = "tune_lsd.sampled"  # JSON of the values the searcher chose for this trial
+STATE_TAG = "tune_lsd.state"  # completed | stopped early | errored | running
+PARENT_TAG = "mlflow.parentRunId"
+CHECKPOINT_DIR = "checkpoint"
+T = TypeVar("T")
+
+
+class TrackingError(RuntimeError):
+    """The tracking store could not be reached or used (message is one line)."""
+
+
+def mlflow_key(name: str) -> str:
+    """MLflow-safe metric name: ``val/recall@1`` -> ``val/recall_at_1``."""
+    return name.replace("@", "_at_")
+
+
+def default_tracking_uri(runs_dir: Path) -> str:
+    """The embedded store: a SQLite file in the runs folder."""
+    return f"sqlite:///{(runs_dir / 'mlflow.db').resolve()}"
+
+
+def retry(action: Callable[[], T], what: str, attempts: int = 6, first_wait_s: float = 0.5) -> T:
+    """Run ``action``; on failure wait (0.5, 1, 2, 4, 8 s) and try again; then one clear error."""
+    wait = first_wait_s
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception as error:  # MLflow raises many types for an unreachable server
+            if attempt == attempts - 1:
+                raise TrackingError(f"MLflow {what} failed after {attempts} tries: {str(error).splitlines()[0][:200]}") from None
+            time.sleep(wait)
+            wait *= 2
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class TrackingContext:
+    """What a trial needs to log into its search's parent run (picklable, sent to workers)."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+
+
+# --- driver side -----------------------------------------------------------------------------
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
+    """The id of experiment ``name``, created (with a local artifact root for SQLite) if missing."""
+    experiment = retry(lambda: client.get_experiment_by_name(name), "get_experiment_by_name")
+    if experiment is not None:
+        return experiment.experiment_id
+    location = (artifact_root / name).resolve().as_uri() if artifact_root else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created concurrently by another process
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def start_search_run(
+    tracking_uri: str, search_name: str, params: dict[str, Any], artifact_root: Path | None
+) -> TrackingContext:
+    """Create (or, on --resume, reopen) the parent run of search ``search_name``."""
+    client = MlflowClient(tracking_uri)
+    experiment_id = ensure_experiment(client, search_name, artifact_root)
+    existing = retry(lambda: client.search_runs(
+        [experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = 'parent'", max_results=1), "search_runs")
+    if existing:
+        run_id = existing[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+    else:
+        run = client.create_run(experiment_id, run_name=search_name, tags={SEARCH_TAG: "parent", STATE_TAG: "running"})
+        run_id = run.info.run_id
+        client.log_batch(run_id, params=[Param(k, _param_value(v)) for k, v in params.items()])
+    return TrackingContext(tracking_uri, experiment_id, run_id)
+
+
+def finish_search_run(context: TrackingContext, state: str, summary: dict[str, float] | None = None) -> None:
+    client = MlflowClient(context.tracking_uri)
+    if summary:
+        now = int(time.time() * 1000)
+        client.log_batch(context.parent_run_id, metrics=[Metric(mlflow_key(k), float(v), now, 0) for k, v in summary.items()])
+    client.set_tag(context.parent_run_id, STATE_TAG, state)
+    client.set_terminated(context.parent_run_id, status="FINISHED" if state == "completed" else "FAILED")
+
+
+def mark_trial(context: TrackingContext, trial_id: str, state: str, reason: str | None = None) -> None:
+    """Record a trial's final state (completed / stopped early / errored) on its child run."""
+    client = MlflowClient(context.tracking_uri)
+    run = find_trial_run(client, context, trial_id)
+    if run is None:
+        return
+    tags = [RunTag(STATE_TAG, state)]
+    if reason:
+        tags.append(RunTag("tune_lsd.error", reason[:5000]))
+    retry(lambda: client.log_batch(run.info.run_id, tags=tags), "log_batch")
+    status = {"completed": "FINISHED", "stopped early": "KILLED", "errored": "FAILED"}[state]
+    retry(lambda: client.set_terminated(run.info.run_id, status=status), "set_terminated")
+
+
+def find_trial_run(client: MlflowClient, context: TrackingContext, trial_id: str):
+    runs = retry(lambda: client.search_runs(
+        [context.experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{context.parent_run_id}' and tags.`{TRIAL_ID_TAG}` = '{trial_id}'",
+        max_results=1), "search_runs")
+    return runs[0] if runs else None
+
+
+def trial_runs(tracking_uri: str, experiment_name: str) -> list:
+    """All child (trial) runs of the search ``experiment_name``."""
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise TrackingError(f"no search named {experiment_name!r} in {tracking_uri}")
+    return client.search_runs([experiment.experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = 'trial'", max_results=10_000)
+
+
+def best_trial_run(tracking_uri: str, experiment_name: str, metric: str, mode: str = "max"):
+    """The child run with the best ``best/<metric>``."""
+    key = mlflow_key(f"best/{metric}")
+    runs = [r for r in trial_runs(tracking_uri, experiment_name) if key in r.data.metrics]
+    if not runs:
+        raise TrackingError(f"search {experiment_name!r} has no trial with a {metric} result yet")
+    pick = max if mode == "max" else min
+    return pick(runs, key=lambda r: r.data.metrics[key])
+
+
+def download_trial_file(tracking_uri: str, run_id: str, artifact_path: str, destination: Path) -> Path:
+    return Path(MlflowClient(tracking_uri).download_artifacts(run_id, artifact_path, str(destination)))
+
+
+def register_best_model(context: TrackingContext, run_id: str, model_name: str) -> int:
+    """Register the best trial's checkpoint artifact as a model version with alias ``champion``."""
+    client = MlflowClient(context.tracking_uri)
+    try:
+        client.create_registered_model(model_name)
+    except mlflow.exceptions.MlflowException:
+        pass  # already registered by an earlier (resumed) run of this search
+    source = f"{client.get_run(run_id).info.artifact_uri}/{CHECKPOINT_DIR}"
+    version = client.create_model_version(model_name, source=source, run_id=run_id)
+    client.set_registered_model_alias(model_name, "champion", version.version)
+    return int(version.version)
+
+
+# --- trial side ------------------------------------------------------------------------------
+
+
+class TrialTracker:
+    """The child run of one trial: params once, metrics every epoch, best checkpoint at the end."""
+
+    def __init__(self, context: TrackingContext, trial_id: str, trial_name: str, flat_config: dict[str, Any],
+                 sampled: dict[str, Any]) -> None:
+        self.client = MlflowClient(context.tracking_uri)
+        self.context = context
+        existing = find_trial_run(self.client, context, trial_id)
+        if existing is not None:  # a restarted or restored trial continues its run
+            self.run_id = existing.info.run_id
+            retry(lambda: self.client.update_run(self.run_id, status="RUNNING"), "update_run")
+            return
+        tags = {PARENT_TAG: context.parent_run_id, TRIAL_ID_TAG: trial_id, SEARCH_TAG: "trial", STATE_TAG: "running",
+                SAMPLED_TAG: json.dumps(sampled, sort_keys=True)}
+        run = retry(lambda: self.client.create_run(context.experiment_id, run_name=trial_name, tags=tags), "create_run")
+        self.run_id = run.info.run_id
+        params = [Param(k, _param_value(v)) for k, v in flat_config.items()]
+        for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            retry(lambda: self.client.log_batch(self.run_id, params=params[start:start + 100]), "log_batch")
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(mlflow_key(k), float(v), now, step) for k, v in metrics.items() if isinstance(v, (int, float))]
+        retry(lambda: self.client.log_batch(self.run_id, metrics=batch), "log_batch")
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        retry(lambda: self.client.log_text(self.run_id, text, artifact_file), "log_text")
+
+    def log_checkpoint(self, write: Callable[[Path], None]) -> None:
+        """``write(folder)`` fills a temporary folder, which becomes the run's checkpoint artifact."""
+        with tempfile.TemporaryDirectory() as folder:
+            write(Path(folder))
+            retry(lambda: self.client.log_artifacts(self.run_id, folder, CHECKPOINT_DIR), "log_artifacts")
+
+
+def _param_value(value: Any) -> str:
+    return str(value)[:6000]
