@@ -45,7 +45,6 @@ class DMLTrainable(tune.Trainable):
         tracking: TrackingContext | None = None,
         select_metric: str = "val/recall@1",
     ) -> None:
-        self._extras = {"base_config": base_config or {}, "tracking": tracking, "select_metric": select_metric}
         self.run_config = trial_config(base_config or {}, config)
         self.trainer = Trainer(self.run_config)
         self.select_metric = select_metric
@@ -91,9 +90,13 @@ class DMLTrainable(tune.Trainable):
         self.best_value, self.best_model = best["best_value"], best["best_model"]
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
-        """Actor reuse: finish this trial's tracking, then rebuild everything from scratch."""
+        """Actor reuse: finish this trial's tracking, then rebuild everything from scratch.
+
+        ``tune.with_parameters`` wraps ``setup`` to inject its keyword arguments, so it is
+        called here with the config alone.
+        """
         self._finish()
-        self.setup(new_config, **self._extras)
+        self.setup(new_config)
         return True
 
     def cleanup(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,6 +94,8 @@ def prepare_space(settings: SearchSettings) -> SearchSpace:
 
 def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dict[str, Any]:
     """Run (or resume) a search to the end; returns the summary that is also printed."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's group=True
     space = prepare_space(settings)
     base = space.base_config()
     epochs = base.schedule.epochs
@@ -151,10 +154,11 @@ def _start_ray(settings: SearchSettings) -> None:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     address = settings.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=False)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
-        ray.init(address="local", include_dashboard=False, log_to_driver=True)
+        # Trial output (Ray's per-checkpoint INFO lines) stays in the Ray session logs.
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
 
 
 def _check_resources(settings: SearchSettings, resources: dict[str, float]) -> None:
@@ -198,7 +202,11 @@ def _tune_config(settings: SearchSettings, space: SearchSpace, epochs: int):
         scheduler = FIFOScheduler()
     return tune.TuneConfig(metric=settings.metric, mode=settings.mode, search_alg=search_alg, scheduler=scheduler,
                            num_samples=settings.num_samples, max_concurrent_trials=settings.max_concurrent,
-                           time_budget_s=settings.time_budget_s, reuse_actors=False)
+                           time_budget_s=settings.time_budget_s,
+                           # Reusing a trial's actor skips ~7 s of process start and imports per trial;
+                           # reset_config rebuilds everything. GPU trials get fresh actors so that
+                           # their memory is surely returned.
+                           reuse_actors=settings.gpus_per_trial == 0)
 
 
 def _run_config(settings: SearchSettings, context: tracking.TrackingContext, epochs: int):
@@ -211,9 +219,47 @@ def _run_config(settings: SearchSettings, context: tracking.TrackingContext, epo
             checkpoint_frequency=settings.perturbation_interval if settings.scheduler == "pbt" else 1,
             checkpoint_at_end=True),
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-        callbacks=[TrialStateCallback(context, epochs)],
-        verbose=1,
+        callbacks=[TrialStateCallback(context, epochs),
+                   ProgressCallback(settings.metric, epochs, settings.num_samples)],
+        verbose=0,  # ProgressCallback prints one line per event instead of Tune's tables
     )
+
+
+class ProgressCallback(tune.Callback):
+    """One line per trial event instead of Tune's tables: start, every epoch, end."""
+
+    def __init__(self, metric: str, epochs: int, num_samples: int, log=print) -> None:
+        self.metric, self.epochs, self.num_samples, self.log = metric, epochs, num_samples, log
+        self.started = time.perf_counter()
+        self.trials_started = self.ended = 0
+
+    def _prefix(self, trial) -> str:
+        return f"[{time.perf_counter() - self.started:6.0f} s] {trial.trial_id}"
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.trials_started += 1
+        sampled = ", ".join(f"{k}={_short(v)}" for k, v in sorted(trial.config.items()) if v is not None)
+        self.log(f"{self._prefix(trial)} started ({self.trials_started}/{self.num_samples}): {sampled}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self.log(f"{self._prefix(trial)} epoch {result.get('epoch')}/{self.epochs}  "
+                 f"{self.metric} {result.get(self.metric, float('nan')):.4f}  "
+                 f"(best {result.get('best/' + self.metric, float('nan')):.4f})  "
+                 f"loss {result.get('train/loss', float('nan')):.4f}  {result.get('train/epoch_s', 0):.0f} s/epoch")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.ended += 1
+        epochs = (trial.last_result or {}).get("epoch", 0)
+        how = "completed" if epochs >= self.epochs else f"stopped early after {epochs} epochs"
+        self.log(f"{self._prefix(trial)} {how}  [{self.ended}/{self.num_samples} trials done]")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.ended += 1
+        self.log(f"{self._prefix(trial)} errored: {_error_line(trial)}  [{self.ended}/{self.num_samples} trials done]")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 class TrialStateCallback(tune.Callback):

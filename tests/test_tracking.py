@@ -1,0 +1,62 @@
+"""tune_lsd/tracking.py against a real MLflow SQLite store: nesting, concurrency, retries."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tune_lsd import tracking
+
+
+def log_a_trial(args) -> str:
+    uri, context, index, epochs = args
+    tracker = tracking.TrialTracker(context, f"trial{index}", f"trial_{index}", {"lsd.weight": index}, {"lsd.weight": index})
+    for epoch in range(1, epochs + 1):
+        tracker.log_metrics({"val/recall@1": index + epoch / 100, "train/loss": 1.0 / epoch, "epoch": epoch}, step=epoch)
+    return tracker.run_id
+
+
+def test_concurrent_trials_lose_no_metric(tmp_path):
+    uri = tracking.default_tracking_uri(tmp_path)
+    context = tracking.start_search_run(uri, "concurrent", {"space": "x"}, tmp_path / "artifacts")
+    with ProcessPoolExecutor(4) as pool:
+        run_ids = list(pool.map(log_a_trial, [(uri, context, i, 40) for i in range(4)]))
+    client = MlflowClient(uri)
+    for index, run_id in enumerate(run_ids):
+        history = client.get_metric_history(run_id, "val/recall_at_1")
+        assert sorted(m.step for m in history) == list(range(1, 41))
+        assert client.get_run(run_id).data.tags["mlflow.parentRunId"] == context.parent_run_id
+    assert len(tracking.trial_runs(uri, "concurrent")) == 4
+
+
+def test_restarted_trial_reuses_its_run_and_states_are_recorded(tmp_path):
+    uri = tracking.default_tracking_uri(tmp_path)
+    context = tracking.start_search_run(uri, "states", {"space": "x"}, tmp_path / "artifacts")
+    first = tracking.TrialTracker(context, "abc", "trial_abc", {}, {"optim.lr": 0.1})
+    again = tracking.TrialTracker(context, "abc", "trial_abc", {}, {"optim.lr": 0.1})
+    assert first.run_id == again.run_id
+    first.log_metrics({"best/val/recall@1": 0.5}, step=1)
+    tracking.mark_trial(context, "abc", "errored", "NonFiniteLossError: training loss is nan")
+    run = MlflowClient(uri).get_run(first.run_id)
+    assert run.info.status == "FAILED" and run.data.tags[tracking.STATE_TAG] == "errored"
+    assert "loss is nan" in run.data.tags["tune_lsd.error"]
+    assert json.loads(run.data.tags[tracking.SAMPLED_TAG]) == {"optim.lr": 0.1}
+    # a resumed search reopens the same parent run
+    assert tracking.start_search_run(uri, "states", {}, tmp_path / "artifacts").parent_run_id == context.parent_run_id
+    assert tracking.best_trial_run(uri, "states", "val/recall@1").info.run_id == first.run_id
+
+
+def test_unreachable_server_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # only tune_lsd's own retries
+    context = tracking.TrackingContext("http://127.0.0.1:9", "0", "none")
+    with pytest.raises(tracking.TrackingError) as error:
+        tracking.retry(lambda: MlflowClient(context.tracking_uri).get_experiment("0"), "get_experiment",
+                       attempts=2, first_wait_s=0.1)
+    assert "failed after 2 tries" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_mlflow_key():
+    assert tracking.mlflow_key("val/recall@1") == "val/recall_at_1"
