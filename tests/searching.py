@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from tune_lsd.cluster import descendants
+
 # ~1-2 s per trial epoch on one core: 40 glyph classes, 3 batches of 64 per epoch.
 TINY = ["--set", "data.max_classes=40", "--set", "data.batch_size=64", "--set", "schedule.steps_per_epoch=3"]
 
@@ -27,22 +29,12 @@ def start_tune_lsd(*args: str, cwd: Path, log: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
-def descendants(pid: int) -> list[int]:
-    """All processes below ``pid`` (read from /proc), children first."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def kill_tree(process: subprocess.Popen) -> None:

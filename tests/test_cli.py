@@ -52,3 +52,30 @@ def test_bad_input_is_one_clear_line(args, message):
 def test_help_has_examples():
     result = tune_lsd("train", "--help")
     assert result.returncode == 0 and "examples:" in result.stdout and "--set" in result.stdout
+
+
+def test_ui_serves_the_mlflow_ui_of_the_runs_folder(tmp_path):
+    import time
+    import urllib.request
+
+    from searching import free_port, kill_tree, start_tune_lsd
+    from tune_lsd.tracking import default_tracking_uri, start_search_run
+
+    start_search_run(default_tracking_uri(tmp_path / "runs"), "uisearch", {"space": "lsd"}, tmp_path / "runs" / "mlartifacts")
+    port = free_port()
+    server = start_tune_lsd("ui", "--port", str(port), cwd=tmp_path, log=tmp_path / "ui.log")
+    try:
+        body, deadline = "", time.time() + 90
+        while time.time() < deadline:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search", method="POST",
+                    data=b'{"max_results": 10}', headers={"Content-Type": "application/json"})
+                body = urllib.request.urlopen(request, timeout=5).read().decode()
+                break
+            except OSError:
+                time.sleep(1)
+        assert "uisearch" in body, (tmp_path / "ui.log").read_text()[-2000:]
+        assert "127.0.0.1" in (tmp_path / "ui.log").read_text()
+    finally:
+        kill_tree(server)

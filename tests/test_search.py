@@ -175,3 +175,22 @@ def test_bad_space_fails_before_ray_starts(tmp_path):
     assert not (tmp_path / "runs" / "ray").exists() and not (tmp_path / "runs" / "mlflow.db").exists()
     typo = tune_lsd("search", "--space", "lsd", "--name", "typo", "--set", "lsd.temprature=0.5", cwd=tmp_path, timeout=120)
     assert typo.returncode == 2 and "lsd.temprature" in typo.stderr
+
+
+def test_trial_with_nan_loss_is_recorded_as_errored_and_the_search_goes_on(tmp_path):
+    (tmp_path / "nan.yaml").write_text(
+        "base: glyphs_search\n"
+        "fixed: {optim.name: sgd, loss.name: normalized_softmax, lsd.enabled: false}\n"
+        "params:\n  optim.lr: {type: choice, values: [0.001, 1.0e+30]}\n")
+    result = tune_lsd("search", "--space", "nan.yaml", "--name", "nan", "--searcher", "random", "--scheduler", "fifo",
+                      "--num-samples", "4", "--set", "schedule.epochs=2", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    client, parents, children = child_runs(tmp_path / "runs", "nan")
+    states = {r.data.params["optim.lr"]: r.data.tags[STATE_TAG] for r in children}
+    errored = [r for r in children if r.data.tags[STATE_TAG] == "errored"]
+    assert errored and all(float(r.data.params["optim.lr"]) == 1e30 for r in errored)
+    assert all("NonFiniteLossError" in r.data.tags["tune_lsd.error"] and "training loss is" in r.data.tags["tune_lsd.error"]
+               for r in errored)
+    assert states.get("0.001") == "completed"
+    assert "errored: tune_lsd.engine.NonFiniteLossError: training loss is" in result.stdout
+    assert parents[0].data.tags[STATE_TAG] == "completed with errors"

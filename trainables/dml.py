@@ -18,10 +18,12 @@ import gc
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
 from tune_lsd.config import Config, apply_overrides
+from tune_lsd.data.splits import DataSplits, split_key
 from tune_lsd.engine import Trainer
 from tune_lsd.tracking import TrackingContext, TrialTracker
 
@@ -44,9 +46,15 @@ class DMLTrainable(tune.Trainable):
         base_config: dict[str, Any] | None = None,
         tracking: TrackingContext | None = None,
         select_metric: str = "val/recall@1",
+        shared_splits: DataSplits | None = None,
     ) -> None:
+        """``shared_splits``: the base config's data, decoded once per search and read zero-copy
+        from Ray's object store; used when this trial's data settings give the same split."""
         self.run_config = trial_config(base_config or {}, config)
-        self.trainer = Trainer(self.run_config)
+        base = Config.from_dict(base_config or {})
+        use_shared = shared_splits is not None and split_key(self.run_config.data, self.run_config.seed) == split_key(
+            base.data, base.seed)
+        self.trainer = Trainer(self.run_config, splits=shared_splits if use_shared else None)
         self.select_metric = select_metric
         self.best_value = float("-inf")
         self.best_model: dict[str, Any] | None = None
@@ -55,6 +63,7 @@ class DMLTrainable(tune.Trainable):
             sampled = {k: v for k, v in config.items() if v is not None}
             self.tracker = TrialTracker(tracking, self.trial_id, self.trial_name, self.run_config.flat(), sampled)
             self.tracker.log_text(self.run_config.to_yaml(), "config.yaml")
+            self.tracker.add_node(ray.get_runtime_context().get_node_id())
 
     def step(self) -> dict[str, Any]:
         metrics = self.trainer.run_epoch()

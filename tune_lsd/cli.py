@@ -27,6 +27,16 @@ EPILOG_SEARCH = """examples:
 EPILOG_EXPORT = """examples:
   tune-lsd export --experiment demo -o best.yaml && tune-lsd train --config best.yaml
 """
+EPILOG_SERVER = """examples:
+  tune-lsd server --port 5000                                   # SQLite store in runs/
+  tune-lsd server --backend-store-uri postgresql://mlflow@db/mlflow --host 0.0.0.0
+  tune-lsd search --space lsd --tracking-uri http://127.0.0.1:5000
+"""
+EPILOG_CLUSTER = """examples:
+  tune-lsd cluster up --workers 2 --cpus-per-node 1     # head + 2 workers on 127.0.0.1
+  tune-lsd search --space lsd --address 127.0.0.1:6390 --num-samples 8 --max-concurrent 3
+  tune-lsd cluster down
+"""
 EPILOG_EVALUATE = """examples:
   tune-lsd evaluate --checkpoint runs/train/demo/best.pt
   tune-lsd evaluate --checkpoint best.pt --split val
@@ -80,7 +90,8 @@ def _search(args: argparse.Namespace) -> int:
         num_samples=args.num_samples, max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, seed=args.seed, grace_period=args.grace_period,
         perturbation_interval=args.perturbation_interval, max_failures=args.max_failures,
-        time_budget_s=args.time_budget_s, address=args.address, tracking_uri=args.tracking_uri, runs_dir=args.runs_dir)
+        time_budget_s=args.time_budget_s, share_data=not args.no_shared_data, address=args.address,
+        tracking_uri=args.tracking_uri, runs_dir=args.runs_dir)
     if settings.settings_file.exists():
         raise ConfigError(f"a search named {settings.name!r} already exists under {settings.runs_path}: "
                           f"pick another --name or continue it with --resume {settings.name}")
@@ -111,6 +122,39 @@ def _ui(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
                "--port", str(args.port), "--workers", "1"]
     return subprocess.call(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+
+
+def _server(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from tune_lsd.tracking import server_command
+
+    runs_dir = Path(args.runs_dir).resolve()
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    backend = args.backend_store_uri or f"sqlite:///{runs_dir / 'mlflow-server.db'}"
+    artifacts = Path(args.artifacts_destination or runs_dir / "server-artifacts").resolve()
+    command = server_command(backend, artifacts, args.host, args.port)
+    if args.host not in ("127.0.0.1", "localhost"):
+        command += ["--allowed-hosts", args.allowed_hosts or "*"]
+    print(f"MLflow tracking server on http://{args.host}:{args.port} (store {backend}, artifacts {artifacts}); "
+          f"use --tracking-uri http://{args.host}:{args.port}", flush=True)
+    return subprocess.call(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from tune_lsd.cluster import cluster_down, cluster_up
+
+    runs_dir = Path(args.runs_dir).resolve()
+    if args.action == "down":
+        print(f"ended {cluster_down(runs_dir)} Ray nodes")
+        return 0
+    address = cluster_up(runs_dir, port=args.port, workers=args.workers, cpus_per_node=args.cpus_per_node,
+                         gpus_per_node=args.gpus_per_node, object_store_mb=args.object_store_mb, auth=args.auth)
+    print(f"Ray cluster up at {address}: head + {args.workers} workers (pids in {runs_dir / 'cluster' / 'nodes.json'})")
+    print(f"search on it:   tune-lsd search --address {address} --runs-dir {args.runs_dir} ...")
+    print(f"more machines:  RAY_AUTH_MODE={args.auth} ray start --address=<this host>:{args.port} --block")
+    print(f"end it:         tune-lsd cluster down --runs-dir {args.runs_dir}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--perturbation-interval", type=int, default=2, help="PBT: epochs between exploit/explore")
     search.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial")
     search.add_argument("--time-budget-s", type=float, help="stop starting/continuing trials after this many seconds")
+    search.add_argument("--no-shared-data", action="store_true",
+                        help="every trial decodes its own copy of the data (default: once per search, shared per node)")
     search.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
     search.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file in --runs-dir)")
     search.add_argument("--runs-dir", default="runs", help="where results, checkpoints and the MLflow store go")
@@ -167,6 +213,29 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=_ui)
+
+    server = commands.add_parser("server", help="run a shared MLflow tracking server for a cluster's trials",
+                                 epilog=EPILOG_SERVER, formatter_class=argparse.RawDescriptionHelpFormatter)
+    server.add_argument("--backend-store-uri", help="sqlite:///... (default: runs/mlflow-server.db) or postgresql://...")
+    server.add_argument("--artifacts-destination", help="where artifacts are stored (default: runs/server-artifacts)")
+    server.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 to serve other machines")
+    server.add_argument("--port", type=int, default=5000)
+    server.add_argument("--allowed-hosts", help="with a non-local --host: comma-separated Host headers to accept")
+    server.add_argument("--runs-dir", default="runs")
+    server.set_defaults(handler=_server)
+
+    cluster = commands.add_parser("cluster", help="start (up) or end (down) a Ray cluster of this machine's nodes, by pid",
+                                  epilog=EPILOG_CLUSTER, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cluster.add_argument("action", choices=["up", "down"])
+    cluster.add_argument("--workers", type=int, default=1, help="worker nodes besides the head")
+    cluster.add_argument("--port", type=int, default=6390, help="the head's GCS port")
+    cluster.add_argument("--cpus-per-node", type=float, default=1)
+    cluster.add_argument("--gpus-per-node", type=float, help="default: what Ray detects")
+    cluster.add_argument("--object-store-mb", type=int, default=300)
+    cluster.add_argument("--auth", choices=["disabled", "token"], default="disabled",
+                         help="Ray 2.60 token authentication; every node and driver must agree")
+    cluster.add_argument("--runs-dir", default="runs")
+    cluster.set_defaults(handler=_cluster)
 
     evaluate = commands.add_parser("evaluate", help="retrieval metrics of a checkpoint",
                                    epilog=EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -31,6 +31,7 @@ from search_spaces.loader import SearchSpace, SearchSpaceError, load_space, vali
 from trainables.dml import DMLTrainable
 from tune_lsd import __version__, tracking
 from tune_lsd.config import parse_override
+from tune_lsd.data.splits import build_splits
 
 SearcherName = Literal["optuna", "random"]
 SchedulerName = Literal["asha", "pbt", "fifo"]
@@ -61,6 +62,7 @@ class SearchSettings(BaseModel):
     reduction_factor: float = Field(2.0, gt=1)
     perturbation_interval: int = Field(2, ge=1, description="PBT: epochs between exploit/explore")
     max_failures: int = Field(0, ge=0)
+    share_data: bool = Field(True, description="decode the dataset once per search into Ray's object store")
     time_budget_s: float | None = None
     address: str | None = None
     tracking_uri: str | None = None
@@ -103,9 +105,12 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
     if not resume:
         settings.settings_file.write_text(yaml.safe_dump(settings.model_dump(), sort_keys=False))
 
+    tracking.check_reachable(settings.resolved_tracking_uri())
     _start_ray(settings)
+    context = None
     try:
         _check_resources(settings, ray.cluster_resources())
+        _check_storage_visible(settings.runs_path / "ray")
         context = tracking.start_search_run(
             settings.resolved_tracking_uri(), settings.name, _search_params(settings, space),
             settings.runs_path / "mlartifacts" if settings.tracking_uri is None else None)
@@ -127,7 +132,7 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
         results = tuner.fit()
         summary = _summarise(settings, results, context, time.perf_counter() - started)
     except BaseException as error:
-        if "context" in locals():
+        if context is not None:
             tracking.finish_search_run(context, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
         raise
     finally:
@@ -154,6 +159,9 @@ def _start_ray(settings: SearchSettings) -> None:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     address = settings.address or os.environ.get("RAY_ADDRESS")
     if address:
+        recorded = settings.runs_path / "cluster" / "nodes.json"
+        if recorded.exists() and json.loads(recorded.read_text())["address"] == address:
+            os.environ.setdefault("RAY_AUTH_MODE", json.loads(recorded.read_text())["auth"])  # as `cluster up` chose
         ray.init(address=address, log_to_driver=False)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
@@ -171,13 +179,43 @@ def _check_resources(settings: SearchSettings, resources: dict[str, float]) -> N
         raise SearchError(f"--cpus-per-trial {settings.cpus_per_trial} but the Ray cluster has {resources.get('CPU', 0):g} CPUs")
 
 
+def _check_storage_visible(storage: Path) -> None:
+    """Every node must see the storage path (checkpoints are written there): check before trials start."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if len(nodes) < 2:
+        return
+    storage.mkdir(parents=True, exist_ok=True)
+    probe = storage / f".probe-{os.getpid()}-{time.time_ns()}"
+    probe.write_text("tune_lsd")
+    try:
+        checks = {n["NodeManagerAddress"] + " " + n["NodeID"][:8]: _sees_path.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(probe))
+            for n in nodes}
+        blind = [node for node, seen in zip(checks, ray.get(list(checks.values()), timeout=120)) if not seen]
+    finally:
+        probe.unlink()
+    if blind:
+        raise SearchError(f"the storage path {storage} is not visible from node {blind[0]}: "
+                          "use a folder shared by all nodes (NFS) with --runs-dir, or a cluster on one machine")
+
+
+@ray.remote(num_cpus=0)
+def _sees_path(path: str) -> bool:
+    return Path(path).is_file()
+
+
 def _trainable(settings: SearchSettings, base, context: tracking.TrackingContext):
     base_config = base.with_overrides({
         "runtime.threads": max(1, int(settings.cpus_per_trial)),
         "runtime.progress": False,
         "runtime.device": "cuda" if settings.gpus_per_trial > 0 else "cpu",
     }).to_dict()
-    with_data = tune.with_parameters(DMLTrainable, base_config=base_config, tracking=context, select_metric=settings.metric)
+    # Decoded once here and put in Ray's object store once; trials on a node share one copy.
+    shared = build_splits(base.data, base.seed) if settings.share_data else None
+    with_data = tune.with_parameters(DMLTrainable, base_config=base_config, tracking=context,
+                                     select_metric=settings.metric, shared_splits=shared)
     return tune.with_resources(with_data, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
 
 
@@ -325,8 +363,8 @@ def _summarise(settings: SearchSettings, results, context: tracking.TrackingCont
         except Exception as error:  # the registry is a convenience: never lose a finished search over it
             summary["registry_error"] = str(error).splitlines()[0]
     state = "completed" if not errors else "completed with errors"
-    tracking.finish_search_run(context, "completed", {"best/" + settings.metric: summary.get("best_value", 0.0),
-                                                     "trials": len(results), "errored_trials": len(errors)})
+    tracking.finish_search_run(context, state, {"best/" + settings.metric: summary.get("best_value", 0.0),
+                                                "trials": len(results), "errored_trials": len(errors)})
     summary["state"] = state
     return summary
 
