@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,14 @@ class DMLTrainable(tune.Trainable):
     ) -> None:
         """``shared_splits``: the base config's data, decoded once per search and read zero-copy
         from Ray's object store; used when this trial's data settings give the same split."""
+        started = time.perf_counter()
         self.run_config = trial_config(base_config or {}, config)
         base = Config.from_dict(base_config or {})
         use_shared = shared_splits is not None and split_key(self.run_config.data, self.run_config.seed) == split_key(
             base.data, base.seed)
         self.trainer = Trainer(self.run_config, splits=shared_splits if use_shared else None)
         self.select_metric = select_metric
+        self.setup_s = time.perf_counter() - started  # data + model + optimiser, reported with every result
         self.best_value = float("-inf")
         self.best_model: dict[str, Any] | None = None
         self.tracker = None
@@ -72,6 +75,7 @@ class DMLTrainable(tune.Trainable):
             self.best_value = value
             self.best_model = self._model_snapshot()
         metrics[f"best/{self.select_metric}"] = self.best_value
+        metrics["time/setup_s"] = self.setup_s
         if self.tracker is not None:
             self.tracker.log_metrics(metrics, step=metrics["epoch"])
         metrics["done"] = self.trainer.epoch >= self.run_config.schedule.epochs
