@@ -194,3 +194,14 @@ def test_trial_with_nan_loss_is_recorded_as_errored_and_the_search_goes_on(tmp_p
     assert states.get("0.001") == "completed"
     assert "errored: tune_lsd.engine.NonFiniteLossError: training loss is" in result.stdout
     assert parents[0].data.tags[STATE_TAG] == "completed with errors"
+
+
+def test_search_where_every_trial_errors_fails_with_one_line(tmp_path):
+    args = ["search", "--space", "baseline", "--name", "allbad", "--searcher", "random", "--scheduler", "fifo",
+            "--num-samples", "2", "--set", "data.max_classes=4", "--set", "data.val_fraction=0.5"]
+    shared = tune_lsd(*args, cwd=tmp_path, timeout=300)  # the driver builds the shared split and finds it first
+    assert shared.returncode == 2 and "needs 32 classes of 4 samples" in shared.stderr.strip().splitlines()[-1]
+    separate = tune_lsd(*args[:4], "allbad2", *args[5:], "--no-shared-data", cwd=tmp_path, timeout=300)
+    assert separate.returncode == 2
+    last = separate.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: all 2 trials errored") and "needs 32 classes of 4 samples" in last

@@ -90,7 +90,8 @@ def _search(args: argparse.Namespace) -> int:
         num_samples=args.num_samples, max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, seed=args.seed, grace_period=args.grace_period,
         perturbation_interval=args.perturbation_interval, max_failures=args.max_failures,
-        time_budget_s=args.time_budget_s, share_data=not args.no_shared_data, address=args.address,
+        time_budget_s=args.time_budget_s, share_data=not args.no_shared_data, object_store_mb=args.object_store_mb,
+        address=args.address,
         tracking_uri=args.tracking_uri, runs_dir=args.runs_dir)
     if settings.settings_file.exists():
         raise ConfigError(f"a search named {settings.name!r} already exists under {settings.runs_path}: "
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--time-budget-s", type=float, help="stop starting/continuing trials after this many seconds")
     search.add_argument("--no-shared-data", action="store_true",
                         help="every trial decodes its own copy of the data (default: once per search, shared per node)")
+    search.add_argument("--object-store-mb", type=int, help="local Ray only: object store size (default: ~30%% of RAM)")
     search.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
     search.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file in --runs-dir)")
     search.add_argument("--runs-dir", default="runs", help="where results, checkpoints and the MLflow store go")

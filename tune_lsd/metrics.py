@@ -13,7 +13,8 @@ Definitions follow Musgrave et al., "A Metric Learning Reality Check" (2020):
 
 Queries whose class has no other item (R = 0) have no correct answer and are left out of
 all retrieval metrics. Queries are searched in chunks so that 100k x 512 embeddings fit in
-memory: only ``chunk_size x k`` neighbours are held at a time.
+memory: only ``chunk_size x k`` neighbours are held at a time, with ``k`` the largest class
+size (MAP@R needs R neighbours) and ``chunk_size`` chosen to stay within ``memory_budget_mb``.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def retrieval_metrics(
     labels: np.ndarray,
     ks: tuple[int, ...] | list[int] = (1, 2, 4, 8),
     nmi: bool = True,
-    chunk_size: int = 4096,
+    chunk_size: int | None = None,
     seed: int = 0,
+    memory_budget_mb: int = 256,
 ) -> dict[str, float]:
     """``{"recall@1": ..., "map@r": ..., "r_precision": ..., "nmi": ...}`` for (N, D) embeddings."""
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
@@ -46,6 +48,8 @@ def retrieval_metrics(
         raise ValueError("no class has two or more items: retrieval metrics are undefined")
     k = min(max(max(ks), int(others.max())), len(labels) - 1)
 
+    if chunk_size is None:  # ~40 bytes per (query, neighbour) pair: ids, distances and the masks below
+        chunk_size = max(1, min(len(labels), memory_budget_mb * 2**20 // (40 * (k + 1))))
     index = faiss.IndexFlatIP(embeddings.shape[1])
     index.add(embeddings)
     hits_at = {kk: 0 for kk in ks}

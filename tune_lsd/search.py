@@ -63,6 +63,7 @@ class SearchSettings(BaseModel):
     perturbation_interval: int = Field(2, ge=1, description="PBT: epochs between exploit/explore")
     max_failures: int = Field(0, ge=0)
     share_data: bool = Field(True, description="decode the dataset once per search into Ray's object store")
+    object_store_mb: int | None = Field(None, gt=0, description="local Ray only: object store size (default: Ray's, ~30% of RAM)")
     time_budget_s: float | None = None
     address: str | None = None
     tracking_uri: str | None = None
@@ -138,6 +139,8 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
     finally:
         ray.shutdown()
     _print_summary(summary, log)
+    if summary["trials"] and summary["errored"] == summary["trials"]:
+        raise SearchError(f"all {summary['trials']} trials errored; the first: {summary['first_error']}")
     return summary
 
 
@@ -166,7 +169,8 @@ def _start_ray(settings: SearchSettings) -> None:
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
         # Trial output (Ray's per-checkpoint INFO lines) stays in the Ray session logs.
-        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        store = settings.object_store_mb * 2**20 if settings.object_store_mb else None
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, object_store_memory=store)
 
 
 def _check_resources(settings: SearchSettings, resources: dict[str, float]) -> None:
@@ -349,6 +353,7 @@ def _summarise(settings: SearchSettings, results, context: tracking.TrackingCont
         "name": settings.name, "trials": len(results), "errored": len(errors),
         "epochs_run": sum(epochs_run), "wall_s": round(wall_s, 1),
         "tracking_uri": settings.resolved_tracking_uri(), "ray_results": str(settings.runs_path / "ray" / settings.name),
+        "first_error": str(errors[0].error).strip().splitlines()[-1] if errors else None,
     }
     try:
         best = tracking.best_trial_run(settings.resolved_tracking_uri(), settings.name, settings.metric, settings.mode)
