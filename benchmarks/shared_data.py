@@ -8,7 +8,8 @@ processes that map them) of the search driver and every process it started, Ray'
 store (1000 MB, touched pages only) included, sampled every 0.2 s; and each trial's set-up time (data + model, reported by
 the trainable as time/setup_s).
 
-    python benchmarks/shared_data.py            # prints a table, the ratio last
+    python benchmarks/shared_data.py            # prints a table, the ratio last (~4 min)
+    python benchmarks/shared_data.py --tiny     # a quick smoke run on the bundled glyphs
 """
 
 from __future__ import annotations
@@ -56,11 +57,15 @@ def memory_sample(root_pid: int) -> tuple[float, float]:
     return trials, others
 
 
-def run(shared: bool, folder: Path) -> dict[str, float]:
+TINY = ["--set", "data.max_classes=40", "--set", "data.batch_size=64", "--set", "schedule.steps_per_epoch=2",
+        "--set", "schedule.epochs=1"]
+
+
+def run(shared: bool, folder: Path, settings: list[str] = SETTINGS, trials: int = 4) -> dict[str, float]:
     name = "shared" if shared else "copies"
     command = [sys.executable, "-m", "tune_lsd.cli", "search", "--space", "baseline", "--name", name,
-               "--searcher", "random", "--scheduler", "fifo", "--num-samples", "4", "--max-concurrent", "4",
-               "--cpus-per-trial", "0.5", "--object-store-mb", "1000", *SETTINGS] + ([] if shared else ["--no-shared-data"])
+               "--searcher", "random", "--scheduler", "fifo", "--num-samples", str(trials), "--max-concurrent",
+               str(trials), "--cpus-per-trial", str(2 / trials), "--object-store-mb", "1000", *settings] + ([] if shared else ["--no-shared-data"])
     process = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={"RAY_AUTH_MODE": "disabled", "PATH": "/usr/bin:/bin"})
     peak_trials = peak_total = 0.0
@@ -82,10 +87,12 @@ def run(shared: bool, folder: Path) -> dict[str, float]:
 
 
 def main() -> None:
+    tiny = "--tiny" in sys.argv  # the test suite's smoke run: 2 trials on the bundled glyphs
+    settings, trials = (TINY, 2) if tiny else (SETTINGS, 4)
     with tempfile.TemporaryDirectory() as tmp:
-        copies = run(False, Path(tmp))
-        shared = run(True, Path(tmp))
-    print("| mode | peak PSS of the 4 trials (MB) | peak PSS of all processes (MB) | trial set-up mean / max (s) | search wall (s) |")
+        copies = run(False, Path(tmp), settings, trials)
+        shared = run(True, Path(tmp), settings, trials)
+    print(f"| mode | peak PSS of the {trials} trials (MB) | peak PSS of all processes (MB) | trial set-up mean / max (s) | search wall (s) |")
     print("|---|---|---|---|---|")
     for label, r in (("own copy per trial", copies), ("shared via object store", shared)):
         print(f"| {label} | {r['trials_mb']:.0f} | {r['total_mb']:.0f} | {r['setup_s']:.2f} / {r['setup_max_s']:.2f} "
