@@ -67,7 +67,7 @@ class SearchSpace(BaseModel):
 
     def base_config(self) -> Config:
         """The base config with the fixed overrides applied."""
-        return Config.load(_resolve(self.base, CONFIG_DIR, "config"), self.fixed)
+        return Config.load(resolve_yaml(self.base, CONFIG_DIR, "config"), self.fixed)
 
     def trial_config(self, sampled: dict[str, Any]) -> Config:
         """The full config of one trial: base + fixed + sampled values (None = not sampled)."""
@@ -142,7 +142,7 @@ def available_spaces() -> list[str]:
 
 def load_space(name_or_path: str) -> SearchSpace:
     """Load and validate a shipped space by name, or a YAML file."""
-    path = _resolve(name_or_path, SPACE_DIR, "search space")
+    path = resolve_yaml(name_or_path, SPACE_DIR, "search space")
     raw = yaml.safe_load(path.read_text()) or {}
     try:
         space = SearchSpace.model_validate({**raw, "name": raw.get("name") or path.stem})
@@ -195,7 +195,8 @@ def validate_space(space: SearchSpace) -> None:
             raise SearchSpaceError(f"search space {space.name!r}: pbt.mutate names {key!r}, which is not a parameter")
 
 
-def _resolve(name_or_path: str, folder: Path, what: str) -> Path:
+def resolve_yaml(name_or_path: str, folder: Path, what: str) -> Path:
+    """``name_or_path`` if it is a file, else ``folder/<name>.yaml``; one clear error otherwise."""
     path = Path(name_or_path)
     if path.is_file():
         return path

@@ -38,7 +38,7 @@ def test_train_writes_run_folder_and_evaluate_reproduces_test_metrics(tmp_path):
         (["train", "--set", "lsd.temprature=0.1"], "unknown config key 'lsd.temprature'"),
         (["train", "--set", "data.dataset=cub", "--set", "data.root=/no/such/folder"], "does not exist: /no/such/folder"),
         (["train", "--set", "loss.name=arcface"], "loss.name"),
-        (["train", "--config", "no_such_config"], "neither a file nor a shipped config"),
+        (["train", "--config", "no_such_config"], "neither a file nor one of"),
         (["evaluate", "--checkpoint", "/no/such.pt"], "checkpoint not found"),
     ],
 )

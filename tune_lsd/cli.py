@@ -45,16 +45,10 @@ EPILOG_EVALUATE = """examples:
 
 def resolve_config_path(name: str) -> Path:
     """A YAML path, or the name of a config shipped in ``search_spaces/configs/``."""
-    path = Path(name)
-    if path.is_file():
-        return path
     from search_spaces import CONFIG_DIR
+    from search_spaces.loader import resolve_yaml
 
-    shipped = CONFIG_DIR / f"{name}.yaml"
-    if shipped.is_file():
-        return shipped
-    available = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-    raise ConfigError(f"config {name!r} is neither a file nor a shipped config ({available})")
+    return resolve_yaml(name, CONFIG_DIR, "config")
 
 
 def _train(args: argparse.Namespace) -> int:
