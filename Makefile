@@ -10,7 +10,7 @@ FONTS   := fonts-arphic-ukai fonts-arphic-uming fonts-cwtex-heib fonts-cwtex-min
            fonts-hanazono fonts-unifont fonts-yusei-magic
 GLYPHS  := tune_lsd/data/bundled/glyphs32.npz
 
-.PHONY: demo test install fonts glyphs glyphs-check clean-runs
+.PHONY: demo test bench install fonts glyphs glyphs-check clean-runs
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -33,6 +33,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q
+
+# Speed benchmarks 1-3 (search overhead, LSD step cost, evaluation): ~5 minutes on 2 cores.
+bench: $(STAMP)
+	$(PYTHON) benchmarks/search_overhead.py
+	$(PYTHON) benchmarks/lsd_step_cost.py
+	$(PYTHON) benchmarks/evaluation.py
 
 # Debian's CJK fonts, for rendering bigger glyph sets (not needed by tests or the demo).
 fonts:

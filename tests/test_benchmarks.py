@@ -30,3 +30,15 @@ def test_evaluation_benchmark_agrees_with_pytorch_metric_learning():
 def test_shared_data_benchmark_runs():
     lines = run("shared_data.py", "--tiny")
     assert lines[-1].startswith("ratio shared/copies:")
+
+
+def test_lsd_step_cost_benchmark_runs():
+    lines = run("lsd_step_cost.py", "--steps", "2", "--rounds", "1")
+    assert lines[-1].startswith("ratio LSD/base step time:")
+
+
+@pytest.mark.slow
+def test_search_overhead_benchmark_runs():
+    lines = run("search_overhead.py", "--epochs", "1", "--set", "data.max_classes=40", "--set", "data.batch_size=64",
+                "--set", "schedule.steps_per_epoch=2")
+    assert lines[-1].startswith("ratio search/plain:")
