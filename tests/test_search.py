@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from searching import TINY, kill_tree, start_tune_lsd, tune_lsd
