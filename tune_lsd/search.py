@@ -125,7 +125,7 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
             if not tune.Tuner.can_restore(str(experiment_path)):
                 raise SearchError(f"nothing to resume at {experiment_path}")
             tuner = tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_errored=True,
-                                       param_space=space.tune_param_space() if settings.scheduler == "pbt" else None)
+                                       param_space=_param_space(settings, space))
         else:
             tuner = tune.Tuner(trainable, param_space=_param_space(settings, space),
                                tune_config=_tune_config(settings, space, epochs),
