@@ -62,8 +62,12 @@ def test_driver_killed_on_the_cluster_resumes_and_trials_ran_on_both_nodes(clust
             "--scheduler", "fifo", "--address", address, "--set", "schedule.epochs=3", *TINY]
     driver = start_tune_lsd(*args, cwd=tmp_path, log=tmp_path / "driver.log")
     try:
-        client, children = wait_for_runs(
-            runs, "onc", lambda c, ch: sum(r.data.tags.get(STATE_TAG) == "completed" for r in ch) >= 2)
+        def two_done_and_the_next_under_way(c, ch):  # see test_search: do not kill at a suggestion
+            done = sum(r.data.tags.get(STATE_TAG) == "completed" for r in ch)
+            return done >= 2 and len(ch) > done and all(
+                len(c.get_metric_history(r.info.run_id, "val/recall_at_1")) >= 1 for r in ch)
+
+        client, children = wait_for_runs(runs, "onc", two_done_and_the_next_under_way)
     finally:
         kill_tree(driver)
     finished = {r.info.run_id for r in children if r.data.tags.get(STATE_TAG) == "completed"}

@@ -232,7 +232,7 @@ def _tune_config(settings: SearchSettings, space: SearchSpace, epochs: int):
     if settings.scheduler != "pbt":
         sampler = (optuna.samplers.TPESampler(multivariate=True, group=True, seed=settings.seed)
                    if settings.searcher == "optuna" else optuna.samplers.RandomSampler(seed=settings.seed))
-        search_alg = OptunaSearch(space=space.optuna_space(), metric=settings.metric, mode=settings.mode, sampler=sampler)
+        search_alg = ResumableOptunaSearch(space=space.optuna_space(), metric=settings.metric, mode=settings.mode, sampler=sampler)
     if settings.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs,
                                   grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
@@ -265,6 +265,27 @@ def _run_config(settings: SearchSettings, context: tracking.TrackingContext, epo
                    ProgressCallback(settings.metric, epochs, settings.num_samples)],
         verbose=0,  # ProgressCallback prints one line per event instead of Tune's tables
     )
+
+
+class ResumableOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch, tolerant of trials it does not know after ``--resume``.
+
+    A driver killed between Tune writing its trial list and the searcher's state can come back
+    with an in-flight trial that the restored searcher never suggested; Ray's OptunaSearch then
+    raises KeyError on that trial's first result and the whole search stops. Such a trial still
+    trains to the end; its result just does not inform the sampler.
+    """
+
+    def _knows(self, trial_id: str) -> bool:
+        return trial_id in self._ot_trials or trial_id in self._completed_trials
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self._knows(trial_id):
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if self._knows(trial_id):
+            super().on_trial_complete(trial_id, result, error)
 
 
 class ProgressCallback(tune.Callback):
