@@ -42,3 +42,33 @@ def test_search_overhead_benchmark_runs():
     lines = run("search_overhead.py", "--epochs", "1", "--set", "data.max_classes=40", "--set", "data.batch_size=64",
                 "--set", "schedule.steps_per_epoch=2")
     assert lines[-1].startswith("ratio search/plain:")
+
+
+TINY_SEARCH = ["--set", "data.max_classes=40", "--set", "schedule.steps_per_epoch=2"]
+
+
+@pytest.mark.slow
+def test_search_efficiency_benchmark_reports_a_fraction_of_the_budget(tmp_path):
+    lines = run("search_efficiency.py", "--seeds", "0", "--random-trials", "2", "--asha-trials", "3",
+                "--set", "schedule.epochs=2", *TINY_SEARCH, "--out", str(tmp_path))
+    row = next(line for line in lines if line.startswith("| 0 |")).split("|")
+    assert int(row[2]) == 4  # random search's budget: 2 trials x 2 epochs
+    reached = row[6].strip() != "not reached"
+    assert reached == (float(row[4]) >= float(row[3]))  # matched random's best within the budget, or not
+    assert not reached or 0 < float(row[6]) <= 1
+    assert (tmp_path / "search_efficiency.png").stat().st_size > 10_000
+    assert lines[-1].startswith("ratio (median fraction of random's budget")
+
+
+@pytest.mark.slow
+def test_lsd_study_retrains_each_winner_with_every_seed(tmp_path):
+    lines = run("lsd_study.py", "--noise", "0.3", "--num-samples", "1", "--seeds", "2", "--steps", "2",
+                "--set", "schedule.epochs=1", *TINY_SEARCH, "--out", str(tmp_path))
+    rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in lines if line.startswith("| 30% noise")}
+    assert set(rows) == {"30% noise: raw pixels", "30% noise: untrained network", "30% noise: LSD (tuned)",
+                         "30% noise: base loss only (tuned)"}
+    assert int(rows["30% noise: LSD (tuned)"][2]) == 2 and int(rows["30% noise: untrained network"][2]) == 4
+    for space in ("lsd", "baseline"):
+        assert len(list((tmp_path / f"study-noise0.3-{space}").glob("retrain-seed*/summary.json"))) == 2
+    assert (tmp_path / "study.png").stat().st_size > 10_000
+    assert lines[-1].startswith("ratio LSD/baseline test R@1 at 30% noise:")

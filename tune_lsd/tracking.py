@@ -167,6 +167,41 @@ def best_trial_run(tracking_uri: str, experiment_name: str, metric: str, mode: s
     return pick(runs, key=lambda r: r.data.metrics[key])
 
 
+def metric_history(tracking_uri: str, run_id: str, metric: str) -> list[tuple[int, float, int]]:
+    """Every logged point of ``metric`` in run ``run_id`` as (step, value, timestamp ms), by step."""
+    client = MlflowClient(tracking_uri)
+    points = retry(lambda: client.get_metric_history(run_id, mlflow_key(metric)), "get_metric_history")
+    return sorted((p.step, p.value, p.timestamp) for p in points)
+
+
+def search_parent_runs(tracking_uri: str) -> list:
+    """The parent run of every search in the store, newest first."""
+    client = MlflowClient(tracking_uri)
+    experiments = retry(lambda: client.search_experiments(max_results=10_000), "search_experiments")
+    ids = [e.experiment_id for e in experiments]
+    if not ids:
+        return []
+    return retry(lambda: client.search_runs(ids, filter_string=f"tags.`{SEARCH_TAG}` = 'parent'", max_results=10_000,
+                                            order_by=["attributes.start_time DESC"]), "search_runs")
+
+
+def search_parent_run(tracking_uri: str, experiment_name: str):
+    """The parent run of the search ``experiment_name`` (TrackingError if there is none)."""
+    client = MlflowClient(tracking_uri)
+    experiment = retry(lambda: client.get_experiment_by_name(experiment_name), "get_experiment_by_name")
+    runs = [] if experiment is None else retry(lambda: client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = 'parent'", max_results=1), "search_runs")
+    if not runs:
+        raise TrackingError(f"no search named {experiment_name!r} in {tracking_uri}")
+    return runs[0]
+
+
+def log_folder(tracking_uri: str, run_id: str, folder: Path, artifact_path: str) -> None:
+    """Upload every file of ``folder`` as artifacts of run ``run_id`` under ``artifact_path``."""
+    client = MlflowClient(tracking_uri)
+    retry(lambda: client.log_artifacts(run_id, str(folder), artifact_path), "log_artifacts")
+
+
 def download_trial_file(tracking_uri: str, run_id: str, artifact_path: str, destination: Path) -> Path:
     return Path(MlflowClient(tracking_uri).download_artifacts(run_id, artifact_path, str(destination)))
 
