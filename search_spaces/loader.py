@@ -46,6 +46,16 @@ class ParamSpec(BaseModel):
     values: list[Any] | None = None
     when: dict[str, Any] | None = Field(None, description="Sample only when these keys have these values.")
 
+    def optuna_distribution(self):
+        """The Optuna distribution this parameter samples from (what define_by_run suggests)."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.type == "choice":
+            return CategoricalDistribution(self.values)
+        if self.type == "int":
+            return IntDistribution(int(self.low), int(self.high))
+        return FloatDistribution(self.low, self.high, log=self.type == "loguniform")
+
 
 class PBTSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -27,6 +27,18 @@ EPILOG_SEARCH = """examples:
 EPILOG_EXPORT = """examples:
   tune-lsd export --experiment demo -o best.yaml && tune-lsd train --config best.yaml
 """
+EPILOG_UI = """examples:
+  tune-lsd ui                                   # the searches in runs/mlflow.db, at http://127.0.0.1:5000
+  tune-lsd ui --tracking-uri http://head:5000 --port 5001
+"""
+EPILOG_REPORT = """examples:
+  tune-lsd report demo                          # -> runs/reports/demo/report.html (+ PNGs)
+  tune-lsd report demo -o /tmp/demo-report --no-mlflow
+"""
+EPILOG_LS = """examples:
+  tune-lsd ls
+  tune-lsd ls --tracking-uri http://head:5000
+"""
 EPILOG_SERVER = """examples:
   tune-lsd server --port 5000                                   # SQLite store in runs/
   tune-lsd server --backend-store-uri postgresql://mlflow@db/mlflow --host 0.0.0.0
@@ -100,19 +112,57 @@ def _tracking_uri(args: argparse.Namespace) -> str:
     return args.tracking_uri or default_tracking_uri(Path(args.runs_dir).resolve())
 
 
+def _existing_store(args: argparse.Namespace) -> str:
+    """The tracking URI for commands that only read: a missing SQLite file is an error, not a new store."""
+    uri = _tracking_uri(args)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise FileNotFoundError(f"no MLflow store at {uri.removeprefix('sqlite:///')}: run a search first, "
+                                "or point --runs-dir / --tracking-uri at one")
+    return uri
+
+
 def _export(args: argparse.Namespace) -> int:
     from tune_lsd.export import export_best_config
 
-    exported = export_best_config(_tracking_uri(args), args.experiment, Path(args.output), args.metric, args.mode)
+    exported = export_best_config(_existing_store(args), args.experiment, Path(args.output), args.metric, args.mode)
     print(f"exported trial {exported['trial']} ({args.metric} {exported['value']:.4f}) to {exported['output']}")
     print(f"next: tune-lsd train --config {exported['output']}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from tune_lsd.report import write_report
+
+    uri = _existing_store(args)
+    out = Path(args.output or Path(args.runs_dir) / "reports" / args.name).resolve()
+    print(f"report of search {args.name!r}: reading trials from {uri}", flush=True)
+    report = write_report(uri, args.name, out, args.metric, args.mode, log_to_mlflow=not args.no_mlflow)
+    print(f"wrote {report}" + ("" if args.no_mlflow else " (also logged to the search's MLflow parent run, report/)"))
+    print(f"open it: {report.as_uri()}")
+    return 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from tune_lsd.report import list_searches
+
+    uri = _existing_store(args)
+    rows = list_searches(uri, args.metric)
+    if not rows:
+        print(f"no searches in {uri}")
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'search':<{width}}  {'state':<22} {'trials':>6} {'errored':>7}  {'best ' + args.metric:>18}  started")
+    for row in rows:
+        best = "-" if row["best"] is None else f"{row['best']:.4f}"
+        started = datetime.fromtimestamp(row["started_ms"] / 1000).strftime("%Y-%m-%d %H:%M")
+        print(f"{row['name']:<{width}}  {row['state']:<22} {row['trials']:>6} {row['errored']:>7}  {best:>18}  {started}")
     return 0
 
 
 def _ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    uri = _tracking_uri(args)
+    uri = _existing_store(args)
     print(f"MLflow UI of {uri} at http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
                "--port", str(args.port), "--workers", "1"]
@@ -203,12 +253,31 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--runs-dir", default="runs")
     export.set_defaults(handler=_export)
 
-    ui = commands.add_parser("ui", help="serve the MLflow UI of the search results on 127.0.0.1")
+    ui = commands.add_parser("ui", help="serve the MLflow UI of the search results on 127.0.0.1",
+                             epilog=EPILOG_UI, formatter_class=argparse.RawDescriptionHelpFormatter)
     ui.add_argument("--tracking-uri")
     ui.add_argument("--runs-dir", default="runs")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=_ui)
+
+    report = commands.add_parser("report", help="write an HTML report (trials, curves, importance, best config) of a search",
+                                 epilog=EPILOG_REPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_argument("name", help="the search name")
+    report.add_argument("--output", "-o", help="folder for report.html and its PNGs (default: runs/reports/NAME)")
+    report.add_argument("--metric", default="val/recall@1")
+    report.add_argument("--mode", choices=["max", "min"], default="max")
+    report.add_argument("--no-mlflow", action="store_true", help="do not log the report to the search's parent run")
+    report.add_argument("--tracking-uri")
+    report.add_argument("--runs-dir", default="runs")
+    report.set_defaults(handler=_report)
+
+    ls = commands.add_parser("ls", help="list the searches with state, trial count and best metric",
+                             epilog=EPILOG_LS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ls.add_argument("--metric", default="val/recall@1")
+    ls.add_argument("--tracking-uri")
+    ls.add_argument("--runs-dir", default="runs")
+    ls.set_defaults(handler=_ls)
 
     server = commands.add_parser("server", help="run a shared MLflow tracking server for a cluster's trials",
                                  epilog=EPILOG_SERVER, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -243,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own progress lines instead
     if args.debug:
         return args.handler(args)
     warnings.simplefilter("default")

@@ -115,6 +115,8 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
         context = tracking.start_search_run(
             settings.resolved_tracking_uri(), settings.name, _search_params(settings, space),
             settings.runs_path / "mlartifacts" if settings.tracking_uri is None else None)
+        if not resume:  # what was searched, for the report and for anyone reading the run later
+            tracking.log_search_text(context, yaml.safe_dump(space.model_dump(), sort_keys=False), tracking.SPACE_ARTIFACT)
         log(f"search {settings.name!r}: space {space.name}, {settings.searcher} + {settings.scheduler}, "
             f"{settings.num_samples} trials x {epochs} epochs, {settings.max_concurrent} at a time; "
             f"MLflow {settings.resolved_tracking_uri()}")

@@ -27,10 +27,11 @@ from mlflow.tracking import MlflowClient
 SEARCH_TAG = "tune_lsd.search"
 TRIAL_ID_TAG = "ray.trial_id"
 SAMPLED_TAG = "tune_lsd.sampled"  # JSON of the values the searcher chose for this trial
-STATE_TAG = "tune_lsd.state"
-NODES_TAG = "tune_lsd.nodes"  # Ray node ids the trial ran on, in order (more than one after a restart)  # completed | stopped early | errored | running
+STATE_TAG = "tune_lsd.state"  # completed | stopped early | errored | running (trials); running | completed | ... (parent)
+NODES_TAG = "tune_lsd.nodes"  # Ray node ids the trial ran on, in order (more than one after a restart)
 PARENT_TAG = "mlflow.parentRunId"
 CHECKPOINT_DIR = "checkpoint"
+SPACE_ARTIFACT = "search_space.yaml"  # the search space, on the parent run
 T = TypeVar("T")
 
 
@@ -94,7 +95,9 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
         return experiment.experiment_id
     location = (artifact_root / name).resolve().as_uri() if artifact_root else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        # This kind makes the MLflow 3 UI open the experiment on its training runs, not a GenAI overview.
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={"mlflow.experimentKind": "custom_model_development"})
     except mlflow.exceptions.MlflowException:  # created concurrently by another process
         return client.get_experiment_by_name(name).experiment_id
 
@@ -115,6 +118,12 @@ def start_search_run(
         run_id = run.info.run_id
         client.log_batch(run_id, params=[Param(k, _param_value(v)) for k, v in params.items()])
     return TrackingContext(tracking_uri, experiment_id, run_id)
+
+
+def log_search_text(context: TrackingContext, text: str, artifact_file: str) -> None:
+    """A text artifact on the search's parent run (e.g. the search space it ran)."""
+    client = MlflowClient(context.tracking_uri)
+    retry(lambda: client.log_text(context.parent_run_id, text, artifact_file), "log_text")
 
 
 def finish_search_run(context: TrackingContext, state: str, summary: dict[str, float] | None = None) -> None:

@@ -1,0 +1,257 @@
+"""A search report: one self-contained HTML page (and its PNG plots) from what MLflow recorded.
+
+    path = write_report("sqlite:///runs/mlflow.db", "demo", Path("runs/reports/demo"))
+
+The page holds the trials table sorted by the metric, the learning curves (the best trials in
+colour, early-stopped ones in grey), parallel coordinates of the sampled hyperparameters,
+their importance (Optuna's default evaluator, fANOVA), the LSD weight and temperature against
+the metric, and the best trial's full configuration. It works for a running search too (the
+trials so far), and is also logged as artifacts (``report/``) of the search's parent run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+import optuna  # noqa: E402
+import yaml  # noqa: E402
+from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
+
+from search_spaces.loader import ParamSpec  # noqa: E402
+from tune_lsd import tracking  # noqa: E402
+
+HIGHLIGHTED = 5  # learning curves drawn in colour
+LSD_PARAMS = ("lsd.weight", "lsd.temperature")
+
+
+@dataclass
+class TrialSummary:
+    """One trial as its MLflow child run recorded it."""
+
+    name: str
+    run_id: str
+    state: str
+    sampled: dict[str, Any]
+    best: float | None  # best value of the metric over its epochs
+    curve: list[tuple[int, float]]  # (epoch, metric) points
+
+
+def load_trials(tracking_uri: str, search: str, metric: str, mode: str = "max") -> list[TrialSummary]:
+    """Every trial of ``search`` with its curve, best first (trials without a result last)."""
+    best_key = tracking.mlflow_key(f"best/{metric}")
+    trials = [TrialSummary(name=run.info.run_name, run_id=run.info.run_id,
+                           state=run.data.tags.get(tracking.STATE_TAG, "running"),
+                           sampled=json.loads(run.data.tags.get(tracking.SAMPLED_TAG, "{}")),
+                           best=run.data.metrics.get(best_key),
+                           curve=[(step, value) for step, value, _ in tracking.metric_history(tracking_uri, run.info.run_id, metric)])
+              for run in tracking.trial_runs(tracking_uri, search)]
+    sign = -1 if mode == "max" else 1
+    return sorted(trials, key=lambda t: (t.best is None, sign * (t.best or 0.0), t.name))
+
+
+def optuna_study(trials: list[TrialSummary], params: dict[str, ParamSpec], mode: str) -> optuna.Study:
+    """The finished trials as an Optuna study (its plots and importance evaluators work on it)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for trial in trials:
+        if trial.best is None:
+            continue
+        sampled = {k: v for k, v in trial.sampled.items() if k in params and v is not None}
+        study.add_trial(optuna.trial.create_trial(
+            params=sampled, distributions={k: params[k].optuna_distribution() for k in sampled}, value=trial.best))
+    return study
+
+
+# --- plots -----------------------------------------------------------------------------------
+
+
+def plot_curves(trials: list[TrialSummary], metric: str, path: Path) -> None:
+    """Learning curves: the best trials in colour, the rest grey; early-stopped ones end in an x."""
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for rank, trial in reversed(list(enumerate(trials))):  # best drawn last, on top
+        if not trial.curve:
+            continue
+        epochs, values = zip(*trial.curve)
+        coloured = rank < HIGHLIGHTED
+        axis.plot(epochs, values, marker="o", markersize=3, linewidth=2 if coloured else 1,
+                  color=f"C{rank}" if coloured else "0.7", label=f"#{rank + 1} {trial.name}" if coloured else None,
+                  zorder=3 if coloured else 2)
+        if trial.state == "stopped early":
+            axis.plot(epochs[-1], values[-1], "x", color="black", markersize=7, zorder=4)
+    axis.plot([], [], "x", color="black", label="stopped early")
+    handles, labels = axis.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: labels[i])  # "#1 ...", "#2 ...", ..., "stopped early"
+    axis.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=8, loc="lower right")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_xlabel("epoch")
+    axis.set_ylabel(metric)
+    axis.set_title(f"learning curves ({len(trials)} trials)")
+    axis.grid(alpha=0.3)
+    _save(figure, path)
+
+
+def plot_optuna(kind: str, study: optuna.Study, metric: str, path: Path, params: list[str] | None = None) -> None:
+    """One of Optuna's matplotlib plots: parallel coordinates, param importances or slices."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if kind == "parallel":
+            axis = optuna_plots.plot_parallel_coordinate(study, target_name=metric)
+        elif kind == "importance":
+            axis = optuna_plots.plot_param_importances(study, target_name=metric)
+        else:
+            axis = optuna_plots.plot_slice(study, params=params, target_name=metric)
+    figure = (axis.flat[0] if hasattr(axis, "flat") else axis).figure
+    figure.set_size_inches(6 * len(params) + 2 if params else 11, 5)
+    # Optuna's figures carry colour bars that tight_layout cannot place: crop at save time instead.
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+
+
+def _save(figure, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+# --- the page --------------------------------------------------------------------------------
+
+
+def write_report(tracking_uri: str, search: str, out: Path, metric: str = "val/recall@1", mode: str = "max",
+                 log_to_mlflow: bool = True) -> Path:
+    """Write ``out/report.html`` and its PNGs for search ``search``; returns the HTML path."""
+    parent = tracking.search_parent_run(tracking_uri, search)
+    trials = load_trials(tracking_uri, search, metric, mode)
+    if not trials:
+        raise tracking.TrackingError(f"search {search!r} has no trials yet")
+    out.mkdir(parents=True, exist_ok=True)
+    params = _space_params(tracking_uri, parent.info.run_id)
+    study = optuna_study(trials, params, mode)
+
+    plot_curves(trials, metric, out / "curves.png")
+    sections = [("Learning curves", _inline(out / "curves.png"))]
+    sections += _hyperparameter_sections(study, params, metric, out)
+
+    page = _page(search, parent, trials, metric, sections, _best_config(tracking_uri, trials))
+    report = out / "report.html"
+    report.write_text(page)
+    if log_to_mlflow:
+        tracking.log_folder(tracking_uri, parent.info.run_id, out, "report")
+    return report
+
+
+def _hyperparameter_sections(study: optuna.Study, params: dict[str, ParamSpec], metric: str,
+                             out: Path) -> list[tuple[str, str]]:
+    if not params:
+        return [("Hyperparameters", f"<p>No search space was recorded with this search ({tracking.SPACE_ARTIFACT} "
+                 "on its parent run), so the hyperparameter plots are left out.</p>")]
+    finished = [t for t in study.trials if t.params]
+    if len(finished) < 2:
+        return [("Hyperparameters", "<p>Parallel coordinates and importance need two trials with a result.</p>")]
+    plot_optuna("parallel", study, metric, out / "parallel.png")
+    plot_optuna("importance", study, metric, out / "importance.png")
+    sections = [("Parallel coordinates", _inline(out / "parallel.png")),
+                ("Hyperparameter importance (fANOVA)", _inline(out / "importance.png"))]
+    lsd_params = [p for p in LSD_PARAMS if any(p in t.params for t in finished)]
+    if lsd_params:
+        plot_optuna("slice", study, metric, out / "lsd.png", lsd_params)
+        sections.append(("LSD weight and temperature against the metric", _inline(out / "lsd.png")))
+    else:
+        sections.append(("LSD weight and temperature", "<p>This search does not tune the LSD weight or temperature.</p>"))
+    return sections
+
+
+def _space_params(tracking_uri: str, parent_run_id: str) -> dict[str, ParamSpec]:
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            text = tracking.download_trial_file(tracking_uri, parent_run_id, tracking.SPACE_ARTIFACT, Path(folder)).read_text()
+        except Exception:  # a search made before the space was recorded: plots of the params are skipped
+            return {}
+    return {key: ParamSpec.model_validate(spec) for key, spec in yaml.safe_load(text)["params"].items()}
+
+
+def _best_config(tracking_uri: str, trials: list[TrialSummary]) -> str | None:
+    if trials[0].best is None:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            return tracking.download_trial_file(tracking_uri, trials[0].run_id, "config.yaml", Path(folder)).read_text()
+        except Exception:  # a trial that has not finished its first epoch has no config artifact yet
+            return None
+
+
+def _inline(path: Path) -> str:
+    """An <img> with the PNG inline, so that the page is self-contained (also inside MLflow's viewer)."""
+    encoded = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{path.stem}" data-plot="{path.stem}" src="data:image/png;base64,{encoded}">'
+
+
+def _page(search: str, parent, trials: list[TrialSummary], metric: str, sections: list[tuple[str, str]],
+          best_config: str | None) -> str:
+    keys = sorted({k for t in trials for k, v in t.sampled.items() if v is not None})
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["#", "trial", "state", "epochs", f"best {metric}", *keys])
+    rows = []
+    for rank, trial in enumerate(trials, start=1):
+        best = "" if trial.best is None else f"{trial.best:.4f}"
+        cells = [str(rank), trial.name, trial.state, str(len(trial.curve)), best,
+                 *(_short(trial.sampled.get(k)) for k in keys)]
+        rows.append(f'<tr class="{trial.state.replace(" ", "-")}">' + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    state = parent.data.tags.get(tracking.STATE_TAG, "running")
+    settings = ", ".join(f"{k} {html.escape(parent.data.params[k])}" for k in ("space", "searcher", "scheduler", "num_samples")
+                         if k in parent.data.params)
+    best = trials[0]
+    summary = (f"<p><b>{len(trials)}</b> trials, state <b>{html.escape(state)}</b> ({settings}). Best: "
+               f"<b>{html.escape(best.name)}</b> with {html.escape(metric)} = <b>{best.best:.4f}</b>.</p>"
+               if best.best is not None else f"<p>{len(trials)} trials, none with a result yet.</p>")
+    body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
+    config = (f"<h2>Best configuration</h2><p>Retrain it on all training classes and test once: "
+              f"<code>tune-lsd export --experiment {html.escape(search)} -o best.yaml &amp;&amp; "
+              f"tune-lsd train --config best.yaml</code></p><pre>{html.escape(best_config)}</pre>") if best_config else ""
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>tune-lsd report: {html.escape(search)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
+table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; }}
+tr.stopped-early {{ color: #777; }} tr.errored {{ color: #b00; }} img {{ max-width: 100%; }}
+pre {{ background: #f5f5f5; padding: 1em; font-size: 12px; }}
+</style></head><body>
+<h1>Search report: {html.escape(search)}</h1>
+{summary}
+<h2>Trials, best first</h2>
+<table id="trials"><tr>{head}</tr>{"".join(rows)}</table>
+{body}
+{config}
+</body></html>
+"""
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def list_searches(tracking_uri: str, metric: str = "val/recall@1") -> list[dict[str, Any]]:
+    """One row per search in the store, newest first: name, state, trials (and errored), best metric."""
+    best_key = tracking.mlflow_key(f"best/{metric}")
+    rows = []
+    for parent in tracking.search_parent_runs(tracking_uri):
+        trials = tracking.trial_runs(tracking_uri, parent.info.run_name)
+        values = [t.data.metrics[best_key] for t in trials if best_key in t.data.metrics]
+        rows.append({"name": parent.info.run_name, "state": parent.data.tags.get(tracking.STATE_TAG, "running"),
+                     "trials": len(trials),
+                     "errored": sum(t.data.tags.get(tracking.STATE_TAG) == "errored" for t in trials),
+                     "best": max(values) if values else None, "started_ms": parent.info.start_time,
+                     "space": parent.data.params.get("space", "")})
+    return rows
