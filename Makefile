@@ -10,7 +10,7 @@ FONTS   := fonts-arphic-ukai fonts-arphic-uming fonts-cwtex-heib fonts-cwtex-min
            fonts-hanazono fonts-unifont fonts-yusei-magic
 GLYPHS  := tune_lsd/data/bundled/glyphs32.npz
 
-.PHONY: demo test bench install fonts glyphs glyphs-check clean-runs
+.PHONY: demo test bench install fonts glyphs glyphs-check clean-runs browser docs
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -21,17 +21,22 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 # The main job: a real search (Optuna TPE + ASHA, 8 trials, 2 at a time) on the bundled glyphs,
-# then export of the best config, its final retrain on all training classes and one test.
+# then export of the best config, its final retrain on all training classes and one test,
+# and the search's HTML report.
 DEMO    := demo-$(shell date +%Y%m%d-%H%M%S)
 TUNE    := $(VENV)/bin/tune-lsd
 demo: $(STAMP)
 	$(TUNE) search --space lsd --name $(DEMO) --num-samples 8 --max-concurrent 2
 	$(TUNE) export --experiment $(DEMO) -o runs/$(DEMO)/best.yaml
 	$(TUNE) train --config runs/$(DEMO)/best.yaml -o runs/$(DEMO)/final
+	$(TUNE) report $(DEMO)
 	@echo
 	@echo "Browse every trial, its curves and checkpoint in MLflow:  $(TUNE) ui   -> http://127.0.0.1:5000"
 
 test: $(STAMP)
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+	  $(MAKE) --no-print-directory browser >/tmp/tune-lsd-chromium.log 2>&1 || \
+	  echo "chromium not installed (see /tmp/tune-lsd-chromium.log): the browser tests will skip"
 	$(PYTHON) -m pytest -q
 
 # Speed benchmarks 1-3 (search overhead, LSD step cost, evaluation): ~5 minutes on 2 cores.
@@ -54,3 +59,12 @@ glyphs-check: $(STAMP)
 
 clean-runs:
 	rm -rf runs
+
+# Debian's chromium, for the browser tests of the MLflow UI and the search report.
+browser:
+	command -v chromium >/dev/null || apt-get install -y --no-install-recommends chromium || \
+	  (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+# Regenerate the config reference from the schema (tests/test_config_reference.py checks it).
+docs: $(STAMP)
+	$(PYTHON) -m tune_lsd.config_reference > docs/config.md

@@ -179,7 +179,7 @@ def validate_space(space: SearchSpace) -> None:
     for key, spec in space.params.items():
         where = f"search space {space.name!r}: {key}"
         if not known(key):
-            raise SearchSpaceError(f"{where}: unknown config key (see `tune-lsd search --help` for the schema)")
+            raise SearchSpaceError(f"{where}: unknown config key (every key: docs/config.md)")
         if spec.type == "choice":
             if not spec.values:
                 raise SearchSpaceError(f"{where}: choice needs a non-empty 'values' list")

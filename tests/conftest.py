@@ -8,6 +8,7 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+from searching import TINY, tune_lsd  # noqa: E402
 from tune_lsd.config import Config  # noqa: E402
 
 
@@ -30,3 +31,13 @@ def quick_config(**overrides) -> Config:
 @pytest.fixture
 def config_factory():
     return quick_config
+
+
+@pytest.fixture(scope="session")
+def asha_search(tmp_path_factory):
+    """One real Optuna TPE + ASHA search of 6 trials, 2 at a time, 4 epochs each (shared, read-only)."""
+    folder = tmp_path_factory.mktemp("asha")
+    result = tune_lsd("search", "--space", "lsd", "--name", "asha", "--num-samples", "6", "--max-concurrent", "2",
+                      "--set", "schedule.epochs=4", *TINY, cwd=folder)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return folder, result

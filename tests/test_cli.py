@@ -54,11 +54,15 @@ def test_help_has_examples():
     assert result.returncode == 0 and "examples:" in result.stdout and "--set" in result.stdout
 
 
-def test_ui_serves_the_mlflow_ui_of_the_runs_folder(tmp_path):
+def test_ui_serves_the_mlflow_ui_of_the_runs_folder_and_ends_with_it(tmp_path):
+    import os
+    import signal
     import time
     import urllib.request
+    from pathlib import Path
 
     from searching import free_port, kill_tree, start_tune_lsd
+    from tune_lsd.cluster import descendants
     from tune_lsd.tracking import default_tracking_uri, start_search_run
 
     start_search_run(default_tracking_uri(tmp_path / "runs"), "uisearch", {"space": "lsd"}, tmp_path / "runs" / "mlartifacts")
@@ -77,5 +81,22 @@ def test_ui_serves_the_mlflow_ui_of_the_runs_folder(tmp_path):
                 time.sleep(1)
         assert "uisearch" in body, (tmp_path / "ui.log").read_text()[-2000:]
         assert "127.0.0.1" in (tmp_path / "ui.log").read_text()
+        served_by = descendants(server.pid)  # `mlflow ui` and its uvicorn worker
+        assert served_by
+        os.kill(server.pid, signal.SIGTERM)  # what a process manager sends: nothing may be left behind
+        server.wait(timeout=30)
+        deadline = time.time() + 20
+        while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in served_by):
+            time.sleep(0.5)
+        assert not [pid for pid in served_by if Path(f"/proc/{pid}").exists()]
     finally:
         kill_tree(server)
+
+
+@pytest.mark.parametrize("command", [["ls"], ["report", "demo"], ["export", "--experiment", "demo"], ["ui"]])
+def test_reading_commands_refuse_a_missing_store_in_one_line(tmp_path, command):
+    result = tune_lsd(*command, "--runs-dir", str(tmp_path / "nothing-here"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: no MLflow store at {tmp_path / 'nothing-here' / 'mlflow.db'}: "
+                                                  "run a search first, or point --runs-dir / --tracking-uri at one"]
+    assert not (tmp_path / "nothing-here").exists()  # nothing created on the way

@@ -26,16 +26,6 @@ def child_runs(runs_dir: Path, name: str) -> tuple[MlflowClient, list, list]:
     return client, parents, children
 
 
-@pytest.fixture(scope="module")
-def asha_search(tmp_path_factory):
-    """One Optuna TPE + ASHA search of 6 trials, 2 at a time, 4 epochs each."""
-    folder = tmp_path_factory.mktemp("asha")
-    result = tune_lsd("search", "--space", "lsd", "--name", "asha", "--num-samples", "6", "--max-concurrent", "2",
-                      "--set", "schedule.epochs=4", *TINY, cwd=folder)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return folder, result
-
-
 def test_asha_stops_some_trials_early_and_runs_trials_concurrently(asha_search):
     folder, result = asha_search
     client, parents, children = child_runs(folder / "runs", "asha")

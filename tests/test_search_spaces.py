@@ -79,3 +79,14 @@ def test_bad_spaces_fail_naming_the_key(tmp_path, params, extra, message):
 def test_unknown_space_name():
     with pytest.raises(SearchSpaceError, match="neither a file nor one of"):
         load_space("no_such_space")
+
+
+@pytest.mark.parametrize("name", ["lsd", "baseline", "lsd_pbt"])
+def test_optuna_distribution_is_what_define_by_run_suggests(name):
+    space = load_space(name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(8):
+        trial = study.ask()
+        space.optuna_space()(trial)
+        assert trial.distributions == {k: space.params[k].optuna_distribution() for k in trial.params}
+        study.tell(trial, 0.0)

@@ -160,18 +160,34 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    import subprocess
-
     uri = _existing_store(args)
     print(f"MLflow UI of {uri} at http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
                "--port", str(args.port), "--workers", "1"]
-    return subprocess.call(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    return _serve(command)
+
+
+def _serve(command: list[str]) -> int:
+    """Run an MLflow server in the foreground; Ctrl-C or SIGTERM ends it with every process it started."""
+    import signal
+    import subprocess
+
+    from tune_lsd.cluster import end_process_tree
+
+    server = subprocess.Popen(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+
+    def stop(*_) -> None:
+        end_process_tree(server.pid, grace_s=10)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        stop()
+        return 130
 
 
 def _server(args: argparse.Namespace) -> int:
-    import subprocess
-
     from tune_lsd.tracking import server_command
 
     runs_dir = Path(args.runs_dir).resolve()
@@ -183,7 +199,7 @@ def _server(args: argparse.Namespace) -> int:
         command += ["--allowed-hosts", args.allowed_hosts or "*"]
     print(f"MLflow tracking server on http://{args.host}:{args.port} (store {backend}, artifacts {artifacts}); "
           f"use --tracking-uri http://{args.host}:{args.port}", flush=True)
-    return subprocess.call(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    return _serve(command)
 
 
 def _cluster(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ DatasetName = Literal["glyphs", "cub", "cars", "sop", "inshop", "fashion_mnist",
 class DataConfig(_Section):
     """Which images, how they are split into train/val/test classes and how batches are built."""
 
-    dataset: DatasetName = "glyphs"
+    dataset: DatasetName = Field("glyphs", description="Which loader reads data.root (see docs/data.md).")
     root: str | None = Field(None, description="Dataset folder; None uses the bundled glyph sample.")
     image_size: int = Field(32, gt=0, description="Side of the square images the network sees.")
     load_size: int | None = Field(
@@ -47,7 +47,7 @@ class DataConfig(_Section):
         False, description="Final retrain: train on ALL training classes (no validation), test once at the end."
     )
     samples_per_class: int = Field(4, ge=1, description="m of the m-per-class sampler.")
-    batch_size: int = Field(128, ge=2)
+    batch_size: int = Field(128, ge=2, description="Images per training batch (samples_per_class per class).")
     label_noise: float = Field(0.0, ge=0.0, lt=1.0, description="Symmetric label noise on training labels only.")
     augment: Literal["auto", "none", "crop", "crop_flip"] = Field(
         "auto", description="auto = crop for glyphs/digits-like data, crop_flip for photos."
@@ -62,14 +62,14 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """Backbone (any timm model) + linear embedding head + L2 normalisation."""
 
-    backbone: str = "resnet10t"
-    embedding_dim: int = Field(128, gt=0)
+    backbone: str = Field("resnet10t", description="Any timm model name, e.g. resnet50, efficientnet_lite0.")
+    embedding_dim: int = Field(128, gt=0, description="Size of the L2-normalised embedding.")
     pretrained: Literal["none", "efficientnet_lite0", "file", "hub"] = Field(
         "none",
         description="none = random init; efficientnet_lite0 = bundled ImageNet weights (offline); "
         "file = weights_path; hub = timm download (needs a network).",
     )
-    weights_path: str | None = None
+    weights_path: str | None = Field(None, description="A state dict file (torch.save) for pretrained=file.")
     freeze_bn: bool = Field(False, description="BatchNorm layers keep their running statistics (paper setting).")
     small_input_stem: bool = Field(
         True, description="Drop the stem max-pool of ResNet-like backbones (for 32-64 px images)."
@@ -90,18 +90,19 @@ LossName = Literal[
 class LossConfig(_Section):
     """The base DML loss (pytorch-metric-learning) and its miner."""
 
-    name: LossName = "multi_similarity"
+    name: LossName = Field("multi_similarity", description="The pytorch-metric-learning loss.")
     params: dict[str, float | int | bool] = Field(
         default_factory=dict, description="Keyword arguments of the pytorch-metric-learning loss class."
     )
-    miner: Literal["auto", "none", "multi_similarity", "triplet_semihard", "distance_weighted", "pair_margin"] = "auto"
+    miner: Literal["auto", "none", "multi_similarity", "triplet_semihard", "distance_weighted", "pair_margin"] = Field(
+        "auto", description="auto = the miner usually paired with the loss (none for proxy losses).")
     proxy_lr_multiplier: float = Field(100.0, gt=0, description="Learning rate of proxies / class weights, as a multiple of optim.lr.")
 
 
 class LSDConfig(_Section):
     """Listwise Self-Distillation (arXiv 2206.08880); see DESIGN.md section 1."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Add the LSD term to the base loss.")
     weight: float = Field(10.0, ge=0.0, description="alpha: weight of the LSD term.")
     temperature: float = Field(1.0, gt=0.0, description="tau: softmax temperature of the similarity lists.")
     teacher: Literal["ema", "epoch"] = Field("ema", description="ema = EMA of the student; epoch = previous epoch's student.")
@@ -114,26 +115,32 @@ class LSDConfig(_Section):
 
 
 class OptimConfig(_Section):
-    name: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
+    """The optimiser of the network (proxies get proxy_lr_multiplier x lr)."""
+
+    name: Literal["adam", "adamw", "sgd"] = Field("adam", description="torch.optim optimiser.")
+    lr: float = Field(1e-3, gt=0.0, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 penalty (decoupled for adamw).")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD only.")
-    grad_clip: float | None = Field(None, gt=0.0)
+    grad_clip: float | None = Field(None, gt=0.0, description="Clip the gradient norm to this value; None = no clipping.")
 
 
 class ScheduleConfig(_Section):
-    epochs: int = Field(10, ge=1)
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0)
+    """How long to train and how the learning rate moves."""
+
+    epochs: int = Field(10, ge=1, description="Training epochs (one validation per epoch).")
+    lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning-rate decay after warm-up.")
+    warmup_epochs: int = Field(0, ge=0, description="Linear learning-rate warm-up epochs.")
     steps_per_epoch: int | None = Field(
         None, ge=1, description="Batches per epoch; None = one pass over the training images."
     )
 
 
 class EvalConfig(_Section):
-    ks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
-    batch_size: int = Field(512, ge=1)
-    nmi: bool = True
+    """Retrieval evaluation of the validation and test classes (faiss, exact search)."""
+
+    ks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], description="Recall@K is reported for these K.")
+    batch_size: int = Field(512, ge=1, description="Images per forward pass when embedding.")
+    nmi: bool = Field(True, description="Also k-means NMI (slower on large sets).")
 
     @field_validator("ks")
     @classmethod
@@ -144,10 +151,12 @@ class EvalConfig(_Section):
 
 
 class RuntimeConfig(_Section):
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where and how a run executes."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available.")
     amp: bool = Field(True, description="bfloat16 autocast + channels_last on CUDA (ignored on CPU).")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = leave as is.")
-    progress: bool = True
+    progress: bool = Field(True, description="tqdm progress bars (off inside searches).")
 
 
 class Config(_Section):

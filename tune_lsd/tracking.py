@@ -145,7 +145,8 @@ def mark_trial(context: TrackingContext, trial_id: str, state: str, reason: str 
     if reason:
         tags.append(RunTag("tune_lsd.error", reason[:5000]))
     retry(lambda: client.log_batch(run.info.run_id, tags=tags), "log_batch")
-    status = {"completed": "FINISHED", "stopped early": "KILLED", "errored": "FAILED"}[state]
+    # A trial the scheduler stopped early finished normally (the MLflow UI draws KILLED as a failure).
+    status = {"completed": "FINISHED", "stopped early": "FINISHED", "errored": "FAILED"}[state]
     retry(lambda: client.set_terminated(run.info.run_id, status=status), "set_terminated")
 
 

@@ -1,0 +1,89 @@
+"""tune_lsd/report.py: the search report (read in headless Chromium) and `tune-lsd ls`."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from browser import chromium_page, screenshot
+from search_spaces.loader import load_space
+from searching import tune_lsd
+from tune_lsd.report import load_trials, optuna_study
+from tune_lsd.tracking import STATE_TAG, default_tracking_uri
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def report(asha_search):
+    folder, _ = asha_search
+    result = tune_lsd("report", "asha", cwd=folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder, folder / "runs" / "reports" / "asha"
+
+
+def recorded_trials(folder):
+    client = MlflowClient(default_tracking_uri(folder / "runs"))
+    experiment = client.get_experiment_by_name("asha")
+    runs = client.search_runs([experiment.experiment_id])
+    return client, [r for r in runs if "mlflow.parentRunId" in r.data.tags], [r for r in runs if "mlflow.parentRunId" not in r.data.tags][0]
+
+
+def test_report_page_shows_every_plot_and_the_trials_sorted_by_the_metric(report):
+    folder, out = report
+    _, trials, _ = recorded_trials(folder)
+    with chromium_page(width=1200) as page:
+        page.goto((out / "report.html").as_uri())
+        for plot in ("curves", "parallel", "importance", "lsd"):
+            image = page.locator(f'img[data-plot="{plot}"]')
+            assert image.evaluate("img => img.complete && img.naturalWidth") > 300, plot  # decoded, not broken
+        rows = page.locator("#trials tr").all_inner_texts()[1:]
+        screenshot(page, "search-report", full_page=True)
+    assert len(rows) == len(trials) == 6
+    shown = [float(row.split("\t")[4]) for row in rows]
+    assert shown == sorted(shown, reverse=True)
+    assert shown[0] == pytest.approx(max(r.data.metrics["best/val/recall_at_1"] for r in trials), abs=1e-4)
+    states = [row.split("\t")[2] for row in rows]
+    assert states.count("stopped early") == sum(r.data.tags[STATE_TAG] == "stopped early" for r in trials) > 0
+
+
+def test_report_is_logged_on_the_parent_run_and_names_the_best_config(report):
+    folder, out = report
+    client, trials, parent = recorded_trials(folder)
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/curves.png", "report/importance.png"} <= logged
+    best = max(trials, key=lambda r: r.data.metrics["best/val/recall_at_1"])
+    page = (out / "report.html").read_text()
+    assert f"Best: <b>{best.info.run_name}</b>" in page
+    assert f"lr: {best.data.params['optim.lr']}" in page  # the best trial's full config, as it ran
+
+
+def test_optuna_study_of_the_report_holds_the_sampled_values_and_their_distributions(asha_search):
+    folder, _ = asha_search
+    trials = load_trials(default_tracking_uri(folder / "runs"), "asha", "val/recall@1")
+    params = load_space("lsd").params
+    study = optuna_study(trials, params, "max")
+    assert len(study.trials) == 6 and study.best_value == trials[0].best
+    for frozen, trial in zip(study.trials, trials):
+        assert frozen.params == {k: v for k, v in trial.sampled.items() if v is not None}
+        assert all(frozen.distributions[k] == params[k].optuna_distribution() for k in frozen.params)
+    assert ("lsd.ema_momentum" in frozen.params) == (frozen.params["lsd.teacher"] == "ema")
+
+
+def test_ls_lists_the_search_with_its_state_trials_and_best(report):
+    folder, _ = report
+    _, trials, _ = recorded_trials(folder)
+    result = tune_lsd("ls", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("asha "))
+    best = max(r.data.metrics["best/val/recall_at_1"] for r in trials)
+    assert re.match(rf"asha\s+completed\s+6\s+0\s+{best:.4f}\s", line), line
+
+
+def test_report_of_an_unknown_search_is_one_line(asha_search):
+    folder, _ = asha_search
+    result = tune_lsd("report", "nope", cwd=folder)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: no search named 'nope' in {default_tracking_uri(folder / 'runs')}"]
