@@ -15,18 +15,21 @@ from tune_lsd.cluster import descendants
 TINY = ["--set", "data.max_classes=40", "--set", "data.batch_size=64", "--set", "schedule.steps_per_epoch=3"]
 
 
+def _command(args: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+    """`tune-lsd ARGS` in this Python, with a private local Ray and unbuffered output."""
+    return [sys.executable, "-m", "tune_lsd.cli", *args], {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+
+
 def tune_lsd(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "tune_lsd.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    command, env = _command(args)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def start_tune_lsd(*args: str, cwd: Path, log: Path) -> subprocess.Popen:
     """Start in a new session so the test can end the driver and every process it started."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    command, env = _command(args)
     handle = open(log, "w")
-    return subprocess.Popen([sys.executable, "-m", "tune_lsd.cli", *args], cwd=cwd, stdout=handle,
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return subprocess.Popen(command, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
 def free_port() -> int:
