@@ -12,6 +12,7 @@ labels stay clean):
 
     python benchmarks/lsd_study.py                  # ~35 min on 2 cores
     python benchmarks/lsd_study.py --noise 0 --seeds 3 --num-samples 8
+    python benchmarks/lsd_study.py --report-only     # the table and plot again, from results.json
 
 Results (table, results.json, study.png) go to ``--out`` (default runs/lsd-study).
 """
@@ -22,7 +23,6 @@ import argparse
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tune_lsd import tracking  # noqa: E402
 from tune_lsd.config import Config  # noqa: E402
 from tune_lsd.export import export_best_config  # noqa: E402
 from tune_lsd.search import SearchSettings, run_search  # noqa: E402
@@ -72,9 +71,10 @@ def mean_std(values: list[float]) -> str:
 
 def table_rows(noise: float, summaries: dict[str, list[dict[str, Any]]]) -> list[tuple[str, dict[str, list[float]]]]:
     """(row label, {metric: values over seeds}) for the floors and both tuned methods."""
-    every_retrain = [s for runs in summaries.values() for s in runs]
-    rows = [("raw pixels", {m: [every_retrain[0]["raw_pixels"][m]] for m in METRICS}),
-            ("untrained network", {m: [s["untrained"][m] for s in every_retrain] for m in METRICS})]
+    # Both methods retrain with the same seeds, so the untrained networks repeat: count each seed once.
+    first = next(iter(summaries.values()))
+    rows = [("raw pixels", {m: [first[0]["raw_pixels"][m]] for m in METRICS}),
+            ("untrained network", {m: [s["untrained"][m] for s in first] for m in METRICS})]
     rows += [(METHODS[space], {m: [s["test"][m] for s in runs] for m in METRICS}) for space, runs in summaries.items()]
     return [(f"{noise:.0%} noise: {label}", values) for label, values in rows]
 
@@ -106,29 +106,34 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="cap retrain steps per epoch (0 = all; for a tiny run)")
     parser.add_argument("--set", action="append", default=[], help="extra base-config overrides for both searches")
     parser.add_argument("--out", type=Path, default=Path("runs/lsd-study"))
+    parser.add_argument("--report-only", action="store_true", help="reprint the table and plot from --out/results.json")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args.out = args.out.resolve()
-    started = time.perf_counter()
 
-    rows, results = [], {}
-    for noise in args.noise:
-        summaries = study_one_noise(noise, args, args.out)
-        results[f"{noise:g}"] = summaries
-        rows += table_rows(noise, summaries)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    results_file = args.out / "results.json"
+    if args.report_only:
+        results = json.loads(results_file.read_text())
+    else:
+        results = {f"{noise:g}": study_one_noise(noise, args, args.out) for noise in args.noise}
+        results_file.write_text(json.dumps(results, indent=2, default=str))
+    print_report(results, args)
+
+
+def print_report(results: dict[str, dict[str, list[dict[str, Any]]]], args: argparse.Namespace) -> None:
+    """The table, the plot and the ratios, from every noise level's retrain summaries."""
+    rows = [row for noise, summaries in results.items() for row in table_rows(float(noise), summaries)]
     plot(rows, args.out / "study.png")
-
-    print(f"\n{args.num_samples} trials per search, {args.seeds} retrain seeds, "
-          f"{(time.perf_counter() - started) / 60:.1f} min; plot: {args.out / 'study.png'}\n")
+    seeds = len(next(iter(next(iter(results.values())).values())))
+    print(f"\n{args.num_samples} trials per search, {seeds} retrain seeds; plot: {args.out / 'study.png'}\n")
     print("| setting | test Recall@1 | test MAP@R | runs |")
     print("|---|---|---|---|")
     for label, values in rows:
         print(f"| {label} | {mean_std(values['test/recall@1'])} | {mean_std(values['test/map@r'])} "
               f"| {len(values['test/recall@1'])} |")
-    for noise in args.noise:
-        lsd, base = (statistics.mean(s["test"]["test/recall@1"] for s in results[f"{noise:g}"][m]) for m in METHODS)
-        print(f"ratio LSD/baseline test R@1 at {noise:.0%} noise: {lsd / base:.3f}")
+    for noise, summaries in results.items():
+        lsd, base = (statistics.mean(s["test"]["test/recall@1"] for s in summaries[m]) for m in METHODS)
+        print(f"ratio LSD/baseline test R@1 at {float(noise):.0%} noise: {lsd / base:.3f}")
 
 
 if __name__ == "__main__":
