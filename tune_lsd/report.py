@@ -4,7 +4,7 @@
 
 The page holds the trials table sorted by the metric, the learning curves (the best trials in
 colour, early-stopped ones in grey), parallel coordinates of the sampled hyperparameters,
-their importance (Optuna's default evaluator, fANOVA), the LSD weight and temperature against
+their importance (Optuna's fANOVA evaluator, seeded), the LSD weight and temperature against
 the metric, and the best trial's full configuration. It works for a running search too (the
 trials so far), and is also logged as artifacts (``report/``) of the search's parent run.
 """
@@ -109,7 +109,8 @@ def plot_optuna(kind: str, study: optuna.Study, metric: str, path: Path, params:
         if kind == "parallel":
             axis = optuna_plots.plot_parallel_coordinate(study, target_name=metric)
         elif kind == "importance":
-            axis = optuna_plots.plot_param_importances(study, target_name=metric)
+            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # named, seeded: reports reproduce
+            axis = optuna_plots.plot_param_importances(study, evaluator=evaluator, target_name=metric)
         else:
             axis = optuna_plots.plot_slice(study, params=params, target_name=metric)
     figure = (axis.flat[0] if hasattr(axis, "flat") else axis).figure
@@ -160,9 +161,12 @@ def _hyperparameter_sections(study: optuna.Study, params: dict[str, ParamSpec], 
     if len(finished) < 2:
         return [("Hyperparameters", "<p>Parallel coordinates and importance need two trials with a result.</p>")]
     plot_optuna("parallel", study, metric, out / "parallel.png")
-    plot_optuna("importance", study, metric, out / "importance.png")
-    sections = [("Parallel coordinates", _inline(out / "parallel.png")),
-                ("Hyperparameter importance (fANOVA)", _inline(out / "importance.png"))]
+    sections = [("Parallel coordinates", _inline(out / "parallel.png"))]
+    try:
+        plot_optuna("importance", study, metric, out / "importance.png")
+        sections.append(("Hyperparameter importance (fANOVA)", _inline(out / "importance.png")))
+    except (ValueError, RuntimeError) as error:  # e.g. every trial sampled the same values
+        sections.append(("Hyperparameter importance", f"<p>Not computed: {html.escape(str(error))}</p>"))
     lsd_params = [p for p in LSD_PARAMS if any(p in t.params for t in finished)]
     if lsd_params:
         plot_optuna("slice", study, metric, out / "lsd.png", lsd_params)
