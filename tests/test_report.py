@@ -47,6 +47,8 @@ def test_report_page_shows_every_plot_and_the_trials_sorted_by_the_metric(report
     assert shown[0] == pytest.approx(max(r.data.metrics["best/val/recall_at_1"] for r in trials), abs=1e-4)
     states = [row.split("\t")[2] for row in rows]
     assert states.count("stopped early") == sum(r.data.tags[STATE_TAG] == "stopped early" for r in trials) > 0
+    completed = states.count("completed")  # hyperparameters are compared on full trials when there are 3+
+    assert (f"use the {completed} of 6 trials that ran every epoch" in (out / "report.html").read_text()) == (completed >= 3)
 
 
 def test_report_is_logged_on_the_parent_run_and_names_the_best_config(report):

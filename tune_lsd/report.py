@@ -34,6 +34,7 @@ from tune_lsd import tracking  # noqa: E402
 
 HIGHLIGHTED = 5  # learning curves drawn in colour
 LSD_PARAMS = ("lsd.weight", "lsd.temperature")
+MIN_FULL_TRIALS = 3  # fewer trials that ran every epoch: the hyperparameter plots use all trials
 
 
 @dataclass
@@ -138,11 +139,15 @@ def write_report(tracking_uri: str, search: str, out: Path, metric: str = "val/r
         raise tracking.TrackingError(f"search {search!r} has no trials yet")
     out.mkdir(parents=True, exist_ok=True)
     params = _space_params(tracking_uri, parent.info.run_id)
-    study = optuna_study(trials, params, mode)
+    # Early-stopped trials' values come from fewer epochs: compare hyperparameters on the
+    # trials that ran every epoch, when there are enough of them.
+    full = [t for t in trials if t.state == "completed"]
+    basis = full if len(full) >= MIN_FULL_TRIALS else trials
+    study = optuna_study(basis, params, mode)
 
     plot_curves(trials, metric, out / "curves.png")
     sections = [("Learning curves", _inline(out / "curves.png"))]
-    sections += _hyperparameter_sections(study, params, metric, out)
+    sections += _hyperparameter_sections(study, params, metric, out, _basis_note(len(basis), len(full), len(trials)))
 
     page = _page(search, parent, trials, metric, sections, _best_config(tracking_uri, trials))
     report = out / "report.html"
@@ -152,8 +157,16 @@ def write_report(tracking_uri: str, search: str, out: Path, metric: str = "val/r
     return report
 
 
+def _basis_note(used: int, full: int, total: int) -> str:
+    if used == full:
+        return (f"<p class=\"basis\">The plots below use the {full} of {total} trials that ran every epoch "
+                "(early-stopped trials' values come from fewer epochs and are not comparable).</p>")
+    return (f"<p class=\"basis\">The plots below use all {total} trials, early-stopped ones included "
+            f"(only {full} ran every epoch).</p>")
+
+
 def _hyperparameter_sections(study: optuna.Study, params: dict[str, ParamSpec], metric: str,
-                             out: Path) -> list[tuple[str, str]]:
+                             out: Path, note: str) -> list[tuple[str, str]]:
     if not params:
         return [("Hyperparameters", f"<p>No search space was recorded with this search ({tracking.SPACE_ARTIFACT} "
                  "on its parent run), so the hyperparameter plots are left out.</p>")]
@@ -161,7 +174,7 @@ def _hyperparameter_sections(study: optuna.Study, params: dict[str, ParamSpec], 
     if len(finished) < 2:
         return [("Hyperparameters", "<p>Parallel coordinates and importance need two trials with a result.</p>")]
     plot_optuna("parallel", study, metric, out / "parallel.png")
-    sections = [("Parallel coordinates", _inline(out / "parallel.png"))]
+    sections = [("Parallel coordinates", note + _inline(out / "parallel.png"))]
     try:
         plot_optuna("importance", study, metric, out / "importance.png")
         sections.append(("Hyperparameter importance (fANOVA)", _inline(out / "importance.png")))
