@@ -239,7 +239,7 @@ def _page(search: str, parent, trials: list[TrialSummary], metric: str, sections
 <html><head><meta charset="utf-8"><title>tune-lsd report: {html.escape(search)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
-table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; }}
+table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }}
 tr.stopped-early {{ color: #777; }} tr.errored {{ color: #b00; }} img {{ max-width: 100%; }}
 pre {{ background: #f5f5f5; padding: 1em; font-size: 12px; }}
 </style></head><body>
