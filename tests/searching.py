@@ -57,3 +57,13 @@ def kill_tree(process: subprocess.Popen) -> None:
             except ProcessLookupError:
                 pass
         time.sleep(0.5)
+
+
+def wait_until_search_started(log: Path, name: str, timeout_s: float = 180) -> None:
+    """Wait for the driver's "search 'NAME': ..." line: its MLflow store exists and is migrated
+    by then. Opening a fresh SQLite store earlier races the driver's own schema migration."""
+    deadline = time.time() + timeout_s
+    while f"search {name!r}:" not in (log.read_text() if log.exists() else ""):
+        if time.time() > deadline:
+            raise AssertionError(f"search {name!r} did not start within {timeout_s} s: {log.read_text()[-2000:]}")
+        time.sleep(1)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from searching import TINY, free_port, kill_tree, start_tune_lsd, tune_lsd
+from searching import TINY, free_port, kill_tree, start_tune_lsd, tune_lsd, wait_until_search_started
 from test_search import child_runs
 from tune_lsd.cluster import _alive, cluster_down, cluster_up, descendants, end_process_tree
 from tune_lsd.tracking import NODES_TAG, STATE_TAG
@@ -42,14 +42,12 @@ def node_ids(address: str) -> dict[str, str]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def wait_for_runs(runs: Path, name: str, condition, timeout: float = 300):
+def wait_for_runs(runs: Path, name: str, condition, driver_log: Path, timeout: float = 300):
+    wait_until_search_started(driver_log, name)
     deadline = time.time() + timeout
     while time.time() < deadline:
         time.sleep(2)
-        try:
-            client, _, children = child_runs(runs, name)
-        except Exception:  # store or experiment not there yet
-            continue
+        client, _, children = child_runs(runs, name)
         if condition(client, children):
             return client, children
     raise AssertionError(f"condition not met within {timeout} s")
@@ -67,7 +65,7 @@ def test_driver_killed_on_the_cluster_resumes_and_trials_ran_on_both_nodes(clust
             return done >= 2 and len(ch) > done and all(
                 len(c.get_metric_history(r.info.run_id, "val/recall_at_1")) >= 1 for r in ch)
 
-        client, children = wait_for_runs(runs, "onc", two_done_and_the_next_under_way)
+        client, children = wait_for_runs(runs, "onc", two_done_and_the_next_under_way, tmp_path / "driver.log")
     finally:
         kill_tree(driver)
     finished = {r.info.run_id for r in children if r.data.tags.get(STATE_TAG) == "completed"}
@@ -97,7 +95,7 @@ def test_worker_node_killed_mid_search_the_trial_resumes_from_its_checkpoint(clu
             return any(r.data.tags.get(NODES_TAG) == worker_id
                        and len(client.get_metric_history(r.info.run_id, "val/recall_at_1")) >= 2 for r in children)
 
-        wait_for_runs(runs, "wk", on_worker_with_progress)
+        wait_for_runs(runs, "wk", on_worker_with_progress, tmp_path / "driver.log")
         worker = next(n for n in nodes if n["role"] == "worker1")
         end_process_tree(worker["pid"], grace_s=0)  # SIGKILL the whole worker node
         driver.wait(timeout=400)

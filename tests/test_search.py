@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from searching import TINY, kill_tree, start_tune_lsd, tune_lsd
+from searching import TINY, kill_tree, start_tune_lsd, tune_lsd, wait_until_search_started
 from tune_lsd.config import Config
 from tune_lsd.engine import Trainer
 from tune_lsd.tracking import SAMPLED_TAG, STATE_TAG, default_tracking_uri
@@ -119,21 +119,18 @@ def test_killed_driver_resumes_without_retraining_finished_trials(tmp_path):
     runs_dir = tmp_path / "runs"
     finished_before: dict[str, int] = {}
     try:
+        wait_until_search_started(tmp_path / "first.log", "crash")
         deadline = time.time() + 300
         while time.time() < deadline and len(finished_before) < 2:
             time.sleep(2)
-            if (runs_dir / "mlflow.db").exists():
-                try:
-                    client, _, children = child_runs(runs_dir, "crash")
-                except AttributeError:  # experiment not created yet
-                    continue
-                points = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "val/recall_at_1")) for r in children}
-                finished = {r.info.run_id: points[r.info.run_id] for r in children
-                            if r.data.tags.get(STATE_TAG) == "completed"}
-                # Kill once the trials started after those are under way: a kill in the instant a
-                # trial is suggested can leave Tune's saved searcher state behind its trial list.
-                if len(finished) >= 2 and len(children) > len(finished) and min(points.values()) >= 1:
-                    finished_before = finished
+            client, _, children = child_runs(runs_dir, "crash")
+            points = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "val/recall_at_1")) for r in children}
+            finished = {r.info.run_id: points[r.info.run_id] for r in children
+                        if r.data.tags.get(STATE_TAG) == "completed"}
+            # Kill once the trials started after those are under way: a kill in the instant a
+            # trial is suggested can leave Tune's saved searcher state behind its trial list.
+            if len(finished) >= 2 and len(children) > len(finished) and min(points.values()) >= 1:
+                finished_before = finished
         assert len(finished_before) >= 2, (tmp_path / "first.log").read_text()[-3000:]
     finally:
         kill_tree(driver)
