@@ -34,6 +34,7 @@ from tune_lsd import tracking  # noqa: E402
 
 HIGHLIGHTED = 5  # learning curves drawn in colour
 LSD_PARAMS = ("lsd.weight", "lsd.temperature")
+PLOTS = ("curves", "parallel", "importance", "lsd")
 MIN_FULL_TRIALS = 3  # fewer trials that ran every epoch: the hyperparameter plots use all trials
 
 
@@ -138,6 +139,8 @@ def write_report(tracking_uri: str, search: str, out: Path, metric: str = "val/r
     if not trials:
         raise tracking.TrackingError(f"search {search!r} has no trials yet")
     out.mkdir(parents=True, exist_ok=True)
+    for stale in PLOTS:  # a plot left over from an earlier report of this search must not be logged again
+        (out / f"{stale}.png").unlink(missing_ok=True)
     params = _space_params(tracking_uri, parent.info.run_id)
     # Early-stopped trials' values come from fewer epochs: compare hyperparameters on the
     # trials that ran every epoch, when there are enough of them.
