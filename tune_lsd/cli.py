@@ -218,6 +218,12 @@ def _cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where an existing MLflow store is: a tracking server, or the SQLite file in a runs folder."""
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the SQLite file in --runs-dir)")
+    parser.add_argument("--runs-dir", default="runs", help="the runs folder of the searches")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tune-lsd", description="Tune deep metric learning with Listwise Self-Distillation.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
@@ -265,14 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", "-o", default="best.yaml")
     export.add_argument("--metric", default="val/recall@1")
     export.add_argument("--mode", choices=["max", "min"], default="max")
-    export.add_argument("--tracking-uri")
-    export.add_argument("--runs-dir", default="runs")
+    _add_store_arguments(export)
     export.set_defaults(handler=_export)
 
     ui = commands.add_parser("ui", help="serve the MLflow UI of the search results on 127.0.0.1",
                              epilog=EPILOG_UI, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ui.add_argument("--tracking-uri")
-    ui.add_argument("--runs-dir", default="runs")
+    _add_store_arguments(ui)
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=_ui)
@@ -284,15 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--metric", default="val/recall@1")
     report.add_argument("--mode", choices=["max", "min"], default="max")
     report.add_argument("--no-mlflow", action="store_true", help="do not log the report to the search's parent run")
-    report.add_argument("--tracking-uri")
-    report.add_argument("--runs-dir", default="runs")
+    _add_store_arguments(report)
     report.set_defaults(handler=_report)
 
     ls = commands.add_parser("ls", help="list the searches with state, trial count and best metric",
                              epilog=EPILOG_LS, formatter_class=argparse.RawDescriptionHelpFormatter)
     ls.add_argument("--metric", default="val/recall@1")
-    ls.add_argument("--tracking-uri")
-    ls.add_argument("--runs-dir", default="runs")
+    _add_store_arguments(ls)
     ls.set_defaults(handler=_ls)
 
     server = commands.add_parser("server", help="run a shared MLflow tracking server for a cluster's trials",

@@ -193,21 +193,24 @@ def _hyperparameter_sections(study: optuna.Study, params: dict[str, ParamSpec], 
 
 
 def _space_params(tracking_uri: str, parent_run_id: str) -> dict[str, ParamSpec]:
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            text = tracking.download_trial_file(tracking_uri, parent_run_id, tracking.SPACE_ARTIFACT, Path(folder)).read_text()
-        except Exception:  # a search made before the space was recorded: plots of the params are skipped
-            return {}
+    # A search made before the space was recorded has none: the plots of the params are skipped.
+    text = _artifact_text(tracking_uri, parent_run_id, tracking.SPACE_ARTIFACT)
+    if text is None:
+        return {}
     return {key: ParamSpec.model_validate(spec) for key, spec in yaml.safe_load(text)["params"].items()}
 
 
 def _best_config(tracking_uri: str, trials: list[TrialSummary]) -> str | None:
-    if trials[0].best is None:
-        return None
+    # A trial that has not finished its first epoch has no config artifact yet.
+    return None if trials[0].best is None else _artifact_text(tracking_uri, trials[0].run_id, "config.yaml")
+
+
+def _artifact_text(tracking_uri: str, run_id: str, artifact_path: str) -> str | None:
+    """The text of one artifact of a run, or None when the run does not have it."""
     with tempfile.TemporaryDirectory() as folder:
         try:
-            return tracking.download_trial_file(tracking_uri, trials[0].run_id, "config.yaml", Path(folder)).read_text()
-        except Exception:  # a trial that has not finished its first epoch has no config artifact yet
+            return tracking.download_trial_file(tracking_uri, run_id, artifact_path, Path(folder)).read_text()
+        except Exception:  # MLflow raises several types for a missing artifact
             return None
 
 

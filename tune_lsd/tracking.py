@@ -108,10 +108,9 @@ def start_search_run(
     """Create (or, on --resume, reopen) the parent run of search ``search_name``."""
     client = MlflowClient(tracking_uri)
     experiment_id = ensure_experiment(client, search_name, artifact_root)
-    existing = retry(lambda: client.search_runs(
-        [experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = 'parent'", max_results=1), "search_runs")
-    if existing:
-        run_id = existing[0].info.run_id
+    existing = _parent_run(client, experiment_id)
+    if existing is not None:
+        run_id = existing.info.run_id
         client.update_run(run_id, status="RUNNING")
     else:
         run = client.create_run(experiment_id, run_name=search_name, tags={SEARCH_TAG: "parent", STATE_TAG: "running"})
@@ -199,11 +198,17 @@ def search_parent_run(tracking_uri: str, experiment_name: str):
     """The parent run of the search ``experiment_name`` (TrackingError if there is none)."""
     client = MlflowClient(tracking_uri)
     experiment = retry(lambda: client.get_experiment_by_name(experiment_name), "get_experiment_by_name")
-    runs = [] if experiment is None else retry(lambda: client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = 'parent'", max_results=1), "search_runs")
-    if not runs:
+    parent = None if experiment is None else _parent_run(client, experiment.experiment_id)
+    if parent is None:
         raise TrackingError(f"no search named {experiment_name!r} in {tracking_uri}")
-    return runs[0]
+    return parent
+
+
+def _parent_run(client: MlflowClient, experiment_id: str):
+    """The search's parent run in experiment ``experiment_id``, or None."""
+    runs = retry(lambda: client.search_runs(
+        [experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = 'parent'", max_results=1), "search_runs")
+    return runs[0] if runs else None
 
 
 def log_folder(tracking_uri: str, run_id: str, folder: Path, artifact_path: str) -> None:
