@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
-from tune_lsd.engine import NonFiniteLossError, Trainer
+from tune_lsd.data.sampler import class_balanced_batches
+from tune_lsd.engine import NonFiniteLossError, Trainer, seed_everything
+from tune_lsd.losses.lsd import lsd_weight
 
 
 def assert_same_state(a: dict, b: dict) -> None:
@@ -50,10 +53,43 @@ def test_short_training_on_glyphs_beats_the_untrained_model(config_factory):
     assert history[0]["train/images_per_s"] > 0
 
 
+def per_step_means(trainer: Trainer) -> dict[str, float]:
+    """Reference: the same epoch with every step's losses read on the host as it happens."""
+    config = trainer.config
+    seed_everything([config.seed, trainer.epoch])
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + trainer.epoch)
+    train = trainer.splits.train
+    batches = class_balanced_batches(train.labels, config.data.samples_per_class, config.data.batch_size,
+                                     trainer.steps_per_epoch)
+    weight = lsd_weight(config.lsd, trainer.epoch, config.schedule.epochs)
+    trainer.model.train()
+    losses = []
+    for indices in batches:
+        step = trainer._train_step(torch.from_numpy(train.images[indices]), torch.from_numpy(train.labels[indices]),
+                                   generator, weight, need_teacher=trainer.teacher is not None and weight > 0)
+        losses.append([value.item() for value in step])
+    trainer.teacher.after_epoch(trainer.model)
+    trainer.epoch += 1
+    means = np.mean(np.array(losses, dtype=np.float64), axis=0)
+    return {"train/loss": means[0], "train/base_loss": means[1], "lsd/loss": means[2]}
+
+
+@pytest.mark.parametrize("sync_every", [1, 3, 50])
+def test_epoch_means_read_once_equal_per_step_reading(config_factory, sync_every):
+    config = config_factory(**{"lsd.ramp": "constant", "schedule.steps_per_epoch": 7, "runtime.sync_every": sync_every})
+    ours, reference = Trainer(config), Trainer(config)
+    for _ in range(2):
+        logged = ours.train_epoch()
+        expected = per_step_means(reference)
+        for name, value in expected.items():
+            assert logged[name] == pytest.approx(value, rel=1e-12, abs=0), name
+    assert logged["lsd/loss"] > 0
+
+
 def test_non_finite_loss_stops_with_a_clear_error(config_factory):
     trainer = Trainer(config_factory(**{"optim.name": "sgd", "optim.lr": 1e30, "lsd.enabled": False,
-                                        "loss.name": "normalized_softmax"}))
-    with pytest.raises(NonFiniteLossError, match="training loss is (nan|inf)"):
+                                        "loss.name": "normalized_softmax", "runtime.sync_every": 2}))
+    with pytest.raises(NonFiniteLossError, match=r"training loss is (nan|inf) at epoch \d+ \(in steps \d+-\d+ of 4"):
         for _ in range(3):
             trainer.train_epoch()
 

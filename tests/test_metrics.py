@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import normalized_mutual_info_score
 
 from tune_lsd.metrics import clustering_nmi, retrieval_metrics
@@ -62,6 +63,40 @@ def test_chunked_search_gives_the_same_numbers():
     whole = retrieval_metrics(embeddings, labels, nmi=False, chunk_size=100_000)
     chunked = retrieval_metrics(embeddings, labels, nmi=False, chunk_size=13)
     assert whole == pytest.approx(chunked)
+
+
+def tied_embeddings(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Small-integer vectors: every similarity is exact in float32 whatever the summation order,
+    so many are exactly tied (duplicates across and within classes), plus singleton classes."""
+    rng = np.random.default_rng(seed)
+    embeddings = rng.integers(-1, 2, size=(150, 4)).astype(np.float32)
+    embeddings[100:120] = embeddings[:20]  # exact duplicates, most in other classes
+    labels = rng.integers(0, 25, size=150)
+    labels[-4:] = [100, 101, 102, 103]  # singletons
+    return embeddings, labels
+
+
+@pytest.mark.parametrize("chunk_size", [None, 7])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_torch_and_faiss_paths_give_identical_metrics_with_ties(seed, chunk_size):
+    embeddings, labels = tied_embeddings(seed)
+    ks = (1, 2, 4, 8)
+    expected = brute_force(embeddings, labels, ks)
+    by_faiss = retrieval_metrics(embeddings, labels, ks, nmi=False, chunk_size=chunk_size, backend="faiss")
+    by_torch = retrieval_metrics(torch.from_numpy(embeddings), labels, ks, nmi=False, chunk_size=chunk_size,
+                                 backend="torch")
+    assert by_faiss == by_torch  # exactly: the same neighbours in the same order
+    for name, value in expected.items():
+        assert by_torch[name] == pytest.approx(value, abs=1e-12), name
+    assert 0.0 < by_torch["recall@1"] < 1.0
+
+
+def test_auto_backend_uses_faiss_on_the_cpu_and_checks_its_name():
+    embeddings, labels = clustered_embeddings(10, np.full(10, 4), 8, noise=1.0, seed=2)
+    assert retrieval_metrics(torch.from_numpy(embeddings), labels, nmi=False) == retrieval_metrics(
+        embeddings, labels, nmi=False, backend="faiss")
+    with pytest.raises(ValueError, match="unknown backend 'gpu'"):
+        retrieval_metrics(embeddings, labels, backend="gpu")
 
 
 def test_query_itself_is_excluded_even_with_exact_duplicates():

@@ -157,6 +157,15 @@ class RuntimeConfig(_Section):
     amp: bool = Field(True, description="bfloat16 autocast + channels_last on CUDA (ignored on CPU).")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = leave as is.")
     progress: bool = Field(True, description="tqdm progress bars (off inside searches).")
+    sync_every: int = Field(
+        50, ge=1, description="Steps between reads of the running loss on the host: the NaN/inf check and the "
+        "progress bar. Losses are summed on the device; reading them waits for the GPU.")
+    device_data_mb: int = Field(
+        2048, ge=0, description="On CUDA, keep the uint8 images of a split on the GPU when they take at most this "
+        "many MB (no host-to-device copy per batch); 0 = never.")
+    compile: bool = Field(
+        False, description="torch.compile the student and teacher: faster steps after a warm-up of tens of "
+        "seconds (see docs/gpu.md for when it pays).")
 
 
 class Config(_Section):

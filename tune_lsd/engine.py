@@ -30,7 +30,7 @@ from tune_lsd.config import Config
 from tune_lsd.data.datasets import LabelledImages
 from tune_lsd.data.sampler import class_balanced_batches
 from tune_lsd.data.splits import DataSplits, build_splits
-from tune_lsd.data.transforms import random_resized_crop, resize, resolve_augment, to_tensor
+from tune_lsd.data.transforms import normalise, random_resized_crop, resize, resolve_augment
 from tune_lsd.losses.base import build_base_loss
 from tune_lsd.losses.lsd import build_teacher, ema_horizon_warning, listwise_kl, lsd_weight
 from tune_lsd.metrics import retrieval_metrics
@@ -78,11 +78,16 @@ class Trainer:
         self.base_loss.loss.to(self.device)
         self.teacher = build_teacher(config.lsd, self.model)
         self.optimizer = self._build_optimizer()
+        if config.runtime.compile:  # after the teacher's copy of the student: each is compiled on its own
+            self.model.compile()
+            if self.teacher is not None:
+                self.teacher.compile()
 
         self.steps_per_epoch = config.schedule.steps_per_epoch or max(1, len(train) // config.data.batch_size)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.augment = resolve_augment(config.data.augment, config.data.dataset)
         self.epoch = 0  # epochs completed
+        self._on_device: dict[int, torch.Tensor] = {}  # id(split) -> its images on the GPU
         self.history: list[dict[str, float]] = []
 
         if config.lsd.enabled and config.lsd.teacher == "ema":
@@ -118,69 +123,105 @@ class Trainer:
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.use_amp else nullcontext()
 
-    def _prepare(self, images: np.ndarray) -> torch.Tensor:
-        batch = to_tensor(images, self.device)
+    def _channels_last(self, batch: torch.Tensor) -> torch.Tensor:
         return batch.contiguous(memory_format=torch.channels_last) if self.use_amp else batch
 
     # --- training -------------------------------------------------------------------------
 
     def train_epoch(self) -> dict[str, float]:
-        """One epoch of m-per-class batches; returns mean losses, LSD weight and throughput."""
+        """One epoch of m-per-class batches; returns mean losses, LSD weight and throughput.
+
+        The step loop never waits for the device: losses are summed there and read on the host
+        only every ``runtime.sync_every`` steps (the NaN/inf check and the progress bar) and at
+        the end of the epoch. A sum that is not finite means some step's loss was not.
+        """
         config = self.config
         seed_everything([config.seed, self.epoch])
         generator = torch.Generator().manual_seed(config.seed * 100_003 + self.epoch)
         train = self.splits.train
-        batches = class_balanced_batches(
-            train.labels, config.data.samples_per_class, config.data.batch_size, self.steps_per_epoch
-        )
+        batches = np.stack(class_balanced_batches(
+            train.labels, config.data.samples_per_class, config.data.batch_size, self.steps_per_epoch))
         weight = lsd_weight(config.lsd, self.epoch, config.schedule.epochs)
         need_teacher = self.teacher is not None and (weight > 0 or config.lsd.ramp == "none")
         self.model.train()
-        sums = {"loss": 0.0, "base_loss": 0.0, "lsd_loss": 0.0}
+        labels = torch.from_numpy(train.labels[batches]).to(self.device)  # one copy per epoch
+        resident = self._resident_images(train)
+        index = torch.from_numpy(batches).to(self.device) if resident is not None else None
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, base loss, lsd loss
         started = time.perf_counter()
-        progress = tqdm(batches, desc=f"epoch {self.epoch + 1}/{config.schedule.epochs}", leave=False,
+        progress = tqdm(total=len(batches), desc=f"epoch {self.epoch + 1}/{config.schedule.epochs}", leave=False,
                         disable=None if config.runtime.progress else True, unit="batch")  # None: off when not a TTY
-        for indices in progress:
-            images = self._augment(self._prepare(train.images[indices]), generator)
-            labels = torch.from_numpy(train.labels[indices]).to(self.device)
-            with self._autocast():
-                embeddings = self.model(images)
-                teacher_embeddings = self.teacher.embed(images) if need_teacher else None
-            base = self.base_loss(embeddings, labels)
-            lsd = (listwise_kl(embeddings, teacher_embeddings, config.lsd.temperature)
-                   if teacher_embeddings is not None else torch.zeros((), device=self.device))
-            loss = base + weight * lsd
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"training loss is {loss.item()} at epoch {self.epoch + 1} "
-                    f"(base {base.item():.4g}, lsd {lsd.item():.4g}): lower optim.lr or lsd.weight"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            if self.teacher is not None:
-                self.teacher.after_step(self.model)
-            sums["loss"] += loss.item()
-            sums["base_loss"] += base.item()
-            sums["lsd_loss"] += lsd.item()
-            progress.set_postfix(loss=f"{loss.item():.4f}")
+        for step in range(len(batches)):
+            images = resident[index[step]] if resident is not None else self._host_batch(train.images[batches[step]])
+            loss, base, lsd = self._train_step(images, labels[step], generator, weight, need_teacher)
+            sums += torch.stack([loss.detach(), base.detach(), lsd.detach()]).double()
+            if (step + 1) % config.runtime.sync_every == 0 or step + 1 == len(batches):
+                self._check_finite(sums, step + 1, len(batches))
+                progress.update(step + 1 - progress.n)
+                progress.set_postfix(loss=f"{sums[0].item() / (step + 1):.4f}")
+        progress.close()
+        mean_loss, mean_base, mean_lsd = (sums / len(batches)).tolist()
         elapsed = time.perf_counter() - started
         if self.teacher is not None:
             self.teacher.after_epoch(self.model)
         self.epoch += 1
-        steps = len(batches)
         return {
-            "train/loss": sums["loss"] / steps,
-            "train/base_loss": sums["base_loss"] / steps,
-            "lsd/loss": sums["lsd_loss"] / steps,
+            "train/loss": mean_loss,
+            "train/base_loss": mean_base,
+            "lsd/loss": mean_lsd,
             "lsd/weight": weight,
             "train/lr": self.optimizer.param_groups[0]["lr"],
-            "train/images_per_s": steps * config.data.batch_size / elapsed,
+            "train/images_per_s": len(batches) * config.data.batch_size / elapsed,
             "train/epoch_s": elapsed,
         }
+
+    def _train_step(self, images_uint8: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+                    weight: float, need_teacher: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimiser step; returns (loss, base loss, LSD loss) as device tensors, unread."""
+        images = self._augment(self._channels_last(normalise(images_uint8)), generator)
+        with self._autocast():
+            embeddings = self.model(images)
+            teacher_embeddings = self.teacher.embed(images) if need_teacher else None
+        base = self.base_loss(embeddings, labels)
+        lsd = (listwise_kl(embeddings, teacher_embeddings, self.config.lsd.temperature)
+               if teacher_embeddings is not None else torch.zeros((), device=self.device))
+        loss = base + weight * lsd
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.teacher is not None:
+            self.teacher.after_step(self.model)
+        return loss, base, lsd
+
+    def _check_finite(self, sums: torch.Tensor, steps_done: int, steps: int) -> None:
+        loss_sum, base_sum, lsd_sum = sums.tolist()  # the one host sync of every sync_every steps
+        if math.isfinite(loss_sum):
+            return
+        first = steps_done - (steps_done - 1) % self.config.runtime.sync_every
+        parts = ", ".join(f"{name} {'finite' if math.isfinite(v) else v}" for name, v in
+                          (("base loss", base_sum), ("lsd loss", lsd_sum)))
+        raise NonFiniteLossError(
+            f"training loss is {loss_sum} at epoch {self.epoch + 1} (in steps {first}-{steps_done} of {steps}; "
+            f"{parts}): lower optim.lr or lsd.weight")
+
+    def _resident_images(self, data: LabelledImages) -> torch.Tensor | None:
+        """The split's uint8 images on the GPU (copied once per Trainer) when they fit in
+        ``runtime.device_data_mb``; None on the CPU or when too large."""
+        if self.device.type != "cuda" or data.images.nbytes > self.config.runtime.device_data_mb * 2**20:
+            return None
+        if id(data) not in self._on_device:
+            with warnings.catch_warnings():  # arrays from Ray's object store are read-only; nothing writes them
+                warnings.simplefilter("ignore", UserWarning)
+                self._on_device[id(data)] = torch.from_numpy(data.images).to(self.device)
+        return self._on_device[id(data)]
+
+    def _host_batch(self, images: np.ndarray) -> torch.Tensor:
+        """A batch gathered on the host, copied to the device from pinned memory without blocking."""
+        batch = torch.from_numpy(images)
+        return batch.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else batch
 
     def _augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         size = self.config.data.image_size
@@ -192,19 +233,26 @@ class Trainer:
     # --- evaluation -----------------------------------------------------------------------
 
     @torch.no_grad()
-    def embed(self, data: LabelledImages) -> np.ndarray:
-        """Embeddings of every image (eval mode, resized to ``data.image_size``)."""
+    def embed(self, data: LabelledImages) -> torch.Tensor:
+        """Embeddings (float32, on the training device) of every image, in eval mode, resized
+        to ``data.image_size``."""
         self.model.eval()
         size, batch_size = self.config.data.image_size, self.config.eval.batch_size
+        resident = self._resident_images(data)
         chunks = []
         for start in range(0, len(data), batch_size):
-            batch = resize(self._prepare(data.images[start:start + batch_size]), size)
+            stop = start + batch_size
+            images = resident[start:stop] if resident is not None else self._host_batch(data.images[start:stop])
+            batch = resize(self._channels_last(normalise(images)), size)
             with self._autocast():
-                chunks.append(self.model(batch).float().cpu())
-        return torch.cat(chunks).numpy()
+                chunks.append(self.model(batch).float())
+        return torch.cat(chunks)
 
     def evaluate(self, split: str) -> dict[str, float]:
-        """Retrieval metrics of ``split`` ("val" or "test"), keys prefixed ``split/``."""
+        """Retrieval metrics of ``split`` ("val" or "test"), keys prefixed ``split/``.
+
+        Neighbours are searched where the embeddings are: on the GPU by torch, on the CPU by faiss.
+        """
         data = getattr(self.splits, split)
         if data is None:
             raise ValueError(f"this run has no {split} split (data.final=true has no validation classes)")
@@ -277,3 +325,4 @@ class Trainer:
         trainer = cls(config, splits=splits)
         trainer.load_state_dict(state)
         return trainer
+

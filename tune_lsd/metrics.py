@@ -1,4 +1,4 @@
-"""Retrieval metrics on exact faiss neighbours: Recall@K, MAP@R, R-precision and NMI.
+"""Retrieval metrics on exact neighbours: Recall@K, MAP@R, R-precision and NMI.
 
 Every embedding is a query against all the others (the query itself excluded), by inner
 product, i.e. cosine similarity for the L2-normalised embeddings the models produce.
@@ -15,30 +15,52 @@ Queries whose class has no other item (R = 0) have no correct answer and are lef
 all retrieval metrics. Queries are searched in chunks so that 100k x 512 embeddings fit in
 memory: only ``chunk_size x k`` neighbours are held at a time, with ``k`` the largest class
 size (MAP@R needs R neighbours) and ``chunk_size`` chosen to stay within ``memory_budget_mb``.
+
+Neighbours are found where the embeddings are: faiss on the CPU, chunked torch matmul + top-k
+on a GPU (two orders of magnitude faster there). Ties are broken by the lower index in both,
+so both give the same metrics.
 """
 
 from __future__ import annotations
 
 import faiss
 import numpy as np
+import torch
 from sklearn.metrics import normalized_mutual_info_score
+
+BYTES_PER_SCORE = 12  # torch path: a (chunk x N) float32 score block, plus top-k's workspace
 
 
 def retrieval_metrics(
-    embeddings: np.ndarray,
+    embeddings: np.ndarray | torch.Tensor,
     labels: np.ndarray,
     ks: tuple[int, ...] | list[int] = (1, 2, 4, 8),
     nmi: bool = True,
     chunk_size: int | None = None,
     seed: int = 0,
     memory_budget_mb: int = 256,
+    backend: str = "auto",
 ) -> dict[str, float]:
-    """``{"recall@1": ..., "map@r": ..., "r_precision": ..., "nmi": ...}`` for (N, D) embeddings."""
-    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    """``{"recall@1": ..., "map@r": ..., "r_precision": ..., "nmi": ...}`` for (N, D) embeddings.
+
+    ``backend``: "faiss" (exact ``IndexFlatIP`` on the CPU), "torch" (chunked matmul + top-k on
+    the embeddings' device) or "auto": torch for a CUDA tensor, faiss otherwise. Both give the
+    same neighbours: ties in similarity are broken by the lower index, in both.
+    """
+    if backend == "auto":
+        backend = "torch" if isinstance(embeddings, torch.Tensor) and embeddings.is_cuda else "faiss"
+    if backend not in ("faiss", "torch"):
+        raise ValueError(f"unknown backend {backend!r}: use faiss, torch or auto")
+    if isinstance(embeddings, torch.Tensor):
+        vectors = embeddings.detach().float().contiguous()
+        if backend == "faiss":
+            vectors = vectors.cpu()
+    else:
+        vectors = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
     labels = np.asarray(labels).astype(np.int64)
-    if embeddings.ndim != 2 or len(embeddings) != len(labels):
-        raise ValueError(f"need (N, D) embeddings and N labels, got {embeddings.shape} and {labels.shape}")
-    if not np.isfinite(embeddings).all():
+    if vectors.ndim != 2 or len(vectors) != len(labels):
+        raise ValueError(f"need (N, D) embeddings and N labels, got {tuple(vectors.shape)} and {labels.shape}")
+    if not bool(torch.isfinite(vectors).all()):
         raise ValueError("embeddings contain NaN or inf")
 
     _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
@@ -48,16 +70,18 @@ def retrieval_metrics(
         raise ValueError("no class has two or more items: retrieval metrics are undefined")
     k = min(max(max(ks), int(others.max())), len(labels) - 1)
 
-    if chunk_size is None:  # ~40 bytes per (query, neighbour) pair: ids, distances and the masks below
-        chunk_size = max(1, min(len(labels), memory_budget_mb * 2**20 // (40 * (k + 1))))
-    index = faiss.IndexFlatIP(embeddings.shape[1])
-    index.add(embeddings)
+    if chunk_size is None:
+        if backend == "torch":
+            chunk_size = memory_budget_mb * 2**20 // (BYTES_PER_SCORE * len(labels))
+        else:  # ~40 bytes per (query, neighbour) pair: ids, distances and the masks below
+            chunk_size = memory_budget_mb * 2**20 // (40 * (k + 1))
+        chunk_size = max(1, min(len(labels), chunk_size))
+    search = _TorchSearch(vectors) if backend == "torch" else _FaissSearch(vectors)
     hits_at = {kk: 0 for kk in ks}
     sum_ap = sum_r_precision = 0.0
     for start in range(0, len(labels), chunk_size):
         stop = min(start + chunk_size, len(labels))
-        _, neighbours = index.search(embeddings[start:stop], k + 1)
-        neighbours = _drop_self(neighbours, np.arange(start, stop))
+        neighbours = _canonical_neighbours(search, start, stop, k)
         keep = others[start:stop] > 0
         relevant = labels[neighbours[keep]] == labels[start:stop][keep, None]  # (q, k) bool
         for kk in ks:
@@ -73,8 +97,69 @@ def retrieval_metrics(
     metrics["map@r"] = sum_ap / num_queries
     metrics["r_precision"] = sum_r_precision / num_queries
     if nmi:
-        metrics["nmi"] = clustering_nmi(embeddings, labels, seed)
+        metrics["nmi"] = clustering_nmi(vectors.cpu().numpy(), labels, seed)
     return metrics
+
+
+class _TorchSearch:
+    """Exact inner-product search by matmul + top-k on the vectors' device (fp32, no TF32)."""
+
+    def __init__(self, vectors: torch.Tensor) -> None:
+        self.vectors = vectors
+
+    def scores(self, queries: torch.Tensor) -> torch.Tensor:
+        """(q, N) similarities of the queries (ids) to all items, each query's own score -inf."""
+        queries = queries.to(self.vectors.device)
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False  # exact fp32, as faiss
+        try:
+            scores = self.vectors[queries] @ self.vectors.T
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous
+        scores[torch.arange(len(queries), device=scores.device), queries] = float("-inf")
+        return scores
+
+    def top(self, start: int, stop: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``n`` best (scores, ids) of queries start..stop-1 by decreasing score, the query
+        itself excluded; tied items in any order."""
+        return self.scores(torch.arange(start, stop)).topk(n, dim=1)
+
+
+class _FaissSearch(_TorchSearch):
+    """Exact inner-product search by faiss ``IndexFlatIP`` on the CPU."""
+
+    def __init__(self, vectors: torch.Tensor) -> None:
+        super().__init__(vectors)
+        self.index = faiss.IndexFlatIP(vectors.shape[1])
+        self.index.add(vectors.numpy())
+
+    def top(self, start: int, stop: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        found = min(n + 1, self.index.ntotal)  # one more: the query itself is usually among them
+        scores, ids = (torch.from_numpy(a) for a in self.index.search(self.vectors[start:stop].numpy(), found))
+        scores[ids == torch.arange(start, stop)[:, None]] = float("-inf")
+        scores, order = scores.sort(dim=1, descending=True, stable=True)
+        return scores[:, :n], ids.gather(1, order)[:, :n]
+
+
+def _canonical_neighbours(search: _TorchSearch, start: int, stop: int, k: int) -> np.ndarray:
+    """Each query's k nearest other items, ordered by (similarity desc, index asc): the same
+    neighbours whatever order the search returned tied items in.
+
+    One extra neighbour shows where a tie crosses the k-th place; only those rows (rare but for
+    duplicated embeddings) are scored again against all items and sorted stably.
+    """
+    n = min(k + 1, len(search.vectors) - 1)
+    top_scores, top_ids = search.top(start, stop, n)
+    scores, ids = top_scores[:, :k], top_ids[:, :k]
+    by_id = ids.argsort(dim=1)
+    scores, ids = scores.gather(1, by_id), ids.gather(1, by_id)
+    ids = ids.gather(1, scores.argsort(dim=1, descending=True, stable=True))
+    if n > k:
+        crossing = (top_scores[:, k - 1] == top_scores[:, k]).nonzero()[:, 0]
+        if len(crossing):
+            full = search.scores(crossing.to(search.vectors.device) + start)
+            ids[crossing.to(ids.device)] = full.argsort(dim=1, descending=True, stable=True)[:, :k].to(ids.device)
+    return ids.cpu().numpy()
 
 
 def clustering_nmi(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
@@ -87,11 +172,3 @@ def clustering_nmi(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) ->
     _, clusters = kmeans.index.search(embeddings, 1)
     return float(normalized_mutual_info_score(labels, clusters[:, 0]))
 
-
-def _drop_self(neighbours: np.ndarray, query_ids: np.ndarray) -> np.ndarray:
-    """Remove each query's own id from its (k+1) neighbours (the last one if it is not there,
-    which happens when exact duplicates tie with the query)."""
-    is_self = neighbours == query_ids[:, None]
-    missing = ~is_self.any(axis=1)
-    is_self[missing, -1] = True
-    return neighbours[~is_self].reshape(len(neighbours), -1)

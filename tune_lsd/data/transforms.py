@@ -27,8 +27,12 @@ def resolve_augment(augment: str, dataset: str) -> str:
 
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """(N, H, W, C) uint8 -> normalised (N, C, H, W) float32 on ``device``."""
-    batch = torch.from_numpy(images).to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-    return (batch / 255.0 - MEAN) / STD
+    return normalise(torch.from_numpy(images).to(device, non_blocking=True))
+
+
+def normalise(batch: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, C) uint8 tensor -> normalised (N, C, H, W) float32 on the same device."""
+    return (batch.permute(0, 3, 1, 2).float() / 255.0 - MEAN) / STD
 
 
 def resize(batch: torch.Tensor, size: int) -> torch.Tensor:
@@ -52,15 +56,16 @@ def random_resized_crop(
     scaling + translation of the sampling grid, so no Python loop runs over images.
     """
     n = batch.shape[0]
-    draw = lambda: torch.rand(n, generator=generator).to(batch.device)  # noqa: E731
-    area = scale[0] + (scale[1] - scale[0]) * draw()
-    log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * draw()
+    # Drawn on the CPU generator (the same crops on every device), copied in one transfer.
+    draws = torch.rand(5, n, generator=generator).to(batch.device, non_blocking=True)
+    area = scale[0] + (scale[1] - scale[0]) * draws[0]
+    log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * draws[1]
     aspect = torch.exp(log_ratio)
     width = torch.sqrt(area * aspect).clamp(max=1.0)  # crop size as a share of the image side
     height = torch.sqrt(area / aspect).clamp(max=1.0)
-    centre_x = (1 - width) * (2 * draw() - 1)  # crop stays inside the image (grid coords in [-1, 1])
-    centre_y = (1 - height) * (2 * draw() - 1)
-    mirror = torch.where(draw() < 0.5, -1.0, 1.0) if flip else torch.ones(n, device=batch.device)
+    centre_x = (1 - width) * (2 * draws[2] - 1)  # crop stays inside the image (grid coords in [-1, 1])
+    centre_y = (1 - height) * (2 * draws[3] - 1)
+    mirror = torch.where(draws[4] < 0.5, -1.0, 1.0) if flip else torch.ones(n, device=batch.device)
 
     theta = torch.zeros(n, 2, 3, device=batch.device, dtype=batch.dtype)
     theta[:, 0, 0] = width * mirror

@@ -92,6 +92,10 @@ class Teacher:
     def load_state_dict(self, state: dict) -> None:
         raise NotImplementedError
 
+    def compile(self) -> None:
+        """``torch.compile`` the teacher's network in place (its state dict keys stay the same)."""
+        self.module.compile()
+
 
 class EmaTeacher(Teacher):
     """theta_T <- m * theta_T + (1 - m) * theta_S after every optimiser step (timm's ModelEmaV3)."""
@@ -125,30 +129,35 @@ class EmaTeacher(Teacher):
 
 
 class EpochTeacher(Teacher):
-    """A frozen copy of the student as it was at the end of the previous epoch (none in epoch 0)."""
+    """A frozen copy of the student as it was at the end of the previous epoch (none in epoch 0).
+
+    The copy is allocated once, when the teacher is built, and refreshed in place at every
+    epoch end: no new device memory per epoch, and a compiled teacher stays compiled.
+    """
 
     def __init__(self, student: nn.Module) -> None:
-        self.module: nn.Module | None = None
-        self._template = student
+        self.module = _batch_statistics_only(copy.deepcopy(student)).requires_grad_(False)
+        self.ready = False  # no snapshot before the first epoch ends
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor | None:
-        if self.module is None:
+        if not self.ready:
             return None
         self.module.train()
         return self.module(images)
 
+    @torch.no_grad()
     def after_epoch(self, student: nn.Module) -> None:
-        self.module = _batch_statistics_only(copy.deepcopy(student)).requires_grad_(False)
+        for mine, theirs in zip(self.module.state_dict().values(), student.state_dict().values()):
+            mine.copy_(theirs)
+        self.ready = True
 
     def state_dict(self) -> dict:
-        return {"module": None if self.module is None else self.module.state_dict()}
+        return {"module": self.module.state_dict() if self.ready else None}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["module"] is None:
-            self.module = None
-        else:
-            self.after_epoch(self._template)
+        self.ready = state["module"] is not None
+        if self.ready:
             self.module.load_state_dict(state["module"])
 
 
