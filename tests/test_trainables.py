@@ -61,3 +61,50 @@ def test_checkpoint_round_trip_keeps_the_new_configs_lr(base_config, tmp_path):
     factor = mutated.trainer._lr_factor(mutated.trainer.scheduler.last_epoch)
     assert mutated.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(2e-3 * factor)
     assert mutated.step()["epoch"] == 2
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+
+def test_process_memory_does_not_grow_over_reused_trials(base_config):
+    trainable = make({"optim.lr": 1e-3}, base_config)
+    memory = []
+    for trial in range(6):
+        trainable.step()
+        trainable.step()
+        assert trainable.reset_config({"optim.lr": 1e-3 * (trial + 2), "lsd.teacher": ["ema", "epoch"][trial % 2]})
+        memory.append(rss_mb())
+    trainable.stop()
+    # The first trials warm up allocators and caches; after that a leak of one trial's
+    # model, teacher and optimiser (several MB each) would add up.
+    assert memory[-1] - memory[1] < 20, memory
+
+
+def test_pbt_exploit_in_place_keeps_the_trials_mlflow_run(base_config, tmp_path):
+    from tune_lsd import tracking
+
+    context = tracking.start_search_run(tracking.default_tracking_uri(tmp_path), "inplace", {}, tmp_path / "artifacts")
+
+    class Tracked(DMLTrainable):
+        def setup(self, config):
+            super().setup(config, base_config=base_config, tracking=context)
+
+    donor = make({"optim.lr": 1e-3}, base_config)
+    donor.step()
+    donor.save_checkpoint(str(tmp_path))
+    trial = Tracked(config={"optim.lr": 2e-3})
+    trial.step()
+    tracker, run_id = trial.tracker, trial.tracker.run_id
+    # What Ray does at an exploit with reuse_actors: reset to the mutated config, then restore the donor.
+    assert trial.reset_config({"optim.lr": 4e-3})
+    trial.load_checkpoint(str(tmp_path))
+    assert trial.tracker is tracker and trial.tracker.run_id == run_id
+    assert trial.trainer.epoch == 1 and trial.run_config.optim.lr == 4e-3
+    client = tracking.MlflowClient(context.tracking_uri)
+    assert client.list_artifacts(run_id, tracking.CHECKPOINT_DIR) == []  # the trial goes on: nothing uploaded yet
+    trial.step()
+    trial.stop()
+    assert [a.path for a in client.list_artifacts(run_id, tracking.CHECKPOINT_DIR)] == ["checkpoint/model.pt"]
+    assert [m.step for m in client.get_metric_history(run_id, "val/recall_at_1")] == [1, 2]

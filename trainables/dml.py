@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import gc
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ class DMLTrainable(tune.Trainable):
         """``shared_splits``: the base config's data, decoded once per search and read zero-copy
         from Ray's object store; used when this trial's data settings give the same split."""
         started = time.perf_counter()
+        if not hasattr(self, "device_baseline"):  # the actor's first trial: what it holds before any
+            self.device_baseline = device_bytes_allocated()
         self.run_config = trial_config(base_config or {}, config)
         base = Config.from_dict(base_config or {})
         use_shared = shared_splits is not None and split_key(self.run_config.data, self.run_config.seed) == split_key(
@@ -61,6 +64,9 @@ class DMLTrainable(tune.Trainable):
         self.setup_s = time.perf_counter() - started  # data + model + optimiser, reported with every result
         self.best_value = float("-inf")
         self.best_model: dict[str, Any] | None = None
+        previous = getattr(self, "tracker", None)
+        if previous is not None and previous.trial_id == self.trial_id:
+            return  # a PBT exploit continues this trial in place: same MLflow run, same node
         self.tracker = None
         if tracking is not None:
             sampled = {k: v for k, v in config.items() if v is not None}
@@ -103,25 +109,50 @@ class DMLTrainable(tune.Trainable):
         self.best_value, self.best_model = best["best_value"], best["best_model"]
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
-        """Actor reuse: finish this trial's tracking, then rebuild everything from scratch.
+        """Actor reuse: the next trial (or, after a PBT exploit, this trial with the donor's
+        checkpoint, loaded next by Ray) takes this process instead of a new one.
 
-        ``tune.with_parameters`` wraps ``setup`` to inject its keyword arguments, so it is
-        called here with the config alone.
+        Everything is rebuilt from scratch. Ray has already set ``self.trial_id`` to the
+        incoming trial. The actor is refused (a warning says why; Ray then starts a fresh one
+        for later trials) when the finished trial's GPU memory is not back to what the actor
+        held before its first trial. ``tune.with_parameters`` wraps ``setup`` to inject its
+        keyword arguments, so it is called here with the config alone.
         """
-        self._finish()
+        continuing = self.tracker is not None and self.tracker.trial_id == self.trial_id
+        self._finish(upload=not continuing)
+        held = device_bytes_allocated() - self.device_baseline
+        if held > 0:
+            warnings.warn(f"not reusing this actor for trial {self.trial_id}: {held / 2**20:.0f} MB of GPU memory "
+                          "is still allocated after the previous trial ended", stacklevel=1)
+            return False
         self.setup(new_config)
         return True
 
     def cleanup(self) -> None:
         self._finish()
 
-    def _finish(self) -> None:
-        """Upload the best model to the trial's MLflow run and free the memory it held."""
-        if self.tracker is not None and self.best_model is not None:
+    def _finish(self, upload: bool = True) -> None:
+        """Upload the best model to the trial's MLflow run; free the memory the trial held."""
+        if upload and self.tracker is not None and self.best_model is not None:
             best = self.best_model
             self.tracker.log_checkpoint(lambda folder: torch.save(best, folder / MODEL_FILE))
+        compiled = self.trainer is not None and self.trainer.config.runtime.compile
         self.best_model = None
         self.trainer = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_device_memory()
+        if compiled and device_bytes_allocated() > self.device_baseline:
+            torch._dynamo.reset()  # compiled graphs can keep the old model's tensors alive
+            release_device_memory()
+
+
+def device_bytes_allocated() -> int:
+    """Bytes of live tensors on this process's GPU (0 without CUDA)."""
+    return torch.cuda.memory_allocated() if torch.cuda.is_available() and torch.cuda.is_initialized() else 0
+
+
+def release_device_memory() -> None:
+    """Collect unreachable objects and return cached GPU blocks (and cuBLAS workspaces) to the driver."""
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch._C._cuda_clearCublasWorkspaces()  # allocated through the caching allocator: would count as held
+        torch.cuda.empty_cache()

@@ -247,10 +247,11 @@ def _tune_config(settings: SearchSettings, space: SearchSpace, epochs: int):
     return tune.TuneConfig(metric=settings.metric, mode=settings.mode, search_alg=search_alg, scheduler=scheduler,
                            num_samples=settings.num_samples, max_concurrent_trials=settings.max_concurrent,
                            time_budget_s=settings.time_budget_s,
-                           # Reusing a trial's actor skips ~7 s of process start and imports per trial;
-                           # reset_config rebuilds everything. GPU trials get fresh actors so that
-                           # their memory is surely returned.
-                           reuse_actors=settings.gpus_per_trial == 0)
+                           # A finished trial's actor takes the next trial (and a PBT exploit
+                           # continues in its own actor): no process start, imports or CUDA context
+                           # per trial. reset_config rebuilds everything and refuses the actor when
+                           # the previous trial's GPU memory was not released.
+                           reuse_actors=True)
 
 
 def _run_config(settings: SearchSettings, context: tracking.TrackingContext, epochs: int):

@@ -254,6 +254,7 @@ class TrialTracker:
                  sampled: dict[str, Any]) -> None:
         self.client = MlflowClient(context.tracking_uri)
         self.context = context
+        self.trial_id = trial_id
         existing = find_trial_run(self.client, context, trial_id)
         if existing is not None:  # a restarted or restored trial continues its run
             self.run_id = existing.info.run_id
