@@ -39,6 +39,12 @@ def test_asha_stops_some_trials_early_and_runs_trials_concurrently(asha_search):
     assert "best trial" in result.stdout and "tune-lsd export" in result.stdout
 
 
+def test_completed_search_leaves_no_checkpoints(asha_search):
+    folder, result = asha_search
+    assert checkpoints(folder / "runs", "asha") == []
+    assert "trial checkpoints" in result.stdout and (folder / "runs" / "searches" / "asha" / "completed.json").is_file()
+
+
 def test_conditional_parameter_absent_when_condition_false(asha_search):
     folder, _ = asha_search
     _, _, children = child_runs(folder / "runs", "asha")
@@ -109,14 +115,30 @@ def test_pbt_search_exploits_at_least_once(tmp_path):
     assert exploiters and all(len(set(pids[name])) == 1 for name in exploiters), pids
 
 
+def checkpoints(runs_dir: Path, name: str) -> list[Path]:
+    return sorted((runs_dir / "ray" / name).glob("*/checkpoint_*"))
+
+
 def test_random_search_with_fifo_runs_every_trial_to_the_end(tmp_path):
     result = tune_lsd("search", "--space", "baseline", "--name", "rnd", "--searcher", "random", "--scheduler", "fifo",
-                      "--num-samples", "3", "--max-concurrent", "2", "--set", "schedule.epochs=2", *TINY, cwd=tmp_path)
+                      "--num-samples", "3", "--max-concurrent", "2", "--set", "schedule.epochs=3",
+                      "--keep-checkpoints", "--checkpoint-every", "2", *TINY, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     client, _, children = child_runs(tmp_path / "runs", "rnd")
     assert len(children) == 3 and {r.data.tags[STATE_TAG] for r in children} == {"completed"}
     assert len({r.data.params["optim.lr"] for r in children}) == 3
     assert all(r.data.params["lsd.enabled"] == "False" for r in children)
+    # Kept, every 2 epochs of 3 and none at the end: one checkpoint per trial, at epoch 2.
+    kept = checkpoints(tmp_path / "runs", "rnd")
+    assert [c.name for c in kept] == ["checkpoint_000000"] * 3, kept
+    assert all(json.loads((c.parent / "result.json").read_text().splitlines()[1])["epoch"] == 2 for c in kept)
+
+    pruned = tune_lsd("prune", "rnd", cwd=tmp_path)
+    assert pruned.returncode == 0 and "deleted 3 checkpoints of every trial" in pruned.stdout, pruned.stdout
+    assert checkpoints(tmp_path / "runs", "rnd") == []
+    assert all((c.parent / "result.json").is_file() for c in kept)  # the trials' results stay
+    resumed = tune_lsd("search", "--resume", "rnd", cwd=tmp_path)
+    assert resumed.returncode == 0 and "search 'rnd' is complete (3 trials, 0 errored); nothing to resume" in resumed.stdout
 
 
 def test_killed_driver_resumes_without_retraining_finished_trials(tmp_path):

@@ -108,3 +108,29 @@ def test_pbt_exploit_in_place_keeps_the_trials_mlflow_run(base_config, tmp_path)
     trial.stop()
     assert [a.path for a in client.list_artifacts(run_id, tracking.CHECKPOINT_DIR)] == ["checkpoint/model.pt"]
     assert [m.step for m in client.get_metric_history(run_id, "val/recall_at_1")] == [1, 2]
+
+
+def test_checkpoint_holds_the_best_weights_once(base_config, tmp_path):
+    trainable = make({"optim.lr": 1e-3}, base_config)
+    trainable.step()
+    epoch_1 = {k: v.clone() for k, v in trainable.trainer.model.state_dict().items()}
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    trainable.save_checkpoint(str(tmp_path / "a"))  # the best epoch is the current one: stored once
+    state_bytes = (tmp_path / "a" / "trainer.pt").stat().st_size
+    assert (tmp_path / "a" / "best.pt").stat().st_size < 2048 < state_bytes
+    restored = make({"optim.lr": 1e-3}, base_config)
+    restored.load_checkpoint(str(tmp_path / "a"))
+    assert restored.best_model["epoch"] == 1 and restored.best_value == trainable.best_value
+    for name, value in epoch_1.items():
+        assert torch.equal(restored.best_model["student"][name], value), name
+
+    trainable.best_value = float("inf")  # epoch 2 will not be the best: epoch 1's weights must be kept
+    trainable.step()
+    trainable.save_checkpoint(str(tmp_path / "b"))
+    restored.load_checkpoint(str(tmp_path / "b"))
+    assert restored.trainer.epoch == 2 and restored.best_model["epoch"] == 1
+    assert len(restored.best_model["history"]) == 1
+    for name, value in epoch_1.items():
+        assert torch.equal(restored.best_model["student"][name], value), name
+    assert not all(torch.equal(restored.trainer.model.state_dict()[n], v) for n, v in epoch_1.items())

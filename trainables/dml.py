@@ -97,16 +97,30 @@ class DMLTrainable(tune.Trainable):
         }
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
+        """What resume needs, each tensor once: the trainer's state, and the best-so-far weights
+        only when the best epoch is not the current one (then they are the trainer's student)."""
         folder = Path(checkpoint_dir)
         self.trainer.save(folder / STATE_FILE)
-        torch.save({"best_value": self.best_value, "best_model": self.best_model}, folder / BEST_FILE)
+        best_is_current = self.best_model is not None and self.best_model["epoch"] == self.trainer.epoch
+        best = {"best_value": self.best_value, "best_is_current": best_is_current,
+                "best_epoch": None if self.best_model is None else self.best_model["epoch"],
+                "best_student": None if best_is_current or self.best_model is None else self.best_model["student"]}
+        torch.save(best, folder / BEST_FILE)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         folder = Path(checkpoint_dir)
         # Hyperparameters stay those of this trial's config (PBT may have just mutated them).
         self.trainer.load_state_dict(torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False))
         best = torch.load(folder / BEST_FILE, map_location="cpu", weights_only=False)
-        self.best_value, self.best_model = best["best_value"], best["best_model"]
+        self.best_value = best["best_value"]
+        if best["best_is_current"]:
+            self.best_model = self._model_snapshot()
+        elif best["best_student"] is not None:
+            epoch = best["best_epoch"]
+            self.best_model = {"config": self.run_config.to_dict(), "epoch": epoch, "student": best["best_student"],
+                               "history": copy.deepcopy(self.trainer.history[:epoch])}
+        else:
+            self.best_model = None
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         """Actor reuse: the next trial (or, after a PBT exploit, this trial with the donor's

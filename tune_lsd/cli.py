@@ -35,6 +35,13 @@ EPILOG_REPORT = """examples:
   tune-lsd report demo                          # -> runs/reports/demo/report.html (+ PNGs)
   tune-lsd report demo -o /tmp/demo-report --no-mlflow
 """
+EPILOG_PRUNE = """Deletes runs/ray/NAME/*/checkpoint_* of every trial when the search has completed,
+otherwise of the trials MLflow records as completed or stopped early (the others keep theirs
+for --resume). Each trial's best model stays in MLflow.
+
+examples:
+  tune-lsd prune demo
+"""
 EPILOG_LS = """examples:
   tune-lsd ls
   tune-lsd ls --tracking-uri http://head:5000
@@ -96,6 +103,7 @@ def _search(args: argparse.Namespace) -> int:
         num_samples=args.num_samples, max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, seed=args.seed, grace_period=args.grace_period,
         perturbation_interval=args.perturbation_interval, max_failures=args.max_failures,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
         time_budget_s=args.time_budget_s, share_data=not args.no_shared_data, object_store_mb=args.object_store_mb,
         address=args.address,
         tracking_uri=args.tracking_uri, runs_dir=args.runs_dir)
@@ -103,6 +111,13 @@ def _search(args: argparse.Namespace) -> int:
         raise ConfigError(f"a search named {settings.name!r} already exists under {settings.runs_path}: "
                           f"pick another --name or continue it with --resume {settings.name}")
     run_search(settings)
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from tune_lsd.search import prune_search
+
+    prune_search(args.name, runs_dir=args.runs_dir)
     return 0
 
 
@@ -256,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial may be stopped")
     search.add_argument("--perturbation-interval", type=int, default=2, help="PBT: epochs between exploit/explore")
     search.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial")
+    search.add_argument("--checkpoint-every", type=int, default=1, metavar="K",
+                        help="epochs between a trial's checkpoints (what a resumed or restarted trial restarts from; "
+                             "PBT uses its --perturbation-interval)")
+    search.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep finished trials' Ray checkpoints (default: deleted when the search completes; "
+                             "each trial's best model stays in MLflow)")
     search.add_argument("--time-budget-s", type=float, help="stop starting/continuing trials after this many seconds")
     search.add_argument("--no-shared-data", action="store_true",
                         help="every trial decodes its own copy of the data (default: once per search, shared per node)")
@@ -290,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-mlflow", action="store_true", help="do not log the report to the search's parent run")
     _add_store_arguments(report)
     report.set_defaults(handler=_report)
+
+    prune = commands.add_parser("prune", help="delete the Ray checkpoints of a search's finished trials",
+                                epilog=EPILOG_PRUNE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    prune.add_argument("name", help="the search name")
+    prune.add_argument("--runs-dir", default="runs", help="the runs folder of the search")
+    prune.set_defaults(handler=_prune)
 
     ls = commands.add_parser("ls", help="list the searches with state, trial count and best metric",
                              epilog=EPILOG_LS, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -35,6 +36,7 @@ from tune_lsd.data.splits import build_splits
 
 SearcherName = Literal["optuna", "random"]
 SchedulerName = Literal["asha", "pbt", "fifo"]
+COMPLETED_FILE = "completed.json"  # next to search.yaml once the search has run to its end
 
 
 class SearchError(RuntimeError):
@@ -62,6 +64,8 @@ class SearchSettings(BaseModel):
     reduction_factor: float = Field(2.0, gt=1)
     perturbation_interval: int = Field(2, ge=1, description="PBT: epochs between exploit/explore")
     max_failures: int = Field(0, ge=0)
+    checkpoint_every: int = Field(1, ge=1, description="epochs between a trial's checkpoints (PBT: its perturbation interval)")
+    keep_checkpoints: bool = Field(False, description="keep the Ray checkpoints of finished trials when the search completes")
     share_data: bool = Field(True, description="decode the dataset once per search into Ray's object store")
     object_store_mb: int | None = Field(None, gt=0, description="local Ray only: object store size (default: Ray's, ~30% of RAM)")
     time_budget_s: float | None = None
@@ -76,6 +80,11 @@ class SearchSettings(BaseModel):
     @property
     def settings_file(self) -> Path:
         return self.runs_path / "searches" / self.name / "search.yaml"
+
+    @property
+    def experiment_path(self) -> Path:
+        """Ray Tune's folder of this search: trial results and checkpoints."""
+        return self.runs_path / "ray" / self.name
 
     def resolved_tracking_uri(self) -> str:
         return self.tracking_uri or tracking.default_tracking_uri(self.runs_path)
@@ -121,7 +130,7 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
             f"{settings.num_samples} trials x {epochs} epochs, {settings.max_concurrent} at a time; "
             f"MLflow {settings.resolved_tracking_uri()}")
         trainable = _trainable(settings, base, context)
-        experiment_path = settings.runs_path / "ray" / settings.name
+        experiment_path = settings.experiment_path
         started = time.perf_counter()
         if resume:
             if not tune.Tuner.can_restore(str(experiment_path)):
@@ -134,6 +143,7 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
                                run_config=_run_config(settings, context, epochs))
         results = tuner.fit()
         summary = _summarise(settings, results, context, time.perf_counter() - started)
+        _record_completion(settings, summary, log)
     except BaseException as error:
         if context is not None:
             tracking.finish_search_run(context, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
@@ -147,12 +157,79 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
 
 
 def resume_search(name: str, runs_dir: str = "runs", log=print) -> dict[str, Any]:
-    """Continue a search whose driver died, from the settings it saved."""
+    """Continue a search whose driver died, from the settings it saved (a completed search
+    is only reported: there is nothing to continue)."""
+    settings = load_settings(name, runs_dir)
+    completed = completion_record(settings)
+    if completed is not None:
+        log(f"search {name!r} is complete ({completed['trials']} trials, {completed['errored']} errored); "
+            f"nothing to resume. Its results are in MLflow: tune-lsd report {name}")
+        return completed
+    return run_search(settings, resume=True, log=log)
+
+
+def load_settings(name: str, runs_dir: str = "runs") -> SearchSettings:
+    """The settings a search saved when it started."""
     settings_file = Path(runs_dir).resolve() / "searches" / name / "search.yaml"
     if not settings_file.is_file():
         raise SearchError(f"no search named {name!r} under {Path(runs_dir).resolve()} (looked for {settings_file})")
-    settings = SearchSettings.model_validate(yaml.safe_load(settings_file.read_text()))
-    return run_search(settings, resume=True, log=log)
+    return SearchSettings.model_validate(yaml.safe_load(settings_file.read_text()))
+
+
+# --- disk: checkpoints of finished trials -------------------------------------------------------
+
+
+def completion_record(settings: SearchSettings) -> dict[str, Any] | None:
+    """What the search wrote when it completed (None while it has not)."""
+    path = settings.settings_file.with_name(COMPLETED_FILE)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def prune_checkpoints(settings: SearchSettings, trial_ids: list[str] | None = None) -> tuple[int, int]:
+    """Delete the Ray checkpoints of the given trials (all trials when None): their best models
+    are in MLflow. Trial results (result.json, progress.csv) stay. Returns (folders, bytes) freed."""
+    folders = freed = 0
+    if not settings.experiment_path.is_dir():
+        return 0, 0
+    for trial_dir in settings.experiment_path.iterdir():
+        if not trial_dir.is_dir() or (trial_ids is not None and not any(f"_{t}_" in trial_dir.name for t in trial_ids)):
+            continue
+        for checkpoint in trial_dir.glob("checkpoint_*"):
+            freed += sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file())
+            shutil.rmtree(checkpoint)
+            folders += 1
+    return folders, freed
+
+
+def prune_search(name: str, runs_dir: str = "runs", log=print) -> tuple[int, int]:
+    """``tune-lsd prune NAME``: delete the checkpoints of the search's finished trials.
+
+    A completed search loses all of them; a search that may still be resumed keeps those of
+    trials that have not finished (MLflow says which have: completed or stopped early).
+    """
+    settings = load_settings(name, runs_dir)
+    trial_ids = None
+    if completion_record(settings) is None:
+        finished = ("completed", "stopped early")
+        trial_ids = [run.data.tags[tracking.TRIAL_ID_TAG] for run in tracking.trial_runs(settings.resolved_tracking_uri(), name)
+                     if run.data.tags.get(tracking.STATE_TAG) in finished]
+    folders, freed = prune_checkpoints(settings, trial_ids)
+    scope = "every trial (the search is complete)" if trial_ids is None else f"{len(trial_ids)} finished trials"
+    log(f"search {name!r}: deleted {folders} checkpoints of {scope}, {freed / 2**20:.0f} MB freed")
+    return folders, freed
+
+
+def _record_completion(settings: SearchSettings, summary: dict[str, Any], log) -> None:
+    """Mark the search complete (so --resume says so) and, unless asked to keep them, delete
+    the trials' Ray checkpoints: every trial has ended and uploaded its best model to MLflow."""
+    if not settings.keep_checkpoints:
+        folders, freed = prune_checkpoints(settings)
+        summary["checkpoints_deleted_mb"] = round(freed / 2**20, 1)
+        if folders:
+            log(f"deleted {folders} trial checkpoints ({freed / 2**20:.0f} MB); the best models are in MLflow "
+                "(--keep-checkpoints keeps them)")
+    record = {key: summary[key] for key in ("name", "state", "trials", "errored", "epochs_run", "wall_s")}
+    settings.settings_file.with_name(COMPLETED_FILE).write_text(json.dumps(record, indent=1))
 
 
 # --- pieces of the Tuner -----------------------------------------------------------------------
@@ -259,10 +336,11 @@ def _run_config(settings: SearchSettings, context: tracking.TrackingContext, epo
     return tune.RunConfig(
         name=settings.name,
         storage_path=str(settings.runs_path / "ray"),
+        # A finished trial needs no checkpoint: its best model goes to MLflow when it ends.
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=keep, checkpoint_score_attribute=settings.metric, checkpoint_score_order=settings.mode,
-            checkpoint_frequency=settings.perturbation_interval if settings.scheduler == "pbt" else 1,
-            checkpoint_at_end=True),
+            checkpoint_frequency=settings.perturbation_interval if settings.scheduler == "pbt" else settings.checkpoint_every,
+            checkpoint_at_end=False),
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
         callbacks=[TrialStateCallback(context, epochs),
                    ProgressCallback(settings.metric, epochs, settings.num_samples)],
