@@ -76,6 +76,7 @@ class DMLTrainable(tune.Trainable):
 
     def step(self) -> dict[str, Any]:
         metrics = self.trainer.run_epoch()
+        epoch_ended = time.time()
         value = metrics.get(self.select_metric, float("-inf"))
         if value > self.best_value:
             self.best_value = value
@@ -84,6 +85,7 @@ class DMLTrainable(tune.Trainable):
         metrics["time/setup_s"] = self.setup_s
         if self.tracker is not None:
             self.tracker.log_metrics(metrics, step=metrics["epoch"])
+        metrics["time/step_end_unix"] = epoch_ended  # for Ray's results only (benchmarks/gpu.py's timelines)
         metrics["done"] = self.trainer.epoch >= self.run_config.schedule.epochs
         return metrics
 
@@ -127,10 +129,11 @@ class DMLTrainable(tune.Trainable):
         checkpoint, loaded next by Ray) takes this process instead of a new one.
 
         Everything is rebuilt from scratch. Ray has already set ``self.trial_id`` to the
-        incoming trial. The actor is refused (a warning says why; Ray then starts a fresh one
-        for later trials) when the finished trial's GPU memory is not back to what the actor
-        held before its first trial. ``tune.with_parameters`` wraps ``setup`` to inject its
-        keyword arguments, so it is called here with the config alone.
+        incoming trial. The actor is refused (a warning says why) when the finished trial's GPU memory is not back to what the actor
+        held before its first trial: Ray then fails the incoming trial's start, and the search
+        (which allows GPU trials one retry) starts it again in a fresh actor.
+        ``tune.with_parameters`` wraps ``setup`` to inject its keyword arguments, so it is
+        called here with the config alone.
         """
         continuing = self.tracker is not None and self.tracker.trial_id == self.trial_id
         self._finish(upload=not continuing)

@@ -341,7 +341,10 @@ def _run_config(settings: SearchSettings, context: tracking.TrackingContext, epo
             num_to_keep=keep, checkpoint_score_attribute=settings.metric, checkpoint_score_order=settings.mode,
             checkpoint_frequency=settings.perturbation_interval if settings.scheduler == "pbt" else settings.checkpoint_every,
             checkpoint_at_end=False),
-        failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+        # A GPU trial whose reused actor is refused (memory of the last trial still held) fails to
+        # start; one retry gives it a fresh actor instead of losing it.
+        failure_config=tune.FailureConfig(
+            max_failures=max(settings.max_failures, 1) if settings.gpus_per_trial > 0 else settings.max_failures),
         callbacks=[TrialStateCallback(context, epochs),
                    ProgressCallback(settings.metric, epochs, settings.num_samples)],
         verbose=0,  # ProgressCallback prints one line per event instead of Tune's tables

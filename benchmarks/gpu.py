@@ -1,0 +1,314 @@
+"""GPU benchmarks: does the GPU spend its time training?
+
+(a) engine  - the engine's training step against a minimal plain PyTorch loop on GPU-resident
+              data (ResNet-50, 224 px, batch 112, bf16 autocast, channels_last), base loss and
+              LSD (EMA teacher); target >= 0.98x. Also: what the base loss (pytorch-metric-
+              learning's multi-similarity loss + miner) costs per step against a trivial loss,
+              and `runtime.compile` (torch.compile of student and teacher) with its warm-up.
+(b) search  - the demo search (8 trials x 5 epochs, 4 trials at 0.25 GPU): wall time, the gaps
+              between a trial's end and the next trial's first epoch, GPU busy % sampled with
+              nvidia-smi; targets: wall <= 20 s on an H100/H200 and gaps <= 3 s.
+(c) eval    - retrieval metrics of 60,000 x 512 embeddings in 11,000 classes: chunked torch
+              top-k on the GPU against faiss-cpu on all cores; target >= 50x, same metrics.
+
+Without a CUDA GPU it prints one line and does nothing (``--device cpu --tiny`` runs every
+part at toy sizes on the CPU, to check the script itself).
+
+    python benchmarks/gpu.py [--parts engine,eval,search] [--out DIR] [--steps 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tune_lsd.config import Config, ModelConfig
+from tune_lsd.data.datasets import LabelledImages
+from tune_lsd.data.splits import DataSplits
+from tune_lsd.engine import Trainer
+from tune_lsd.losses.base import build_base_loss
+from tune_lsd.metrics import retrieval_metrics
+from tune_lsd.models import build_model
+
+PAPER = {"backbone": "resnet50", "image_size": 224, "batch_size": 112, "samples_per_class": 2, "classes": 560}
+TINY = {"backbone": "resnet10t", "image_size": 32, "batch_size": 32, "samples_per_class": 2, "classes": 40}
+
+
+def synthetic_splits(size: dict, seed: int = 0) -> DataSplits:
+    """Random uint8 images (already at the training size, so no resize), 4 per class."""
+    rng = np.random.default_rng(seed)
+    n = size["classes"] * 4
+    images = rng.integers(0, 256, size=(n, size["image_size"], size["image_size"], 3), dtype=np.uint8)
+    labels = np.repeat(np.arange(size["classes"]), 4)
+    data = LabelledImages(images, labels)
+    return DataSplits(train=data, val=None, test=data)
+
+
+def engine_config(size: dict, lsd: bool, compile_: bool, device: str) -> Config:
+    return Config().with_overrides({
+        "data.image_size": size["image_size"], "data.batch_size": size["batch_size"],
+        "data.samples_per_class": size["samples_per_class"], "data.augment": "none",
+        "model.backbone": size["backbone"], "model.small_input_stem": size["image_size"] < 64,
+        "lsd.enabled": lsd, "lsd.teacher": "ema", "lsd.ramp": "constant", "lsd.ema_momentum": 0.99,
+        "schedule.epochs": 1000, "schedule.lr_schedule": "constant", "optim.lr": 1e-5,
+        "runtime.device": device, "runtime.progress": False, "runtime.compile": compile_, "eval.nmi": False})
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def engine_images_per_s(size: dict, lsd: bool, steps: int, device: str, compile_: bool = False) -> tuple[float, float]:
+    """(images/s of the engine's steady epochs, seconds of its first epoch: warm-up / compilation)."""
+    config = engine_config(size, lsd, compile_, device).with_overrides({"schedule.steps_per_epoch": steps})
+    trainer = Trainer(config, splits=synthetic_splits(size))
+    first = trainer.train_epoch()["train/epoch_s"]
+    rates = [trainer.train_epoch()["train/images_per_s"] for _ in range(2)]
+    return max(rates), first
+
+
+def plain_images_per_s(size: dict, lsd: bool, steps: int, device: str, loss: str = "multi_similarity") -> float:
+    """A minimal training loop: GPU-resident normalised images, model, loss, Adam; nothing else."""
+    from timm.utils import ModelEmaV3
+
+    device_ = torch.device(device)
+    amp = device_.type == "cuda"
+    config = engine_config(size, lsd, False, device)
+    model = build_model(config.model, in_chans=3).to(device_)
+    if amp:
+        model = model.to(memory_format=torch.channels_last)
+    teacher = ModelEmaV3(model, decay=0.99) if lsd else None
+    base_loss = build_base_loss(config.loss, size["classes"], 128)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    splits = synthetic_splits(size)
+    pool = torch.from_numpy(splits.train.images).to(device_).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    if amp:
+        pool = pool.contiguous(memory_format=torch.channels_last)
+    labels_pool = torch.from_numpy(splits.train.labels).to(device_)
+    per_class, batch = size["samples_per_class"], size["batch_size"]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp)
+
+    def step() -> None:
+        classes = torch.randperm(size["classes"], device=device_)[:batch // per_class]
+        index = (classes[:, None] * 4 + torch.arange(per_class, device=device_)).flatten()
+        images, labels = pool[index], labels_pool[index]
+        with autocast:
+            embeddings = model(images)
+            with torch.no_grad():
+                teacher_embeddings = teacher.module(images) if lsd else None
+        if loss == "trivial":
+            value = embeddings.float().pow(2).sum(1).mean()
+        else:
+            value = base_loss(embeddings, labels)
+        if lsd:
+            tau = 1.0
+            student = F.log_softmax(embeddings.float() @ embeddings.float().T / tau, dim=1)
+            target = F.softmax(teacher_embeddings.float() @ teacher_embeddings.float().T / tau, dim=1)
+            value = value + 10.0 * tau**2 * F.kl_div(student, target, reduction="batchmean")
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        optimizer.step()
+        if lsd:
+            teacher.update(model)
+
+    model.train()
+    if teacher is not None:
+        teacher.module.train()
+    for _ in range(5):
+        step()
+    synchronize(device_)
+    rates = []
+    for _ in range(2):
+        started = time.perf_counter()
+        for _ in range(steps):
+            step()
+        synchronize(device_)
+        rates.append(steps * batch / (time.perf_counter() - started))
+    return max(rates)
+
+
+def part_engine(args, size: dict) -> dict:
+    results = {}
+    for lsd in (False, True):
+        name = "LSD (EMA teacher)" if lsd else "base loss"
+        plain = plain_images_per_s(size, lsd, args.steps, args.device)
+        engine, _ = engine_images_per_s(size, lsd, args.steps, args.device)
+        results[name] = {"plain_img_s": plain, "engine_img_s": engine, "ratio": engine / plain}
+        print(f"  engine {name}: {engine:,.0f} img/s vs plain loop {plain:,.0f} -> {engine / plain:.3f}x", flush=True)
+    trivial = plain_images_per_s(size, False, args.steps, args.device, loss="trivial")
+    with_loss = results["base loss"]["plain_img_s"]
+    batch = size["batch_size"]
+    results["base loss cost"] = {"trivial_img_s": trivial, "multi_similarity_img_s": with_loss,
+                                 "ms_per_step": 1000 * batch * (1 / with_loss - 1 / trivial)}
+    print(f"  plain loop, trivial loss {trivial:,.0f} img/s vs multi-similarity + miner {with_loss:,.0f}: "
+          f"the base loss costs {results['base loss cost']['ms_per_step']:.1f} ms per step", flush=True)
+    if not args.no_compile:
+        started = time.perf_counter()
+        compiled, warmup = engine_images_per_s(size, True, args.steps, args.device, compile_=True)
+        eager = results["LSD (EMA teacher)"]["engine_img_s"]
+        results["compile"] = {"eager_img_s": eager, "compiled_img_s": compiled, "speedup": compiled / eager,
+                              "first_epoch_s": warmup, "total_s": time.perf_counter() - started}
+        print(f"  runtime.compile, LSD: {compiled:,.0f} img/s vs eager {eager:,.0f} -> {compiled / eager:.2f}x; "
+              f"first epoch ({args.steps} steps, compilation included) {warmup:.1f} s", flush=True)
+    return results
+
+
+def part_eval(args) -> dict:
+    n, dim, classes = (60_000, 512, 11_000) if not args.tiny else (3_000, 64, 550)
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randperm(n, generator=generator) % classes
+    centres = torch.randn(classes, dim, generator=generator)
+    embeddings = F.normalize(centres[labels] + 0.9 * torch.randn(n, dim, generator=generator), dim=1)
+    labels = labels.numpy()
+    device = torch.device(args.device)
+    on_device = embeddings.to(device)
+    retrieval_metrics(on_device[:2000], labels[:2000], nmi=False, backend="torch")  # CUDA/cuBLAS warm-up
+    synchronize(device)
+    started = time.perf_counter()
+    by_torch = retrieval_metrics(on_device, labels, nmi=False, backend="torch", memory_budget_mb=2048)
+    torch_s = time.perf_counter() - started
+    started = time.perf_counter()
+    by_faiss = retrieval_metrics(embeddings.numpy(), labels, nmi=False, backend="faiss")
+    faiss_s = time.perf_counter() - started
+    difference = max(abs(by_torch[k] - by_faiss[k]) for k in by_faiss)
+    print(f"  {n:,} x {dim} in {classes:,} classes: torch on {device.type} {torch_s:.2f} s, faiss-cpu "
+          f"({os.cpu_count()} cores) {faiss_s:.2f} s -> {faiss_s / torch_s:.0f}x; largest metric difference "
+          f"{difference:.1e}; Recall@1 {by_torch['recall@1']:.4f}", flush=True)
+    return {"n": n, "dim": dim, "classes": classes, "torch_s": torch_s, "faiss_s": faiss_s,
+            "speedup": faiss_s / torch_s, "max_metric_difference": difference, "metrics": by_torch}
+
+
+def part_search(args, out: Path) -> dict:
+    """The demo search on the GPU, with nvidia-smi sampling, in a temporary runs folder."""
+    gpu = args.device == "cuda"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        sampler = None
+        if gpu:
+            sampler = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,utilization.gpu,memory.used",
+                                        "--format=csv,noheader,nounits", "-lms", "200"],
+                                       stdout=open(folder / "smi.csv", "w"), stderr=subprocess.DEVNULL)
+        command = [sys.executable, "-m", "tune_lsd.cli", "search", "--space", "lsd", "--name", "gpu",
+                   "--num-samples", str(args.trials), "--max-concurrent", "4",
+                   "--gpus-per-trial", "0.25" if gpu else "0", "--cpus-per-trial", "1" if args.tiny else "2"]
+        if args.tiny:
+            command += ["--set", "data.max_classes=40", "--set", "schedule.steps_per_epoch=2", "--set", "schedule.epochs=2"]
+        started = time.time()
+        result = subprocess.run(command, cwd=folder, capture_output=True, text=True,
+                                env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+        ended = time.time()
+        if sampler is not None:
+            sampler.terminate()
+            sampler.wait()
+        (out / "search.log").write_text(result.stdout + result.stderr)
+        if result.returncode != 0:
+            print(f"  search failed (exit {result.returncode}); log in {out / 'search.log'}")
+            return {"error": result.stderr[-2000:]}
+        trials = trial_timelines(folder / "runs" / "ray" / "gpu")
+        busy = gpu_busy(folder / "smi.csv", trials) if gpu else None
+        checkpoint_mb = sum(f.stat().st_size for f in (folder / "runs" / "ray").rglob("*") if f.is_file()) / 2**20
+    summary_line = next((line for line in result.stdout.splitlines() if "epochs in" in line), "")
+    first_start = min(t["first_start"] for t in trials)
+    last_end = max(t["end"] for t in trials)
+    gaps = slot_gaps(trials, concurrency=4)
+    report = {"command_s": ended - started, "trials_s": last_end - first_start, "summary": summary_line.strip(),
+              "gaps_s": gaps, "max_gap_s": max(gaps, default=0.0), "gpu_busy": busy, "ray_folder_mb": checkpoint_mb,
+              "pids": len({t["pid"] for t in trials}), "trials": len(trials)}
+    print(f"  {summary_line.strip()}")
+    print(f"  command {report['command_s']:.1f} s; first epoch start to last result {report['trials_s']:.1f} s; "
+          f"{len(trials)} trials on {report['pids']} actor processes; gaps between a trial's end and the next's "
+          f"first epoch: max {report['max_gap_s']:.2f} s, mean {np.mean(gaps) if gaps else 0:.2f} s; "
+          f"runs/ray left: {checkpoint_mb:.1f} MB", flush=True)
+    if busy:
+        print(f"  GPU busy: {busy['during_trials']:.0f} % while trials ran, {busy['whole_command']:.0f} % "
+              f"over the whole command; peak memory {busy['peak_memory_mb']:.0f} MB", flush=True)
+    return report
+
+
+def trial_timelines(experiment: Path) -> list[dict]:
+    """Per trial: when its first epoch started, when its last result came, its process id."""
+    trials = []
+    for result_file in experiment.glob("*/result.json"):
+        results = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
+        if not results:
+            continue
+        first, last = results[0], results[-1]
+        trials.append({"trial": first["trial_id"], "pid": first["pid"],
+                       "first_start": first["time/step_end_unix"] - first["time_this_iter_s"],
+                       "end": last["time/step_end_unix"]})
+    return sorted(trials, key=lambda t: t["first_start"])
+
+
+def slot_gaps(trials: list[dict], concurrency: int) -> list[float]:
+    """Idle time of a trial slot: each trial that started after the first ``concurrency`` took
+    the slot of the earliest-ending trial not yet followed; the gap is between the two."""
+    ends = sorted(t["end"] for t in trials)
+    later_starts = [t["first_start"] for t in trials[concurrency:]]
+    return [round(start - end, 3) for start, end in zip(later_starts, ends)]
+
+
+def gpu_busy(samples_file: Path, trials: list[dict]) -> dict | None:
+    from datetime import datetime
+
+    rows = []
+    for line in samples_file.read_text().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3 and parts[1].isdigit():
+            stamp = datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f").timestamp()
+            rows.append((stamp, float(parts[1]), float(parts[2])))
+    if not rows:
+        return None
+    start, end = min(t["first_start"] for t in trials), max(t["end"] for t in trials)
+    during = [busy for stamp, busy, _ in rows if start <= stamp <= end] or [0.0]
+    return {"during_trials": float(np.mean(during)), "whole_command": float(np.mean([r[1] for r in rows])),
+            "peak_memory_mb": max(r[2] for r in rows), "samples": len(rows)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="engine,eval,search", help="comma-separated: engine, eval, search")
+    parser.add_argument("--steps", type=int, default=60, help="training steps per timed epoch")
+    parser.add_argument("--trials", type=int, default=8, help="trials of the search part")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--tiny", action="store_true", help="toy sizes (to check the script on a CPU)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
+    parser.add_argument("--out", default="benchmarks/results-gpu", help="folder for results.json and the search log")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("benchmarks/gpu.py: no CUDA GPU here, nothing measured (run it on a GPU machine; "
+              "--device cpu --tiny checks the script at toy sizes)")
+        return
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    size = TINY if args.tiny else PAPER
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    results = {"device": device_name, "torch": torch.__version__, "size": size, "steps": args.steps}
+    print(f"benchmarks/gpu.py on {device_name}, torch {torch.__version__}", flush=True)
+    torch.backends.cudnn.benchmark = True
+    for part in args.parts.split(","):
+        print(f"({part})", flush=True)
+        if part == "engine":
+            results["engine"] = part_engine(args, size)
+        elif part == "eval":
+            results["eval"] = part_eval(args)
+        elif part == "search":
+            results["search"] = part_search(args, out)
+        else:
+            raise SystemExit(f"unknown part {part!r}: use engine, eval, search")
+        (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    print(f"results in {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
