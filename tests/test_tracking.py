@@ -13,7 +13,8 @@ from tune_lsd import tracking
 
 def log_a_trial(args) -> str:
     uri, context, index, epochs = args
-    tracker = tracking.TrialTracker(context, f"trial{index}", f"trial_{index}", {"lsd.weight": index}, {"lsd.weight": index})
+    tracker = tracking.TrialTracker(context, f"trial{index}", f"trial_{index}", {"lsd.weight": index}, {"lsd.weight": index},
+                                     node_id="node-a")
     for epoch in range(1, epochs + 1):
         tracker.log_metrics({"val/recall@1": index + epoch / 100, "train/loss": 1.0 / epoch, "epoch": epoch}, step=epoch)
     return tracker.run_id
@@ -35,9 +36,10 @@ def test_concurrent_trials_lose_no_metric(tmp_path):
 def test_restarted_trial_reuses_its_run_and_states_are_recorded(tmp_path):
     uri = tracking.default_tracking_uri(tmp_path)
     context = tracking.start_search_run(uri, "states", {"space": "x"}, tmp_path / "artifacts")
-    first = tracking.TrialTracker(context, "abc", "trial_abc", {}, {"optim.lr": 0.1})
-    again = tracking.TrialTracker(context, "abc", "trial_abc", {}, {"optim.lr": 0.1})
+    first = tracking.TrialTracker(context, "abc", "trial_abc", {}, {"optim.lr": 0.1}, node_id="node-a")
+    again = tracking.TrialTracker(context, "abc", "trial_abc", {}, {"optim.lr": 0.1}, node_id="node-b")
     assert first.run_id == again.run_id
+    assert MlflowClient(uri).get_run(first.run_id).data.tags[tracking.NODES_TAG] == "node-a,node-b"
     first.log_metrics({"best/val/recall@1": 0.5}, step=1)
     tracking.mark_trial(context, "abc", "errored", "NonFiniteLossError: training loss is nan")
     run = MlflowClient(uri).get_run(first.run_id)

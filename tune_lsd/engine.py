@@ -15,6 +15,7 @@ This module knows nothing of Ray or MLflow.
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 import time
@@ -35,6 +36,37 @@ from tune_lsd.losses.base import build_base_loss
 from tune_lsd.losses.lsd import build_teacher, ema_horizon_warning, listwise_kl, lsd_weight
 from tune_lsd.metrics import retrieval_metrics
 from tune_lsd.models import build_model
+
+
+def save_file(obj: Any, path) -> None:
+    """``torch.save`` (checkpoints and models)."""
+    torch.save(obj, path)
+
+
+def load_file(path) -> Any:
+    """A file written by :func:`save_file` or :meth:`Trainer.save`, tensors on the CPU."""
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def device_bytes_allocated() -> int:
+    """Bytes of live tensors on this process's GPU (0 without CUDA)."""
+    return torch.cuda.memory_allocated() if torch.cuda.is_available() and torch.cuda.is_initialized() else 0
+
+
+def release_device_memory(baseline: int = 0, compiled: bool = False) -> None:
+    """After a run's objects are dropped: collect them and return cached GPU blocks (and
+    cuBLAS workspaces, which would count as allocated) to the driver. Compiled graphs can keep
+    a model's tensors alive: when ``compiled`` and memory is still above ``baseline``, the
+    compilation caches are reset too."""
+    gc.collect()
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return
+    torch._C._cuda_clearCublasWorkspaces()
+    torch.cuda.empty_cache()
+    if compiled and device_bytes_allocated() > baseline:
+        torch._dynamo.reset()
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -318,7 +350,7 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, path, splits: DataSplits | None = None, overrides: dict | None = None) -> "Trainer":
         """Rebuild a Trainer from a checkpoint file written by :meth:`save`."""
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_file(path)
         config = Config.from_dict(state["config"])
         if overrides:
             config = config.with_overrides(overrides)

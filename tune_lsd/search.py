@@ -17,6 +17,7 @@ import os
 import shutil
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +30,6 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTra
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces.loader import SearchSpace, SearchSpaceError, load_space, validate_space
-from trainables.dml import DMLTrainable
 from tune_lsd import __version__, tracking
 from tune_lsd.config import parse_override
 from tune_lsd.data.splits import build_splits
@@ -116,20 +116,26 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
         settings.settings_file.write_text(yaml.safe_dump(settings.model_dump(), sort_keys=False))
 
     tracking.check_reachable(settings.resolved_tracking_uri())
-    _start_ray(settings)
-    context = None
+    # Ray's start is mostly waiting for its processes: meanwhile, other threads open the MLflow
+    # store and import + decode what the trials need (a search's fixed cost, paid once).
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="search-setup") as setup:
+        opening_store = setup.submit(_open_search_run, settings, space, resume)
+        loading = setup.submit(_load_trainable_and_data, settings, base)
+        _start_ray(settings)
+        context = None
+        try:
+            context = opening_store.result()
+            trainable_class, shared_splits = loading.result()
+        except BaseException:
+            ray.shutdown()
+            raise
     try:
         _check_resources(settings, ray.cluster_resources())
         _check_storage_visible(settings.runs_path / "ray")
-        context = tracking.start_search_run(
-            settings.resolved_tracking_uri(), settings.name, _search_params(settings, space),
-            settings.runs_path / "mlartifacts" if settings.tracking_uri is None else None)
-        if not resume:  # what was searched, for the report and for anyone reading the run later
-            tracking.log_search_text(context, yaml.safe_dump(space.model_dump(), sort_keys=False), tracking.SPACE_ARTIFACT)
         log(f"search {settings.name!r}: space {space.name}, {settings.searcher} + {settings.scheduler}, "
             f"{settings.num_samples} trials x {epochs} epochs, {settings.max_concurrent} at a time; "
             f"MLflow {settings.resolved_tracking_uri()}")
-        trainable = _trainable(settings, base, context)
+        trainable = _trainable(settings, base, context, trainable_class, shared_splits)
         experiment_path = settings.experiment_path
         started = time.perf_counter()
         if resume:
@@ -289,15 +295,31 @@ def _sees_path(path: str) -> bool:
     return Path(path).is_file()
 
 
-def _trainable(settings: SearchSettings, base, context: tracking.TrackingContext):
+def _open_search_run(settings: SearchSettings, space: SearchSpace, resume: bool) -> tracking.TrackingContext:
+    """The search's MLflow parent run (the store is created on first use)."""
+    context = tracking.start_search_run(
+        settings.resolved_tracking_uri(), settings.name, _search_params(settings, space),
+        settings.runs_path / "mlartifacts" if settings.tracking_uri is None else None)
+    if not resume:  # what was searched, for the report and for anyone reading the run later
+        tracking.log_search_text(context, yaml.safe_dump(space.model_dump(), sort_keys=False), tracking.SPACE_ARTIFACT)
+    return context
+
+
+def _load_trainable_and_data(settings: SearchSettings, base):
+    """The trainable class (importing it imports torch and timm) and the shared data splits:
+    decoded once here and put in Ray's object store once; trials on a node share one copy."""
+    from trainables.dml import DMLTrainable
+
+    return DMLTrainable, build_splits(base.data, base.seed) if settings.share_data else None
+
+
+def _trainable(settings: SearchSettings, base, context: tracking.TrackingContext, trainable_class, shared):
     base_config = base.with_overrides({
         "runtime.threads": max(1, int(settings.cpus_per_trial)),
         "runtime.progress": False,
         "runtime.device": "cuda" if settings.gpus_per_trial > 0 else "cpu",
     }).to_dict()
-    # Decoded once here and put in Ray's object store once; trials on a node share one copy.
-    shared = build_splits(base.data, base.seed) if settings.share_data else None
-    with_data = tune.with_parameters(DMLTrainable, base_config=base_config, tracking=context,
+    with_data = tune.with_parameters(trainable_class, base_config=base_config, tracking=context,
                                      select_metric=settings.metric, shared_splits=shared)
     return tune.with_resources(with_data, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
 

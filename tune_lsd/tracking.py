@@ -251,28 +251,26 @@ class TrialTracker:
     """The child run of one trial: params once, metrics every epoch, best checkpoint at the end."""
 
     def __init__(self, context: TrackingContext, trial_id: str, trial_name: str, flat_config: dict[str, Any],
-                 sampled: dict[str, Any]) -> None:
+                 sampled: dict[str, Any], node_id: str) -> None:
+        """Open (or, for a restarted trial, reopen) the trial's run; ``node_id`` is recorded in
+        the tag ``tune_lsd.nodes`` (every node the trial (re)started on, in order)."""
         self.client = MlflowClient(context.tracking_uri)
         self.context = context
         self.trial_id = trial_id
         existing = find_trial_run(self.client, context, trial_id)
         if existing is not None:  # a restarted or restored trial continues its run
             self.run_id = existing.info.run_id
+            nodes = [n for n in existing.data.tags.get(NODES_TAG, "").split(",") if n] + [node_id]
             retry(lambda: self.client.update_run(self.run_id, status="RUNNING"), "update_run")
+            retry(lambda: self.client.set_tag(self.run_id, NODES_TAG, ",".join(nodes)), "set_tag")
             return
         tags = {PARENT_TAG: context.parent_run_id, TRIAL_ID_TAG: trial_id, SEARCH_TAG: "trial", STATE_TAG: "running",
-                SAMPLED_TAG: json.dumps(sampled, sort_keys=True)}
+                SAMPLED_TAG: json.dumps(sampled, sort_keys=True), NODES_TAG: node_id}
         run = retry(lambda: self.client.create_run(context.experiment_id, run_name=trial_name, tags=tags), "create_run")
         self.run_id = run.info.run_id
         params = [Param(k, _param_value(v)) for k, v in flat_config.items()]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             retry(lambda: self.client.log_batch(self.run_id, params=params[start:start + 100]), "log_batch")
-
-    def add_node(self, node_id: str) -> None:
-        """Append the Ray node this trial (re)started on to the tag ``tune_lsd.nodes``."""
-        tags = retry(lambda: self.client.get_run(self.run_id), "get_run").data.tags
-        nodes = [n for n in tags.get(NODES_TAG, "").split(",") if n] + [node_id]
-        retry(lambda: self.client.set_tag(self.run_id, NODES_TAG, ",".join(nodes)), "set_tag")
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
