@@ -221,7 +221,7 @@ def part_search(args, out: Path) -> dict:
     summary_line = next((line for line in result.stdout.splitlines() if "epochs in" in line), "")
     first_start = min(t["first_start"] for t in trials)
     last_end = max(t["end"] for t in trials)
-    gaps = slot_gaps(trials, concurrency=4)
+    gaps = slot_gaps(trials, concurrency=most_at_once(trials))
     report = {"command_s": ended - started, "trials_s": last_end - first_start, "summary": summary_line.strip(),
               "gaps_s": gaps, "max_gap_s": max(gaps, default=0.0), "gpu_busy": busy, "ray_folder_mb": checkpoint_mb,
               "pids": len({t["pid"] for t in trials}), "trials": len(trials)}
@@ -248,6 +248,16 @@ def trial_timelines(experiment: Path) -> list[dict]:
                        "first_start": first["time/step_end_unix"] - first["time_this_iter_s"],
                        "end": last["time/step_end_unix"]})
     return sorted(trials, key=lambda t: t["first_start"])
+
+
+def most_at_once(trials: list[dict]) -> int:
+    """The largest number of trials that were training at the same instant."""
+    events = sorted([(t["first_start"], 1) for t in trials] + [(t["end"], -1) for t in trials])
+    running = peak = 0
+    for _, change in events:
+        running += change
+        peak = max(peak, running)
+    return peak
 
 
 def slot_gaps(trials: list[dict], concurrency: int) -> list[float]:
