@@ -155,7 +155,12 @@ def part_engine(args, size: dict) -> dict:
           f"the base loss costs {results['base loss cost']['ms_per_step']:.1f} ms per step", flush=True)
     if not args.no_compile:
         started = time.perf_counter()
-        compiled, warmup = engine_images_per_s(size, True, args.steps, args.device, compile_=True)
+        try:
+            compiled, warmup = engine_images_per_s(size, True, args.steps, args.device, compile_=True)
+        except Exception as error:  # a machine without a working compiler toolchain
+            results["compile"] = {"error": str(error).splitlines()[0][:300]}
+            print(f"  runtime.compile failed: {results['compile']['error']}", flush=True)
+            return results
         eager = results["LSD (EMA teacher)"]["engine_img_s"]
         results["compile"] = {"eager_img_s": eager, "compiled_img_s": compiled, "speedup": compiled / eager,
                               "first_epoch_s": warmup, "total_s": time.perf_counter() - started}
