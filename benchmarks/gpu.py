@@ -61,7 +61,8 @@ def engine_config(size: dict, lsd: bool, compile_: bool, device: str) -> Config:
         "model.backbone": size["backbone"], "model.small_input_stem": size["image_size"] < 64,
         "lsd.enabled": lsd, "lsd.teacher": "ema", "lsd.ramp": "constant", "lsd.ema_momentum": 0.99,
         "schedule.epochs": 1000, "schedule.lr_schedule": "constant", "optim.lr": 1e-5,
-        "runtime.device": device, "runtime.progress": False, "runtime.compile": compile_, "eval.nmi": False})
+        "runtime.device": device, "runtime.progress": False, "runtime.compile": compile_, "eval.nmi": False,
+        "runtime.cudnn_benchmark": True})  # as the plain loop (long runs of one shape)
 
 
 def synchronize(device: torch.device) -> None:
@@ -235,6 +236,10 @@ def part_search(args, out: Path) -> dict:
           f"{len(trials)} trials on {report['pids']} actor processes; gaps between a trial's end and the next's "
           f"first epoch: max {report['max_gap_s']:.2f} s, mean {np.mean(gaps) if gaps else 0:.2f} s; "
           f"runs/ray left: {checkpoint_mb:.1f} MB", flush=True)
+    for trial in trials:
+        print(f"    trial {trial['trial']} (pid {trial['pid']}): start {trial['start_s']}, epochs {trial['epoch_s']} s, "
+              f"evaluations {trial['eval_s']} s")
+    report["timelines"] = trials
     if busy:
         print(f"  GPU busy: {busy['during_trials']:.0f} % while trials ran, {busy['whole_command']:.0f} % "
               f"over the whole command; peak memory {busy['peak_memory_mb']:.0f} MB", flush=True)
@@ -251,7 +256,11 @@ def trial_timelines(experiment: Path) -> list[dict]:
         first, last = results[0], results[-1]
         trials.append({"trial": first["trial_id"], "pid": first["pid"],
                        "first_start": first["time/step_end_unix"] - first["time_this_iter_s"],
-                       "end": last["time/step_end_unix"]})
+                       "end": last["time/step_end_unix"],
+                       "start_s": {key.removeprefix("time/"): round(first[key], 2) for key in
+                                   ("time/process_start_s", "time/import_s", "time/trainer_s", "time/setup_s")},
+                       "epoch_s": [round(r["train/epoch_s"], 2) for r in results],
+                       "eval_s": [round(r["val/eval_s"], 2) for r in results]})
     return sorted(trials, key=lambda t: t["first_start"])
 
 

@@ -6,7 +6,7 @@ uint8), so the copies are visible in memory. Each trial trains 1 short epoch at 
 Measured: the peak of the summed proportional set size (PSS: shared pages split between the
 processes that map them) of the search driver and every process it started, Ray's object
 store (1000 MB, touched pages only) included, sampled every 0.2 s; and each trial's set-up time (data + model, reported by
-the trainable as time/setup_s).
+the trainable as time/trainer_s).
 
     python benchmarks/shared_data.py            # prints a table, the ratio last (~4 min)
     python benchmarks/shared_data.py --tiny     # a quick smoke run on the bundled glyphs
@@ -81,7 +81,7 @@ def run(shared: bool, folder: Path, settings: list[str] = SETTINGS, trials: int 
     client = MlflowClient(default_tracking_uri(folder / "runs"))
     experiment = client.get_experiment_by_name(name)
     runs = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
-    setups = [r.data.metrics["time/setup_s"] for r in runs]
+    setups = [r.data.metrics["time/trainer_s"] for r in runs]
     return {"trials_mb": peak_trials, "total_mb": peak_total, "setup_s": statistics.mean(setups), "setup_max_s": max(setups),
             "wall_s": wall}
 

@@ -17,6 +17,7 @@ starts: the search driver imports this module without them, ~3 s less per search
 from __future__ import annotations
 
 import copy
+import os
 import time
 import warnings
 from pathlib import Path
@@ -41,6 +42,16 @@ def _engine():
     return engine
 
 
+def _process_age_s() -> float:
+    """Seconds since this process started (Linux; 0 elsewhere)."""
+    try:
+        started_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return uptime - started_ticks / os.sysconf("SC_CLK_TCK")
+
+
 def trial_config(base_config: dict[str, Any], sampled: dict[str, Any]) -> Config:
     """Base config + the trial's sampled keys (None means "not sampled": condition false)."""
     return Config.from_dict(apply_overrides(base_config, {k: v for k, v in sampled.items() if v is not None}))
@@ -60,26 +71,34 @@ class DMLTrainable(tune.Trainable):
         """``shared_splits``: the base config's data, decoded once per search and read zero-copy
         from Ray's object store; used when this trial's data settings give the same split."""
         started = time.perf_counter()
+        # Where a trial's start goes (reported with every result): the actor's process start
+        # and imports (first trial of an actor only), the engine's import, the data + model +
+        # optimiser, the MLflow run.
+        self.timings = {"time/process_start_s": 0.0 if hasattr(self, "device_baseline") else _process_age_s()}
         if not hasattr(self, "device_baseline"):  # the actor's first trial: what it holds before any
             self.device_baseline = _engine().device_bytes_allocated()
+        self.timings["time/import_s"] = time.perf_counter() - started
         self.run_config = trial_config(base_config or {}, config)
         base = Config.from_dict(base_config or {})
         use_shared = shared_splits is not None and split_key(self.run_config.data, self.run_config.seed) == split_key(
             base.data, base.seed)
         self.trainer = _engine().Trainer(self.run_config, splits=shared_splits if use_shared else None)
         self.select_metric = select_metric
-        self.setup_s = time.perf_counter() - started  # data + model + optimiser, reported with every result
+        self.timings["time/trainer_s"] = time.perf_counter() - started - self.timings["time/import_s"]
         self.best_value = float("-inf")
         self.best_model: dict[str, Any] | None = None
         previous = getattr(self, "tracker", None)
-        if previous is not None and previous.trial_id == self.trial_id:
-            return  # a PBT exploit continues this trial in place: same MLflow run, same node
-        self.tracker = None
-        if tracking is not None:
-            sampled = {k: v for k, v in config.items() if v is not None}
-            self.tracker = TrialTracker(tracking, self.trial_id, self.trial_name, self.run_config.flat(), sampled,
-                                        node_id=ray.get_runtime_context().get_node_id())
-            self.tracker.log_text(self.run_config.to_yaml(), "config.yaml")
+        continuing = previous is not None and previous.trial_id == self.trial_id  # a PBT exploit: same MLflow run
+        if not continuing:
+            self.tracker = None if tracking is None else self._open_tracker(tracking, config)
+        self.timings["time/setup_s"] = time.perf_counter() - started
+
+    def _open_tracker(self, tracking: TrackingContext, config: dict[str, Any]) -> TrialTracker:
+        sampled = {k: v for k, v in config.items() if v is not None}
+        tracker = TrialTracker(tracking, self.trial_id, self.trial_name, self.run_config.flat(), sampled,
+                               node_id=ray.get_runtime_context().get_node_id())
+        tracker.log_text(self.run_config.to_yaml(), "config.yaml")
+        return tracker
 
     def step(self) -> dict[str, Any]:
         metrics = self.trainer.run_epoch()
@@ -89,7 +108,7 @@ class DMLTrainable(tune.Trainable):
             self.best_value = value
             self.best_model = self._model_snapshot()
         metrics[f"best/{self.select_metric}"] = self.best_value
-        metrics["time/setup_s"] = self.setup_s
+        metrics.update(self.timings)
         if self.tracker is not None:
             self.tracker.log_metrics(metrics, step=metrics["epoch"])
         metrics["time/step_end_unix"] = epoch_ended  # for Ray's results only (benchmarks/gpu.py's timelines)

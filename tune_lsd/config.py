@@ -163,6 +163,9 @@ class RuntimeConfig(_Section):
     device_data_mb: int = Field(
         2048, ge=0, description="On CUDA, keep the uint8 images of a split on the GPU when they take at most this "
         "many MB (no host-to-device copy per batch); 0 = never.")
+    cudnn_benchmark: bool = Field(
+        False, description="cuDNN tries its kernels for each new input shape and keeps the fastest: a few seconds "
+        "more in a trial's first epoch, a faster step afterwards (worth it for long runs).")
     compile: bool = Field(
         False, description="torch.compile the student and teacher: faster steps after a warm-up of tens of "
         "seconds (see docs/gpu.md for when it pays).")

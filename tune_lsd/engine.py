@@ -100,7 +100,7 @@ class Trainer:
         seed_everything(config.seed)
         self.device = pick_device(config.runtime.device)
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # training batches keep one shape: pick the fastest kernels once
+            torch.backends.cudnn.benchmark = config.runtime.cudnn_benchmark
         self.use_amp = self.device.type == "cuda" and config.runtime.amp
         self.splits = splits or build_splits(config.data, config.seed)
         train = self.splits.train
