@@ -20,6 +20,7 @@ import copy
 import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -71,26 +72,29 @@ class DMLTrainable(tune.Trainable):
         """``shared_splits``: the base config's data, decoded once per search and read zero-copy
         from Ray's object store; used when this trial's data settings give the same split."""
         started = time.perf_counter()
-        # Where a trial's start goes (reported with every result): the actor's process start
-        # and imports (first trial of an actor only), the engine's import, the data + model +
-        # optimiser, the MLflow run.
-        self.timings = {"time/process_start_s": 0.0 if hasattr(self, "device_baseline") else _process_age_s()}
-        if not hasattr(self, "device_baseline"):  # the actor's first trial: what it holds before any
-            self.device_baseline = _engine().device_bytes_allocated()
-        self.timings["time/import_s"] = time.perf_counter() - started
+        first_in_actor = not hasattr(self, "device_baseline")
         self.run_config = trial_config(base_config or {}, config)
-        base = Config.from_dict(base_config or {})
-        use_shared = shared_splits is not None and split_key(self.run_config.data, self.run_config.seed) == split_key(
-            base.data, base.seed)
-        self.trainer = _engine().Trainer(self.run_config, splits=shared_splits if use_shared else None)
         self.select_metric = select_metric
-        self.timings["time/trainer_s"] = time.perf_counter() - started - self.timings["time/import_s"]
         self.best_value = float("-inf")
         self.best_model: dict[str, Any] | None = None
         previous = getattr(self, "tracker", None)
         continuing = previous is not None and previous.trial_id == self.trial_id  # a PBT exploit: same MLflow run
-        if not continuing:
-            self.tracker = None if tracking is None else self._open_tracker(tracking, config)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-run") as background:
+            # The MLflow run is opened (several round trips) while the engine is imported and built.
+            opening = background.submit(self._open_tracker, tracking, config) if tracking and not continuing else None
+            # Where a trial's start goes (reported with every result): the actor's process start
+            # and imports (first trial of an actor only), the engine's import, data + model + optimiser.
+            self.timings = {"time/process_start_s": _process_age_s() if first_in_actor else 0.0}
+            if first_in_actor:  # what the actor holds on its GPU before any trial
+                self.device_baseline = _engine().device_bytes_allocated()
+            self.timings["time/import_s"] = time.perf_counter() - started
+            base = Config.from_dict(base_config or {})
+            use_shared = shared_splits is not None and split_key(self.run_config.data, self.run_config.seed) == split_key(
+                base.data, base.seed)
+            self.trainer = _engine().Trainer(self.run_config, splits=shared_splits if use_shared else None)
+            self.timings["time/trainer_s"] = time.perf_counter() - started - self.timings["time/import_s"]
+            if not continuing:
+                self.tracker = opening.result() if opening is not None else None
         self.timings["time/setup_s"] = time.perf_counter() - started
 
     def _open_tracker(self, tracking: TrackingContext, config: dict[str, Any]) -> TrialTracker:

@@ -255,7 +255,10 @@ def _start_ray(settings: SearchSettings) -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
         # Trial output (Ray's per-checkpoint INFO lines) stays in the Ray session logs.
         store = settings.object_store_mb * 2**20 if settings.object_store_mb else None
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, object_store_memory=store)
+        # Ray pre-starts one idle worker per CPU, but Tune's trials are actors, which Ray starts
+        # in processes of their own: the idle workers only compete with the trials' start for the CPU.
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, object_store_memory=store,
+                 _system_config={"enable_worker_prestart": False, "prestart_worker_first_driver": False})
 
 
 def _check_resources(settings: SearchSettings, resources: dict[str, float]) -> None:
