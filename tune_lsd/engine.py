@@ -122,6 +122,7 @@ class Trainer:
         self.augment = resolve_augment(config.data.augment, config.data.dataset)
         self.epoch = 0  # epochs completed
         self._on_device: dict[int, torch.Tensor] = {}  # id(split) -> its images on the GPU
+        self._zero = torch.zeros((), device=self.device)  # the LSD loss of a step without teacher
         self.history: list[dict[str, float]] = []
 
         if config.lsd.enabled and config.lsd.teacher == "ema":
@@ -188,7 +189,7 @@ class Trainer:
         for step in range(len(batches)):
             images = resident[index[step]] if resident is not None else self._host_batch(train.images[batches[step]])
             loss, base, lsd = self._train_step(images, labels[step], generator, weight, need_teacher)
-            sums += torch.stack([loss.detach(), base.detach(), lsd.detach()]).double()
+            sums.add_(torch.stack([loss.detach(), base.detach(), lsd.detach()]))  # float32 into float64
             if (step + 1) % config.runtime.sync_every == 0 or step + 1 == len(batches):
                 self._check_finite(sums, step + 1, len(batches))
                 progress.update(step + 1 - progress.n)
@@ -218,7 +219,7 @@ class Trainer:
             teacher_embeddings = self.teacher.embed(images) if need_teacher else None
         base = self.base_loss(embeddings, labels)
         lsd = (listwise_kl(embeddings, teacher_embeddings, self.config.lsd.temperature)
-               if teacher_embeddings is not None else torch.zeros((), device=self.device))
+               if teacher_embeddings is not None else self._zero)
         loss = base + weight * lsd
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

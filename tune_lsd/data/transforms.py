@@ -32,7 +32,7 @@ def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def normalise(batch: torch.Tensor) -> torch.Tensor:
     """(N, H, W, C) uint8 tensor -> normalised (N, C, H, W) float32 on the same device."""
-    return (batch.permute(0, 3, 1, 2).float() / 255.0 - MEAN) / STD
+    return batch.permute(0, 3, 1, 2).float().mul_(1.0 / (255.0 * STD)).sub_(MEAN / STD)  # (x/255 - MEAN) / STD
 
 
 def resize(batch: torch.Tensor, size: int) -> torch.Tensor:
