@@ -332,6 +332,23 @@ def main() -> None:
             raise SystemExit(f"unknown part {part!r}: use engine, eval, search")
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     print(f"results in {out / 'results.json'}")
+    print("ratio " + "; ".join(headline(results)))
+
+
+def headline(results: dict) -> list[str]:
+    """The last line: each part's ratio against its target."""
+    parts = []
+    if "engine" in results:
+        engine = results["engine"]
+        parts.append(f"engine/plain loop: base {engine['base loss']['ratio']:.3f}x, "
+                     f"LSD {engine['LSD (EMA teacher)']['ratio']:.3f}x (target >= 0.98x)")
+    if "eval" in results:
+        parts.append(f"evaluation faiss-cpu/torch: {results['eval']['speedup']:.0f}x (target >= 50x)")
+    if "search" in results and "error" not in results["search"]:
+        search = results["search"]
+        parts.append(f"search: {search['summary'].split(' in ')[-1]} of trials, max gap {search['max_gap_s']:.2f} s "
+                     "(targets <= 20 s, <= 3 s)")
+    return parts
 
 
 if __name__ == "__main__":

@@ -72,3 +72,21 @@ def test_lsd_study_retrains_each_winner_with_every_seed(tmp_path):
         assert len(list((tmp_path / f"study-noise0.3-{space}").glob("retrain-seed*/summary.json"))) == 2
     assert (tmp_path / "study.png").stat().st_size > 10_000
     assert lines[-1].startswith("ratio LSD/baseline test R@1 at 30% noise:")
+
+
+def test_gpu_benchmark_is_a_no_op_without_a_gpu():
+    lines = run("gpu.py")
+    assert lines == ["benchmarks/gpu.py: no CUDA GPU here, nothing measured (run it on a GPU machine; "
+                     "--device cpu --tiny checks the script at toy sizes)"]
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_every_part_at_toy_sizes_on_the_cpu(tmp_path):
+    lines = run("gpu.py", "--device", "cpu", "--tiny", "--no-compile", "--steps", "2", "--trials", "4",
+                "--out", str(tmp_path))
+    text = "\n".join(lines)
+    assert "largest metric difference 0.0e+00" in text  # torch and faiss neighbours agree
+    actors = int(re.search(r"4 trials on (\d+) actor processes", text).group(1))
+    assert actors <= 2  # 2 CPUs, 1 per trial: 4 trials reuse at most 2 actors
+    assert re.search(r"runs/ray left: 0\.\d MB", text)  # checkpoints deleted at the end
+    assert lines[-1].startswith("ratio engine/plain loop: base ")
