@@ -165,6 +165,14 @@ def test_killed_driver_resumes_without_retraining_finished_trials(tmp_path):
         kill_tree(driver)
     assert driver.returncode == -9
 
+    # Pruning a search that may still be resumed deletes only its finished trials' checkpoints.
+    pruned = tune_lsd("prune", "crash", cwd=tmp_path)
+    assert pruned.returncode == 0 and "finished trials" in pruned.stdout, pruned.stdout + pruned.stderr
+    client, _, children = child_runs(runs_dir, "crash")
+    finished_ids = [r.data.tags["ray.trial_id"] for r in children if r.data.tags.get(STATE_TAG) == "completed"]
+    assert len(finished_ids) >= 2
+    assert not [c for t in finished_ids for c in (runs_dir / "ray" / "crash").glob(f"*_{t}_*/checkpoint_*")]
+
     resumed = tune_lsd("search", "--resume", "crash", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
     client, parents, children = child_runs(runs_dir, "crash")
