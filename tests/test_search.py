@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -183,6 +185,31 @@ def test_killed_driver_resumes_without_retraining_finished_trials(tmp_path):
         if run.info.run_id in finished_before:
             assert len(steps) == finished_before[run.info.run_id] == 3  # not trained again
         assert sorted(set(steps)) == [1, 2, 3]
+
+
+def test_interrupted_search_keeps_its_checkpoints_and_resumes(tmp_path):
+    args = ["search", "--space", "lsd", "--name", "ctrlc", "--num-samples", "3", "--max-concurrent", "2",
+            "--scheduler", "fifo", "--set", "schedule.epochs=3", *TINY]
+    driver = start_tune_lsd(*args, cwd=tmp_path, log=tmp_path / "first.log")
+    runs_dir = tmp_path / "runs"
+    try:
+        wait_until_search_started(tmp_path / "first.log", "ctrlc")
+        deadline = time.time() + 300
+        while time.time() < deadline and not checkpoints(runs_dir, "ctrlc"):
+            time.sleep(1)
+        os.kill(driver.pid, signal.SIGINT)  # Ctrl-C: Ray Tune stops and returns normally
+        driver.wait(timeout=120)
+    finally:
+        kill_tree(driver)
+    log = (tmp_path / "first.log").read_text()
+    assert driver.returncode == 130 and "was interrupted; continue it with: tune-lsd search --resume ctrlc" in log, log[-3000:]
+    assert checkpoints(runs_dir, "ctrlc") and not (runs_dir / "searches" / "ctrlc" / "completed.json").exists()
+
+    resumed = tune_lsd("search", "--resume", "ctrlc", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
+    _, parents, children = child_runs(runs_dir, "ctrlc")
+    assert len(children) == 3 and {r.data.tags[STATE_TAG] for r in children} == {"completed"}
+    assert checkpoints(runs_dir, "ctrlc") == []  # completed now: pruned
 
 
 def test_gpus_on_a_cpu_machine_fail_fast_with_one_line(tmp_path):

@@ -95,8 +95,8 @@ def _search(args: argparse.Namespace) -> int:
     from tune_lsd.search import SearchSettings, resume_search, run_search
 
     if args.resume:
-        resume_search(args.resume, runs_dir=args.runs_dir)
-        return 0
+        summary = resume_search(args.resume, runs_dir=args.runs_dir)
+        return 130 if summary["state"] == "interrupted" else 0
     settings = SearchSettings(
         name=args.name or datetime.now().strftime("search-%Y%m%d-%H%M%S"), space=args.space, overrides=args.set,
         searcher=args.searcher, scheduler=args.scheduler, metric=args.metric, mode=args.mode,
@@ -110,8 +110,8 @@ def _search(args: argparse.Namespace) -> int:
     if settings.settings_file.exists():
         raise ConfigError(f"a search named {settings.name!r} already exists under {settings.runs_path}: "
                           f"pick another --name or continue it with --resume {settings.name}")
-    run_search(settings)
-    return 0
+    summary = run_search(settings)
+    return 130 if summary["state"] == "interrupted" else 0
 
 
 def _prune(args: argparse.Namespace) -> int:

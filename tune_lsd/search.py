@@ -149,7 +149,10 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
                                run_config=_run_config(settings, context, epochs))
         results = tuner.fit()
         summary = _summarise(settings, results, context, time.perf_counter() - started)
-        _record_completion(settings, summary, log)
+        if summary["state"] == "interrupted":
+            log(f"search {settings.name!r} was interrupted; continue it with: tune-lsd search --resume {settings.name}")
+        else:
+            _record_completion(settings, summary, log)
     except BaseException as error:
         if context is not None:
             tracking.finish_search_run(context, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
@@ -497,7 +500,10 @@ def _summarise(settings: SearchSettings, results, context: tracking.TrackingCont
             summary["registered_version"] = tracking.register_best_model(context, best.info.run_id, f"{settings.name}-best")
         except Exception as error:  # the registry is a convenience: never lose a finished search over it
             summary["registry_error"] = str(error).splitlines()[0]
-    state = "completed" if not errors else "completed with errors"
+    # Ray Tune returns normally from an interrupted fit (Ctrl-C): complete only if every trial ended.
+    ended = results.num_terminated + results.num_errors == len(results)
+    complete = ended and (len(results) >= settings.num_samples or settings.time_budget_s is not None)
+    state = ("completed" if not errors else "completed with errors") if complete else "interrupted"
     tracking.finish_search_run(context, state, {"best/" + settings.metric: summary.get("best_value", 0.0),
                                                 "trials": len(results), "errored_trials": len(errors)})
     summary["state"] = state
