@@ -81,7 +81,9 @@ class DMLTrainable(tune.Trainable):
         continuing = previous is not None and previous.trial_id == self.trial_id  # a PBT exploit: same MLflow run
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-run") as background:
             # The MLflow run is opened (several round trips) while the engine is imported and built.
-            opening = background.submit(self._open_tracker, tracking, config) if tracking and not continuing else None
+            node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "no-ray"  # (main thread)
+            opening = (background.submit(self._open_tracker, tracking, config, node_id)
+                       if tracking and not continuing else None)
             # Where a trial's start goes (reported with every result): the actor's process start
             # and imports (first trial of an actor only), the engine's import, data + model + optimiser.
             self.timings = {"time/process_start_s": _process_age_s() if first_in_actor else 0.0}
@@ -97,10 +99,10 @@ class DMLTrainable(tune.Trainable):
                 self.tracker = opening.result() if opening is not None else None
         self.timings["time/setup_s"] = time.perf_counter() - started
 
-    def _open_tracker(self, tracking: TrackingContext, config: dict[str, Any]) -> TrialTracker:
+    def _open_tracker(self, tracking: TrackingContext, config: dict[str, Any], node_id: str) -> TrialTracker:
         sampled = {k: v for k, v in config.items() if v is not None}
         tracker = TrialTracker(tracking, self.trial_id, self.trial_name, self.run_config.flat(), sampled,
-                               node_id=ray.get_runtime_context().get_node_id())
+                               node_id=node_id)
         tracker.log_text(self.run_config.to_yaml(), "config.yaml")
         return tracker
 
