@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tune_lsd.config import Config, ModelConfig
+from tune_lsd.config import Config
 from tune_lsd.data.datasets import LabelledImages
 from tune_lsd.data.splits import DataSplits
 from tune_lsd.engine import Trainer

@@ -77,8 +77,7 @@ class DMLTrainable(tune.Trainable):
         self.select_metric = select_metric
         self.best_value = float("-inf")
         self.best_model: dict[str, Any] | None = None
-        previous = getattr(self, "tracker", None)
-        continuing = previous is not None and previous.trial_id == self.trial_id  # a PBT exploit: same MLflow run
+        continuing = self._continues_tracked_trial()  # a PBT exploit: same MLflow run
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-run") as background:
             # The MLflow run is opened (several round trips) while the engine is imported and built.
             node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "no-ray"  # (main thread)
@@ -98,6 +97,11 @@ class DMLTrainable(tune.Trainable):
             if not continuing:
                 self.tracker = opening.result() if opening is not None else None
         self.timings["time/setup_s"] = time.perf_counter() - started
+
+    def _continues_tracked_trial(self) -> bool:
+        """Whether the incoming trial is the one this actor tracks already (after a PBT exploit)."""
+        tracker = getattr(self, "tracker", None)
+        return tracker is not None and tracker.trial_id == self.trial_id
 
     def _open_tracker(self, tracking: TrackingContext, config: dict[str, Any], node_id: str) -> TrialTracker:
         sampled = {k: v for k, v in config.items() if v is not None}
@@ -161,14 +165,14 @@ class DMLTrainable(tune.Trainable):
         checkpoint, loaded next by Ray) takes this process instead of a new one.
 
         Everything is rebuilt from scratch. Ray has already set ``self.trial_id`` to the
-        incoming trial. The actor is refused (a warning says why) when the finished trial's GPU memory is not back to what the actor
-        held before its first trial: Ray then fails the incoming trial's start, and the search
-        (which allows GPU trials one retry) starts it again in a fresh actor.
+        incoming trial. The actor is refused (a warning says why) when the finished trial's GPU
+        memory is not back to what the actor held before its first trial: Ray then fails the
+        incoming trial's start, and the search (which allows GPU trials one retry) starts it
+        again in a fresh actor.
         ``tune.with_parameters`` wraps ``setup`` to inject its keyword arguments, so it is
         called here with the config alone.
         """
-        continuing = self.tracker is not None and self.tracker.trial_id == self.trial_id
-        self._finish(upload=not continuing)
+        self._finish(upload=not self._continues_tracked_trial())
         held = _engine().device_bytes_allocated() - self.device_baseline
         if held > 0:
             warnings.warn(f"not reusing this actor for trial {self.trial_id}: {held / 2**20:.0f} MB of GPU memory "

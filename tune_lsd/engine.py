@@ -48,9 +48,13 @@ def load_file(path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def _cuda_in_use() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_initialized()
+
+
 def device_bytes_allocated() -> int:
     """Bytes of live tensors on this process's GPU (0 without CUDA)."""
-    return torch.cuda.memory_allocated() if torch.cuda.is_available() and torch.cuda.is_initialized() else 0
+    return torch.cuda.memory_allocated() if _cuda_in_use() else 0
 
 
 def release_device_memory(baseline: int = 0, compiled: bool = False) -> None:
@@ -59,7 +63,7 @@ def release_device_memory(baseline: int = 0, compiled: bool = False) -> None:
     a model's tensors alive: when ``compiled`` and memory is still above ``baseline``, the
     compilation caches are reset too."""
     gc.collect()
-    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+    if not _cuda_in_use():
         return
     torch._C._cuda_clearCublasWorkspaces()
     torch.cuda.empty_cache()
@@ -191,9 +195,9 @@ class Trainer:
             loss, base, lsd = self._train_step(images, labels[step], generator, weight, need_teacher)
             sums.add_(torch.stack([loss.detach(), base.detach(), lsd.detach()]))  # float32 into float64
             if (step + 1) % config.runtime.sync_every == 0 or step + 1 == len(batches):
-                self._check_finite(sums, step + 1, len(batches))
+                loss_sum = self._check_finite(sums, step + 1, len(batches))
                 progress.update(step + 1 - progress.n)
-                progress.set_postfix(loss=f"{sums[0].item() / (step + 1):.4f}")
+                progress.set_postfix(loss=f"{loss_sum / (step + 1):.4f}")
         progress.close()
         mean_loss, mean_base, mean_lsd = (sums / len(batches)).tolist()
         elapsed = time.perf_counter() - started
@@ -231,10 +235,12 @@ class Trainer:
             self.teacher.after_step(self.model)
         return loss, base, lsd
 
-    def _check_finite(self, sums: torch.Tensor, steps_done: int, steps: int) -> None:
-        loss_sum, base_sum, lsd_sum = sums.tolist()  # the one host sync of every sync_every steps
+    def _check_finite(self, sums: torch.Tensor, steps_done: int, steps: int) -> float:
+        """The running loss sum, read on the host (the one sync of every ``sync_every`` steps);
+        NonFiniteLossError when it is NaN or inf."""
+        loss_sum, base_sum, lsd_sum = sums.tolist()
         if math.isfinite(loss_sum):
-            return
+            return loss_sum
         first = steps_done - (steps_done - 1) % self.config.runtime.sync_every
         parts = ", ".join(f"{name} {'finite' if math.isfinite(v) else v}" for name, v in
                           (("base loss", base_sum), ("lsd loss", lsd_sum)))
@@ -360,4 +366,3 @@ class Trainer:
         trainer = cls(config, splits=splits)
         trainer.load_state_dict(state)
         return trainer
-
