@@ -7,20 +7,23 @@ import pytest
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
-from tune_lsd.metrics import clustering_nmi, retrieval_metrics
+from tune_lsd.metrics import clustering_nmi, nearest_neighbours, retrieval_metrics
 
 
-def brute_force(embeddings: np.ndarray, labels: np.ndarray, ks) -> dict[str, float]:
-    """Full similarity matrix, full argsort, one query at a time."""
-    similarity = embeddings.astype(np.float64) @ embeddings.T.astype(np.float64)
+def brute_force(embeddings: np.ndarray, labels: np.ndarray, ks, gallery: np.ndarray | None = None,
+                gallery_labels: np.ndarray | None = None) -> dict[str, float]:
+    """Full similarity matrix, full argsort, one query at a time (pooled, or query -> gallery)."""
+    pooled = gallery is None
+    items, item_labels = (embeddings, labels) if pooled else (gallery, gallery_labels)
+    similarity = embeddings.astype(np.float64) @ items.T.astype(np.float64)
     recalls = {k: [] for k in ks}
     average_precisions, r_precisions = [], []
     for q in range(len(labels)):
-        r = int((labels == labels[q]).sum()) - 1
+        r = int((item_labels == labels[q]).sum()) - int(pooled)
         if r == 0:
             continue  # a class with one sample has no correct answer
-        order = [j for j in np.argsort(-similarity[q], kind="stable") if j != q]
-        relevant = labels[order] == labels[q]
+        order = [j for j in np.argsort(-similarity[q], kind="stable") if not (pooled and j == q)]
+        relevant = item_labels[order] == labels[q]
         for k in ks:
             recalls[k].append(relevant[:k].any())
         hits, precision_sum = 0, 0.0
@@ -135,3 +138,57 @@ def test_bad_inputs_fail_clearly():
         retrieval_metrics(np.eye(3, dtype=np.float32), np.arange(3))
     with pytest.raises(ValueError, match="NaN"):
         retrieval_metrics(np.full((4, 2), np.nan, dtype=np.float32), np.array([0, 0, 1, 1]))
+
+
+def _unit(degrees: list[float]) -> np.ndarray:
+    radians = np.deg2rad(degrees)
+    return np.stack([np.cos(radians), np.sin(radians)], axis=1).astype(np.float32)
+
+
+def test_query_to_gallery_differs_from_pooled_as_computed_by_hand():
+    # Gallery: A at 0 deg, B at 90 deg. Queries: A at 10 deg, B at 30 deg.
+    gallery, gallery_labels = _unit([0, 90]), np.array([0, 1])
+    queries, query_labels = _unit([10, 30]), np.array([0, 1])
+    # Query -> gallery: the A query finds A (10 deg away), the B query finds A (30 deg) before B (60 deg).
+    separate = retrieval_metrics(queries, query_labels, ks=(1, 2), nmi=False, gallery=gallery,
+                                 gallery_labels=gallery_labels)
+    assert separate == {"recall@1": 0.5, "recall@2": 1.0, "map@r": 0.5, "r_precision": 0.5}
+    # Pooled (4 items, each against the 3 others): A@10 -> A@0 right, B@30 -> A@10 wrong,
+    # A@0 -> A@10 right, B@90 -> B@30 (60 deg, before A@10 at 80 deg) right.
+    pooled = retrieval_metrics(np.concatenate([queries, gallery]), np.concatenate([query_labels, gallery_labels]),
+                               ks=(1,), nmi=False)
+    assert pooled == {"recall@1": 0.75, "map@r": 0.75, "r_precision": 0.75}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_query_to_gallery_matches_brute_force_on_both_backends(seed):
+    embeddings, labels = tied_embeddings(seed)
+    rng = np.random.default_rng(seed)
+    is_query = rng.random(len(labels)) < 0.4
+    queries, query_labels = embeddings[is_query], labels[is_query]
+    gallery, gallery_labels = embeddings[~is_query], labels[~is_query]
+    query_labels[0] = labels.max() + 1  # a query whose class is not in the gallery: left out
+    ks = (1, 2, 4)
+    expected = brute_force(queries, query_labels, ks, gallery, gallery_labels)
+    by_faiss = retrieval_metrics(queries, query_labels, ks, nmi=False, gallery=gallery, gallery_labels=gallery_labels,
+                                 chunk_size=5, backend="faiss")
+    by_torch = retrieval_metrics(torch.from_numpy(queries), query_labels, ks, nmi=False, backend="torch",
+                                 gallery=torch.from_numpy(gallery), gallery_labels=gallery_labels)
+    assert by_faiss == by_torch
+    for name, value in expected.items():
+        assert by_faiss[name] == pytest.approx(value, abs=1e-12), name
+    with pytest.raises(ValueError, match="both gallery and gallery_labels"):
+        retrieval_metrics(queries, query_labels, gallery=gallery)
+
+
+def test_nearest_neighbours_are_the_metrics_neighbours():
+    embeddings, labels = tied_embeddings(0)
+    ids, similarities = nearest_neighbours(embeddings, k=3)
+    similarity = embeddings.astype(np.float64) @ embeddings.T
+    for q in range(len(labels)):
+        order = [j for j in np.argsort(-similarity[q], kind="stable") if j != q][:3]
+        assert ids[q].tolist() == order
+    assert np.allclose(similarities, np.take_along_axis(similarity, ids, axis=1), atol=1e-6)
+    has_answer = np.bincount(labels)[labels] > 1  # singleton classes are left out of the metrics
+    recall_at_1 = float(np.mean((labels[ids[:, 0]] == labels)[has_answer]))
+    assert recall_at_1 == pytest.approx(retrieval_metrics(embeddings, labels, ks=(1,), nmi=False)["recall@1"])
