@@ -29,11 +29,10 @@ from ray import tune
 
 from tune_lsd.config import Config, apply_overrides
 from tune_lsd.data.splits import DataSplits, split_key
-from tune_lsd.tracking import TrackingContext, TrialTracker
+from tune_lsd.tracking import MODEL_FILE, TrackingContext, TrialTracker
 
 STATE_FILE = "trainer.pt"
 BEST_FILE = "best.pt"
-MODEL_FILE = "model.pt"
 
 
 def _engine():

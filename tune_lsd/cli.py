@@ -60,6 +60,20 @@ EPILOG_EVALUATE = """examples:
   tune-lsd evaluate --checkpoint runs/train/demo/best.pt
   tune-lsd evaluate --checkpoint best.pt --split val
 """
+EPILOG_EMBED = """MODEL: a models:/ or runs:/ URI (resolved in --tracking-uri, default the runs folder's store),
+an MLflow model folder, or a tune_lsd model file (best.pt of `tune-lsd train`, a trial's model.pt).
+
+examples:
+  tune-lsd embed --model models:/demo-best@champion --images photos/ -o embeddings.npy
+  tune-lsd embed --model runs/train/demo/best.pt --images photos/ -o embeddings.npy
+"""
+EPILOG_RETRIEVE = """MODEL as for `tune-lsd embed`. With DIR/<class>/* folders, neighbours are marked correct or
+wrong and Recall@1 / Recall@k are given; with --query equal to --gallery, each image is a
+query against the others.
+
+examples:
+  tune-lsd retrieve --model models:/demo-best@champion --gallery shop/ --query photos/ -k 5 -o retrieval/
+"""
 
 
 def resolve_config_path(name: str) -> Path:
@@ -88,6 +102,27 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"checkpoint not found: {checkpoint}")
     trainer = Trainer.from_checkpoint(checkpoint, overrides={"runtime.progress": False})
     print(json.dumps(trainer.evaluate(args.split), indent=2))
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from tune_lsd.retrieval import embed_folder, load_embedder
+
+    embedder = load_embedder(args.model, _tracking_uri(args))
+    count, paths_file = embed_folder(embedder, Path(args.images), Path(args.output))
+    print(f"wrote {count} embeddings to {args.output} (image paths, in order: {paths_file})")
+    return 0
+
+
+def _retrieve(args: argparse.Namespace) -> int:
+    from tune_lsd.retrieval import load_embedder, write_retrieval
+
+    embedder = load_embedder(args.model, _tracking_uri(args))
+    result = write_retrieval(embedder, Path(args.gallery), Path(args.query or args.gallery), args.k, Path(args.output))
+    recalls = "  ".join(f"{key} {value:.4f}" for key, value in result.items() if key.startswith("recall@"))
+    print(f"{result['queries']} queries x {result['k']} neighbours in {result['gallery']} gallery images"
+          + (f": {recalls}" if recalls else ""))
+    print(f"wrote {result['csv']}\nopen it: {Path(result['page']).resolve().as_uri()}")
     return 0
 
 
@@ -352,6 +387,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True, help="a best.pt written by `tune-lsd train`")
     evaluate.add_argument("--split", choices=["test", "val"], default="test")
     evaluate.set_defaults(handler=_evaluate)
+
+    embed = commands.add_parser("embed", help="embed a folder of images with a trained model (.npy)",
+                                epilog=EPILOG_EMBED, formatter_class=argparse.RawDescriptionHelpFormatter)
+    embed.add_argument("--model", required=True, help="models:/NAME@champion, runs:/RUN/model, a folder or a model file")
+    embed.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    embed.add_argument("--output", "-o", default="embeddings.npy")
+    _add_store_arguments(embed)
+    embed.set_defaults(handler=_embed)
+
+    retrieve = commands.add_parser("retrieve", help="nearest gallery images of query images: CSV + HTML page",
+                                   epilog=EPILOG_RETRIEVE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    retrieve.add_argument("--model", required=True, help="models:/NAME@champion, runs:/RUN/model, a folder or a model file")
+    retrieve.add_argument("--gallery", required=True, help="folder of gallery images")
+    retrieve.add_argument("--query", help="folder of query images (default: the gallery, each image against the others)")
+    retrieve.add_argument("-k", type=int, default=5, help="neighbours per query")
+    retrieve.add_argument("--output", "-o", default="retrieval", help="folder for neighbours.csv and index.html")
+    _add_store_arguments(retrieve)
+    retrieve.set_defaults(handler=_retrieve)
     return parser
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -31,10 +32,12 @@ from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
 from search_spaces.loader import ParamSpec  # noqa: E402
 from tune_lsd import tracking  # noqa: E402
+from tune_lsd.config import Config  # noqa: E402
 
 HIGHLIGHTED = 5  # learning curves drawn in colour
 LSD_PARAMS = ("lsd.weight", "lsd.temperature")
 PLOTS = ("curves", "parallel", "importance", "lsd")
+EXAMPLE_QUERIES = 12  # retrieval examples drawn at random (plus the worst queries)
 MIN_FULL_TRIALS = 3  # fewer trials that ran every epoch: the hyperparameter plots use all trials
 
 
@@ -152,6 +155,7 @@ def write_report(tracking_uri: str, search: str, out: Path, metric: str = "val/r
     sections = [("Learning curves", _inline(out / "curves.png"))]
     sections += _hyperparameter_sections(study, params, metric, out, _basis_note(len(basis), len(full), len(trials)))
 
+    sections.append(("Retrieval examples", retrieval_examples(tracking_uri, trials[0])))
     page = _page(search, parent, trials, metric, sections, _best_config(tracking_uri, trials))
     report = out / "report.html"
     report.write_text(page)
@@ -190,6 +194,46 @@ def _hyperparameter_sections(study: optuna.Study, params: dict[str, ParamSpec], 
     else:
         sections.append(("LSD weight and temperature", "<p>This search does not tune the LSD weight or temperature.</p>"))
     return sections
+
+
+def retrieval_examples(tracking_uri: str, best: TrialSummary, count: int = EXAMPLE_QUERIES, k: int = 5) -> str:
+    """The best trial's model on its validation classes: ``count`` seeded queries and the
+    worst ones, each with its ``k`` nearest neighbours (correct framed green, wrong red)."""
+    if best.best is None:
+        return "<p>No trial has a model yet.</p>"
+    from tune_lsd.data.splits import build_splits  # torch: imported only when a report is written
+    from tune_lsd.embedder import embedder_from_snapshot, load_model_file
+    from tune_lsd.metrics import nearest_neighbours
+    from tune_lsd.retrieval import WORST_QUERIES, neighbour_rows_html, worst_queries
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            model_file = tracking.download_trial_file(
+                tracking_uri, best.run_id, f"{tracking.CHECKPOINT_DIR}/{tracking.MODEL_FILE}", Path(folder))
+        except Exception:  # MLflow raises several types for a missing artifact
+            return f"<p>Not shown: trial {html.escape(best.name)} has no model artifact yet (it is still running).</p>"
+        snapshot = load_model_file(model_file)
+    config = Config.from_dict(snapshot["config"])
+    try:
+        val = build_splits(config.data, config.seed).val
+    except (FileNotFoundError, ValueError) as error:  # e.g. the dataset is on another machine
+        return f"<p>Not shown: the validation images cannot be read here ({html.escape(str(error))}).</p>"
+    if val is None:
+        return "<p>Not shown: this search has no validation classes.</p>"
+    embeddings = embedder_from_snapshot(snapshot).embed(val.images)
+    ids, similarities = nearest_neighbours(embeddings, k=k)
+    correct = val.labels[ids] == val.labels[:, None]
+    answerable = np.flatnonzero(np.bincount(val.labels)[val.labels] > 1)
+    shown = sorted(np.random.default_rng(config.seed).choice(answerable, min(count, len(answerable)), replace=False))
+    worst = [answerable[i] for i in worst_queries(correct[answerable], similarities[answerable], WORST_QUERIES)]
+    captions = [f"class {label}" for label in val.labels]
+    rows = lambda chosen: neighbour_rows_html(val.images, val.images, list(chosen), ids, similarities, correct, captions)  # noqa: E731
+    return (f"<p>Trial <b>{html.escape(best.name)}</b>'s best model (epoch {snapshot.get('epoch')}) on the "
+            f"{len(val)} validation images: each query (blue) with its {k} nearest other images, "
+            f"<span style=\"color:#1a9e3a\">green</span> when of the query's class, "
+            f"<span style=\"color:#d11f1f\">red</span> when not.</p>"
+            f"<h3>{len(shown)} queries drawn at random (seed {config.seed})</h3>{rows(shown)}"
+            f"<h3>The {len(worst)} worst queries</h3>{rows(worst)}")
 
 
 def _space_params(tracking_uri: str, parent_run_id: str) -> dict[str, ParamSpec]:
@@ -241,6 +285,8 @@ def _page(search: str, parent, trials: list[TrialSummary], metric: str, sections
     config = (f"<h2>Best configuration</h2><p>Retrain it on all training classes and test once: "
               f"<code>tune-lsd export --experiment {html.escape(search)} -o best.yaml &amp;&amp; "
               f"tune-lsd train --config best.yaml</code></p><pre>{html.escape(best_config)}</pre>") if best_config else ""
+    from tune_lsd.retrieval import RETRIEVAL_CSS
+
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>tune-lsd report: {html.escape(search)}</title>
 <style>
@@ -248,6 +294,7 @@ body {{ font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #22
 table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }}
 tr.stopped-early {{ color: #777; }} tr.errored {{ color: #b00; }} img {{ max-width: 100%; }}
 pre {{ background: #f5f5f5; padding: 1em; font-size: 12px; }}
+{RETRIEVAL_CSS}
 </style></head><body>
 <h1>Search report: {html.escape(search)}</h1>
 {summary}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -497,7 +498,8 @@ def _summarise(settings: SearchSettings, results, context: tracking.TrackingCont
         summary.update(best_trial=best.info.run_name, best_run_id=best.info.run_id, best_value=best.data.metrics[key],
                        best_params=json.loads(best.data.tags.get(tracking.SAMPLED_TAG, "{}")))
         try:
-            summary["registered_version"] = tracking.register_best_model(context, best.info.run_id, f"{settings.name}-best")
+            summary["registered_model"] = f"{settings.name}-best"
+            summary["registered_version"] = _log_champion(context, best.info.run_id, summary["registered_model"])
         except Exception as error:  # the registry is a convenience: never lose a finished search over it
             summary["registry_error"] = str(error).splitlines()[0]
     # Ray Tune returns normally from an interrupted fit (Ctrl-C): complete only if every trial ended.
@@ -510,6 +512,19 @@ def _summarise(settings: SearchSettings, results, context: tracking.TrackingCont
     return summary
 
 
+def _log_champion(context: tracking.TrackingContext, run_id: str, model_name: str) -> int:
+    """The best trial's model as an MLflow pyfunc model, registered as ``model_name@champion``."""
+    from tune_lsd import embedder  # torch and timm: imported by the driver only here, at the end
+
+    with tempfile.TemporaryDirectory() as folder:
+        model_file = tracking.download_trial_file(context.tracking_uri, run_id,
+                                                  f"{tracking.CHECKPOINT_DIR}/{tracking.MODEL_FILE}", Path(folder))
+        snapshot = embedder.load_model_file(model_file)
+        files, description = embedder.write_model_files(snapshot, Path(folder) / "model")
+        return tracking.log_best_model(context, run_id, model_name, files, embedder.example_images(snapshot),
+                                       description)
+
+
 def _print_summary(summary: dict[str, Any], log) -> None:
     log(f"\nsearch {summary['name']!r} {summary['state']}: {summary['trials']} trials "
         f"({summary['errored']} errored), {summary['epochs_run']} epochs in {summary['wall_s']} s")
@@ -518,5 +533,13 @@ def _print_summary(summary: dict[str, Any], log) -> None:
         for key, value in sorted(summary["best_params"].items()):
             log(f"  {key} = {value}")
     log(f"MLflow: {summary['tracking_uri']}    Ray results: {summary['ray_results']}")
+    if "registered_version" in summary:
+        log(f"the best model, in Python (needs torch, numpy and mlflow; not tune_lsd):\n"
+            f"  import mlflow\n"
+            f"  mlflow.set_tracking_uri({summary['tracking_uri']!r})\n"
+            f"  model = mlflow.pyfunc.load_model('models:/{summary['registered_model']}@champion')"
+            f"  # model.predict(uint8 images N x H x W x C) -> embeddings")
+    elif "registry_error" in summary:
+        log(f"warning: the best model was not registered in MLflow: {summary['registry_error']}")
     log(f"next: tune-lsd export --experiment {summary['name']} -o best.yaml && tune-lsd train --config best.yaml")
 

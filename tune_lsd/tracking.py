@@ -30,7 +30,8 @@ SAMPLED_TAG = "tune_lsd.sampled"  # JSON of the values the searcher chose for th
 STATE_TAG = "tune_lsd.state"  # completed | stopped early | errored | running (trials); running | completed | ... (parent)
 NODES_TAG = "tune_lsd.nodes"  # Ray node ids the trial ran on, in order (more than one after a restart)
 PARENT_TAG = "mlflow.parentRunId"
-CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_DIR = "checkpoint"  # a trial's best model file (MODEL_FILE) as a run artifact
+MODEL_FILE = "model.pt"
 SPACE_ARTIFACT = "search_space.yaml"  # the search space, on the parent run
 T = TypeVar("T")
 
@@ -221,17 +222,54 @@ def download_trial_file(tracking_uri: str, run_id: str, artifact_path: str, dest
     return Path(MlflowClient(tracking_uri).download_artifacts(run_id, artifact_path, str(destination)))
 
 
-def register_best_model(context: TrackingContext, run_id: str, model_name: str) -> int:
-    """Register the best trial's checkpoint artifact as a model version with alias ``champion``."""
+MODEL_DIR = "model"  # the logged MLflow model's name on the best trial's run
+MODEL_METADATA_KEY = "tune_lsd"  # in a logged model's metadata: marks a tune_lsd embedding model
+
+
+def log_best_model(context: TrackingContext, run_id: str, model_name: str, files: dict[str, Path],
+                   input_example, description: dict[str, Any]) -> int:
+    """Log an embedding model (``files`` from :func:`tune_lsd.embedder.write_model_files`) as an
+    MLflow pyfunc model of run ``run_id``, register it as ``model_name`` with alias
+    ``champion``; returns the registered version.
+
+    The model's code is ``tune_lsd/pyfunc_model.py`` ("models from code"): loading it needs
+    torch, numpy and mlflow (pinned in its requirements), not tune_lsd.
+    """
+    import numpy as np
+    import torch
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    from tune_lsd import pyfunc_model
+
+    mlflow.set_tracking_uri(context.tracking_uri)
+    mlflow.set_experiment(experiment_id=context.experiment_id)  # the LoggedModel's experiment
+    signature = ModelSignature(  # any batch size, height, width and channel count in
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, description["embedding_dim"]))]))
+    requirements = [f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
+                    f"numpy=={np.__version__}"]
+    info = retry(lambda: Model.log(
+        artifact_path=None, name=MODEL_DIR, flavor=mlflow.pyfunc, run_id=run_id, python_model=pyfunc_model.__file__,
+        artifacts={k: str(v) for k, v in files.items()}, signature=signature, input_example=input_example,
+        pip_requirements=requirements, metadata={MODEL_METADATA_KEY: description},
+        registered_model_name=model_name), "log_model", attempts=2)
     client = MlflowClient(context.tracking_uri)
+    client.set_registered_model_alias(model_name, "champion", info.registered_model_version)
+    return int(info.registered_model_version)
+
+
+def load_embedding_model(model_uri: str, tracking_uri: str | None = None):
+    """An MLflow pyfunc model logged by tune_lsd (``models:/NAME@champion``, ``runs:/RUN/model``, ...)."""
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
     try:
-        client.create_registered_model(model_name)
-    except mlflow.exceptions.MlflowException:
-        pass  # already registered by an earlier (resumed) run of this search
-    source = f"{client.get_run(run_id).info.artifact_uri}/{CHECKPOINT_DIR}"
-    version = client.create_model_version(model_name, source=source, run_id=run_id)
-    client.set_registered_model_alias(model_name, "champion", version.version)
-    return int(version.version)
+        model = mlflow.pyfunc.load_model(model_uri)
+    except Exception as error:  # MLflow raises many types for a URI it cannot resolve
+        raise TrackingError(f"cannot load model {model_uri}: {str(error).splitlines()[0][:300]}") from None
+    if MODEL_METADATA_KEY not in (model.metadata.metadata or {}):
+        raise TrackingError(f"{model_uri} is an MLflow model but not a tune_lsd embedding model")
+    return model
 
 
 def server_command(backend_store_uri: str, artifacts_destination: Path, host: str, port: int) -> list[str]:

@@ -1,0 +1,150 @@
+"""A trained model as an image embedder: from a tune_lsd model file to embeddings, and the
+files of the MLflow model that tracking.py logs.
+
+    snapshot = load_model_file("best.pt")              # a `tune-lsd train` best.pt, or a trial's model.pt
+    embedder = embedder_from_snapshot(snapshot)        # the same class MLflow loads
+    vectors = embedder.embed(images_uint8)             # (N, D), unit length
+
+The embeddings are the engine's (``Trainer.embed`` on the CPU): same scaling, same resize,
+same network. This module knows nothing of MLflow's tracking or of Ray.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from tune_lsd.config import Config
+from tune_lsd.data.datasets import IMAGE_SUFFIXES
+from tune_lsd.data.transforms import MEAN, STD
+from tune_lsd.models import build_model
+from tune_lsd.pyfunc_model import NETWORK_FILE, PREPROCESSING_FILE, ImageEmbedder
+
+EXAMPLE_IMAGES = 2  # images in a logged model's input example
+
+
+class ModelFileError(ValueError):
+    """A file is not a tune_lsd model or checkpoint (message is one line)."""
+
+
+def load_model_file(path: str | Path) -> dict[str, Any]:
+    """A tune_lsd model file: a ``best.pt``/``trainer.pt`` of ``tune-lsd train`` or a trial's ``model.pt``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    try:
+        snapshot = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises many types for a file that is not its own
+        raise ModelFileError(f"{path} is not a tune_lsd model file ({type(error).__name__})") from None
+    if not isinstance(snapshot, dict) or not {"config", "student"} <= snapshot.keys():
+        raise ModelFileError(f"{path} is not a tune_lsd model file (no config and student weights in it)")
+    return snapshot
+
+
+def input_channels(student: dict[str, torch.Tensor]) -> int:
+    """The network's input channels: those of its first convolution."""
+    first_conv = next(v for v in student.values() if v.ndim == 4)
+    return int(first_conv.shape[1])
+
+
+def network_from_snapshot(snapshot: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The student network in eval mode (weights from the snapshot, nothing downloaded) and
+    the preprocessing settings that go with it."""
+    config = Config.from_dict(snapshot["config"]).with_overrides({"model.pretrained": "none"})
+    channels = input_channels(snapshot["student"])
+    network = build_model(config.model, in_chans=channels)
+    network.load_state_dict(snapshot["student"])
+    preprocessing = {"image_size": config.data.image_size, "channels": channels, "mean": MEAN, "std": STD,
+                     "embedding_dim": config.model.embedding_dim, "batch_size": config.eval.batch_size,
+                     "backbone": config.model.backbone, "epoch": snapshot.get("epoch")}
+    return network.eval(), preprocessing
+
+
+def embedder_from_snapshot(snapshot: dict[str, Any]) -> ImageEmbedder:
+    """The embedder of a model file, run in this process (no export)."""
+    return ImageEmbedder(*network_from_snapshot(snapshot))
+
+
+def write_model_files(snapshot: dict[str, Any], folder: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+    """``network.pt2`` (``torch.export``, any batch size) and ``preprocessing.json`` in
+    ``folder``: the artifacts of the logged MLflow model; returns their paths and the
+    preprocessing settings."""
+    network, preprocessing = network_from_snapshot(snapshot)
+    size, channels = preprocessing["image_size"], preprocessing["channels"]
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    with torch.no_grad():
+        program = torch.export.export(network, (torch.zeros(2, channels, size, size),),
+                                      dynamic_shapes={"images": {0: batch}})
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, folder / NETWORK_FILE)
+    (folder / PREPROCESSING_FILE).write_text(json.dumps(preprocessing, indent=2))
+    return {"network": folder / NETWORK_FILE, "preprocessing": folder / PREPROCESSING_FILE}, preprocessing
+
+
+def example_images(snapshot: dict[str, Any]) -> np.ndarray:
+    """A small uint8 input example at the training size (a gradient: no data needed)."""
+    config = Config.from_dict(snapshot["config"])
+    size, channels = config.data.image_size, input_channels(snapshot["student"])
+    ramp = np.linspace(0, 255, size * size * channels, dtype=np.float32).reshape(size, size, channels)
+    return np.stack([ramp, 255 - ramp][:EXAMPLE_IMAGES]).astype(np.uint8)
+
+
+# --- image folders ---------------------------------------------------------------------------
+
+
+@dataclass
+class ImageFolder:
+    """The images of a folder: their paths, decoded uint8 arrays and (with ``DIR/<class>/*``) labels."""
+
+    paths: list[Path]
+    images: list[np.ndarray]
+    labels: np.ndarray | None  # class index per image, or None when the images are not in class folders
+    classes: list[str]
+
+
+def read_image_folder(folder: str | Path, channels: int, progress: bool = True) -> ImageFolder:
+    """Decode every image under ``folder`` (recursively, sorted) as 1- or 3-channel uint8.
+
+    Images directly in class subfolders (``DIR/<class>/*.jpg``) are labelled by their folder.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+    mode = "L" if channels == 1 else "RGB"
+    images = []
+    for path in tqdm(paths, desc=f"reading {root.name}", unit="image", disable=None if progress else True):
+        try:
+            with Image.open(path) as image:
+                images.append(np.asarray(image.convert(mode)))
+        except (UnidentifiedImageError, OSError) as error:
+            raise ModelFileError(f"cannot read image {path}: {str(error).splitlines()[0]}") from None
+    in_class_folders = all(p.parent.parent == root for p in paths)
+    classes = sorted({p.parent.name for p in paths}) if in_class_folders else []
+    labels = np.array([classes.index(p.parent.name) for p in paths]) if in_class_folders else None
+    return ImageFolder(paths, images, labels, classes)
+
+
+def embed_images(embedder, images: list[np.ndarray], batch_size: int = 256, progress: bool = True) -> np.ndarray:
+    """Embeddings of images of any sizes: consecutive images of one size go in one call of
+    ``embedder.predict`` (an MLflow pyfunc model) or ``embedder.embed``."""
+    predict = embedder.embed if isinstance(embedder, ImageEmbedder) else embedder.predict
+    chunks, start = [], 0
+    with tqdm(total=len(images), desc="embedding", unit="image", disable=None if progress else True) as bar:
+        while start < len(images):
+            stop = start + 1
+            while stop < len(images) and stop - start < batch_size and images[stop].shape == images[start].shape:
+                stop += 1
+            chunks.append(np.asarray(predict(np.stack(images[start:stop])), dtype=np.float32))
+            bar.update(stop - start)
+            start = stop
+    return np.concatenate(chunks)
