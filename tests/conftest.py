@@ -41,3 +41,16 @@ def asha_search(tmp_path_factory):
                       "--set", "schedule.epochs=4", *TINY, cwd=folder)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return folder, result
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory):
+    """A trainer after one quick epoch and its model file (as a trial uploads it): (trainer, path)."""
+    from tune_lsd.engine import Trainer, save_file
+
+    trainer = Trainer(quick_config(**{"schedule.epochs": 1, "model.embedding_dim": 32}))
+    trainer.run_epoch()
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_file({"config": trainer.config.to_dict(), "epoch": trainer.epoch, "history": trainer.history,
+               "student": trainer.model.state_dict()}, path)
+    return trainer, path

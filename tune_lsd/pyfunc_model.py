@@ -28,17 +28,18 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's "L" conversion
 
 def to_network_input(images: np.ndarray, channels: int, image_size: int, mean: float, std: float) -> torch.Tensor:
     """uint8 ``(N, H, W[, C])`` -> normalised, resized float32 ``(N, channels, size, size)``."""
-    batch = torch.from_numpy(np.ascontiguousarray(images))
-    if batch.dtype != torch.uint8:
-        raise ValueError(f"images must be uint8, got {batch.dtype}")
+    if images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, got {images.dtype}")
+    batch = torch.from_numpy(np.require(images, requirements=["C_CONTIGUOUS", "WRITEABLE"]))
     if batch.ndim == 3:
         batch = batch[..., None]
     if batch.ndim != 4 or batch.shape[-1] not in (1, 3, 4):
         raise ValueError(f"images must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4; got {tuple(images.shape)}")
     batch = batch[..., :3].permute(0, 3, 1, 2).float()
-    if batch.shape[1] != channels:
-        batch = (batch * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True) if channels == 1 \
-            else batch.expand(-1, channels, -1, -1)
+    if channels == 1 and batch.shape[1] == 3:
+        batch = (batch * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    elif batch.shape[1] != channels:
+        batch = batch.repeat(1, channels, 1, 1)
     batch = batch.mul_(1.0 / (255.0 * std)).sub_(mean / std)
     if batch.shape[-2:] != (image_size, image_size):
         batch = F.interpolate(batch, size=(image_size, image_size), mode="bilinear", antialias=True,

@@ -5,8 +5,10 @@
 The page holds the trials table sorted by the metric, the learning curves (the best trials in
 colour, early-stopped ones in grey), parallel coordinates of the sampled hyperparameters,
 their importance (Optuna's fANOVA evaluator, seeded), the LSD weight and temperature against
-the metric, and the best trial's full configuration. It works for a running search too (the
-trials so far), and is also logged as artifacts (``report/``) of the search's parent run.
+the metric, retrieval examples of the best trial's model on the validation classes (random
+and worst queries with their nearest neighbours), and the best trial's full configuration.
+It works for a running search too (the trials so far), and is also logged as artifacts
+(``report/``) of the search's parent run.
 """
 
 from __future__ import annotations
@@ -227,7 +229,11 @@ def retrieval_examples(tracking_uri: str, best: TrialSummary, count: int = EXAMP
     shown = sorted(np.random.default_rng(config.seed).choice(answerable, min(count, len(answerable)), replace=False))
     worst = [answerable[i] for i in worst_queries(correct[answerable], similarities[answerable], WORST_QUERIES)]
     captions = [f"class {label}" for label in val.labels]
-    rows = lambda chosen: neighbour_rows_html(val.images, val.images, list(chosen), ids, similarities, correct, captions)  # noqa: E731
+
+    def rows(chosen) -> str:
+        return neighbour_rows_html(val.images, val.images, list(chosen), ids, similarities, captions,
+                                   val.labels, val.labels)
+
     return (f"<p>Trial <b>{html.escape(best.name)}</b>'s best model (epoch {snapshot.get('epoch')}) on the "
             f"{len(val)} validation images: each query (blue) with its {k} nearest other images, "
             f"<span style=\"color:#1a9e3a\">green</span> when of the query's class, "

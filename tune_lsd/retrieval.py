@@ -103,9 +103,10 @@ def write_retrieval(embedder: Embedder, gallery_dir: Path, query_dir: Path, k: i
     sections = [(f"{len(shown)} of {len(queries.paths)} queries", shown)]
     if correct is not None:
         sections.append((f"the {WORST_QUERIES} worst queries", worst_queries(correct, similarities, WORST_QUERIES)))
+    captions = [str(p.relative_to(query_dir)) for p in queries.paths]
     body = "".join(f"<h2>{html.escape(title)}</h2>" + neighbour_rows_html(
-        queries.images, gallery.images, rows, ids, similarities, correct,
-        [str(p.relative_to(query_dir)) for p in queries.paths]) for title, rows in sections)
+        queries.images, gallery.images, rows, ids, similarities, captions, query_labels, gallery_labels)
+        for title, rows in sections)
     summary = ", ".join(f"Recall@{kk} <b data-metric=\"recall@{kk}\">{result[f'recall@{kk}']:.4f}</b>"
                         for kk in (1, ids.shape[1]) if f"recall@{kk}" in result)
     intro = (f"<p>Model <code>{html.escape(embedder.source)}</code>; {result['queries']} queries from "
@@ -167,16 +168,22 @@ def thumbnail(image: np.ndarray, size: int = THUMBNAIL_PX) -> str:
 
 
 def neighbour_rows_html(query_images, gallery_images, rows: list[int], ids: np.ndarray, similarities: np.ndarray,
-                        correct: np.ndarray | None, captions: list[str]) -> str:
-    """One table row per query in ``rows``: the query, then its neighbours with similarity,
-    framed green (same class) or red (other class) when ``correct`` is known."""
+                        captions: list[str], query_labels: np.ndarray | None = None,
+                        gallery_labels: np.ndarray | None = None) -> str:
+    """One table row per query in ``rows``: the query, then its neighbours with similarity;
+    with labels, each neighbour is framed green (the query's class) or red (another class)."""
     lines = ['<table class="retrieval">']
     for q in rows:
-        cells = [f'<td class="query" title="{html.escape(captions[q])}">{thumbnail(query_images[q])}'
+        query_label = "" if query_labels is None else f' data-label="{query_labels[q]}"'
+        cells = [f'<td class="query"{query_label} title="{html.escape(captions[q])}">{thumbnail(query_images[q])}'
                  f"<br>{html.escape(_clip(captions[q]))}</td>"]
-        for rank, (g, similarity) in enumerate(zip(ids[q], similarities[q])):
-            verdict = "unknown" if correct is None else ("correct" if correct[q, rank] else "wrong")
-            cells.append(f'<td class="neighbour {verdict}" data-verdict="{verdict}">'
+        for g, similarity in zip(ids[q], similarities[q]):
+            if query_labels is None or gallery_labels is None:
+                verdict, label = "unknown", ""
+            else:
+                verdict = "correct" if gallery_labels[g] == query_labels[q] else "wrong"
+                label = f' data-label="{gallery_labels[g]}"'
+            cells.append(f'<td class="neighbour {verdict}" data-verdict="{verdict}"{label}>'
                          f"{thumbnail(gallery_images[g])}<br>{similarity:.3f}</td>")
         lines.append(f'<tr data-query="{q}">{"".join(cells)}</tr>')
     lines.append("</table>")
@@ -185,7 +192,7 @@ def neighbour_rows_html(query_images, gallery_images, rows: list[int], ids: np.n
 
 RETRIEVAL_CSS = """
 table.retrieval { border-collapse: separate; border-spacing: 6px; }
-table.retrieval td { text-align: center; font-size: 11px; vertical-align: top; }
+table.retrieval td { text-align: center; font-size: 11px; vertical-align: top; border: none; padding: 0; }
 table.retrieval img { image-rendering: pixelated; display: block; margin: auto; }
 td.query img { border: 4px solid #1f5fbf; }
 td.correct img { border: 4px solid #1a9e3a; }

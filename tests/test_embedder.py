@@ -1,0 +1,98 @@
+"""tune_lsd/embedder.py and tune_lsd/pyfunc_model.py: a model file's embeddings are the engine's,
+before and after torch.export; preprocessing of any input size and colour; bad files and folders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tune_lsd.data.transforms import normalise, resize
+from tune_lsd.embedder import (ModelFileError, embed_images, embedder_from_snapshot, load_model_file,
+                               read_image_folder, write_model_files)
+from tune_lsd.pyfunc_model import ImageEmbedder, to_network_input
+
+
+def test_model_file_and_exported_network_give_the_engines_embeddings(trained_model, tmp_path):
+    trainer, path = trained_model
+    images = trainer.splits.test.images
+    expected = trainer.embed(trainer.splits.test).numpy()
+    snapshot = load_model_file(path)
+    in_process = embedder_from_snapshot(snapshot).embed(images)
+    np.testing.assert_allclose(in_process, expected, atol=1e-5)
+    files, preprocessing = write_model_files(snapshot, tmp_path / "model")
+    exported = ImageEmbedder(torch.export.load(files["network"]).module(), preprocessing)
+    np.testing.assert_allclose(exported.embed(images), expected, atol=1e-5)
+    assert preprocessing["channels"] == 1 and preprocessing["embedding_dim"] == 32
+    assert np.allclose(np.linalg.norm(expected, axis=1), 1, atol=1e-5)
+
+
+def test_a_full_training_checkpoint_is_a_model_file_too(trained_model, tmp_path):
+    trainer, _ = trained_model
+    trainer.save(tmp_path / "best.pt")
+    vectors = embedder_from_snapshot(load_model_file(tmp_path / "best.pt")).embed(trainer.splits.val.images[:8])
+    np.testing.assert_allclose(vectors, trainer.embed(trainer.splits.val).numpy()[:8], atol=1e-5)
+
+
+def test_preprocessing_of_other_sizes_and_colours_is_the_engines_transform():
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (3, 50, 40, 1), dtype=np.uint8)
+    engine = resize(normalise(torch.from_numpy(gray)), 32)  # what training does before the network
+    assert torch.equal(to_network_input(gray, 1, 32, 0.5, 0.5), engine)
+    assert torch.equal(to_network_input(gray[..., 0], 1, 32, 0.5, 0.5), engine)  # (N, H, W) too
+    colour = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    luma = colour.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    expected = torch.from_numpy(luma / 127.5 - 1)[:, None]
+    assert torch.allclose(to_network_input(colour, 1, 32, 0.5, 0.5), expected, atol=1e-5)
+    with_alpha = np.concatenate([colour, np.zeros_like(colour[..., :1])], axis=-1)
+    assert torch.equal(to_network_input(with_alpha, 3, 32, 0.5, 0.5), to_network_input(colour, 3, 32, 0.5, 0.5))
+    rgb_from_gray = to_network_input(gray, 3, 32, 0.5, 0.5)
+    assert rgb_from_gray.shape == (3, 3, 32, 32) and torch.equal(rgb_from_gray[:, 0], rgb_from_gray[:, 2])
+    with pytest.raises(ValueError, match="uint8"):
+        to_network_input(gray.astype(np.float32), 1, 32, 0.5, 0.5)
+    with pytest.raises(ValueError, match="C in 1, 3, 4"):
+        to_network_input(rng.integers(0, 256, (2, 8, 8, 2), dtype=np.uint8), 1, 32, 0.5, 0.5)
+
+
+def test_images_of_mixed_sizes_are_embedded_as_one_by_one(trained_model):
+    trainer, path = trained_model
+    embedder = embedder_from_snapshot(load_model_file(path))
+    images = [np.asarray(Image.fromarray(im[..., 0]).resize((s, s)))[..., None]
+              for im, s in zip(trainer.splits.test.images[:7], [32, 32, 48, 48, 48, 32, 20])]
+    together = embed_images(embedder, images, batch_size=2, progress=False)
+    one_by_one = np.concatenate([embedder.embed(im[None]) for im in images])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-6)
+
+
+def test_files_that_are_not_models_get_one_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    for path, message in [(tmp_path / "missing.pt", "model file not found"),
+                          (tmp_path / "notes.txt", "is not a tune_lsd model file"),
+                          (tmp_path / "other.pt", "no config and student weights")]:
+        with pytest.raises(ModelFileError, match=message) as error:
+            load_model_file(path)
+        assert "\n" not in str(error.value)
+
+
+def test_image_folders_labels_and_bad_folders(tmp_path):
+    for name in ("b", "a"):
+        (tmp_path / "classes" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (10 + i, 12), (40 * i, 90, 200)).save(tmp_path / "classes" / name / f"{i}.png")
+    folder = read_image_folder(tmp_path / "classes", channels=1, progress=False)
+    assert folder.classes == ["a", "b"] and folder.labels.tolist() == [0, 0, 1, 1]
+    assert [im.shape for im in folder.images] == [(12, 10), (12, 11)] * 2  # grayscale, each its own size
+    (tmp_path / "flat").mkdir()
+    Image.new("L", (8, 8)).save(tmp_path / "flat" / "x.png")
+    Image.new("L", (8, 8)).save(tmp_path / "classes" / "a" / "loose.png")  # not every image in a class folder
+    assert read_image_folder(tmp_path / "flat", 3, progress=False).images[0].shape == (8, 8, 3)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "x.png").write_bytes(b"not a png")
+    for name, error_type, message in [("missing", FileNotFoundError, "image folder not found"),
+                                      ("empty", FileNotFoundError, "no images"),
+                                      ("broken", ModelFileError, "cannot read image")]:
+        with pytest.raises(error_type, match=message):
+            read_image_folder(tmp_path / name, 1, progress=False)
