@@ -105,19 +105,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embed(args: argparse.Namespace) -> int:
-    from tune_lsd.retrieval import embed_folder, load_embedder
+def _load_embedder(args: argparse.Namespace):
+    """The model of ``--model``; a models:/ or runs:/ URI is looked up in an existing store."""
+    from tune_lsd.retrieval import is_model_uri, load_embedder
 
-    embedder = load_embedder(args.model, _tracking_uri(args))
+    return load_embedder(args.model, _existing_store(args) if is_model_uri(args.model) else None)
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from tune_lsd.retrieval import embed_folder
+
+    embedder = _load_embedder(args)
     count, paths_file = embed_folder(embedder, Path(args.images), Path(args.output))
     print(f"wrote {count} embeddings to {args.output} (image paths, in order: {paths_file})")
     return 0
 
 
 def _retrieve(args: argparse.Namespace) -> int:
-    from tune_lsd.retrieval import load_embedder, write_retrieval
+    from tune_lsd.retrieval import write_retrieval
 
-    embedder = load_embedder(args.model, _tracking_uri(args))
+    embedder = _load_embedder(args)
     result = write_retrieval(embedder, Path(args.gallery), Path(args.query or args.gallery), args.k, Path(args.output))
     recalls = "  ".join(f"{key} {value:.4f}" for key, value in result.items() if key.startswith("recall@"))
     print(f"{result['queries']} queries x {result['k']} neighbours in {result['gallery']} gallery images"

@@ -43,12 +43,17 @@ class Embedder:
         return embed_images(self.predictor, images, batch_size=self.settings["batch_size"], progress=progress)
 
 
+def is_model_uri(model: str) -> bool:
+    """Whether ``model`` names an MLflow model by URI (resolved in a tracking store)."""
+    return model.startswith(("models:/", "runs:/")) or "://" in model
+
+
 def load_embedder(model: str, tracking_uri: str | None = None) -> Embedder:
     """``model``: an MLflow model URI (``models:/NAME@champion``, ``runs:/RUN_ID/model``), an
     MLflow model folder, or a tune_lsd model file (``best.pt`` of ``tune-lsd train``, a trial's
     ``model.pt``)."""
     path = Path(model)
-    if "://" in model or model.startswith(("models:/", "runs:/")) or (path / "MLmodel").is_file():
+    if is_model_uri(model) or (path / "MLmodel").is_file():
         pyfunc = tracking.load_embedding_model(model, tracking_uri)
         return Embedder(pyfunc, pyfunc.metadata.metadata[tracking.MODEL_METADATA_KEY], model)
     if not path.exists():
