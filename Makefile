@@ -32,6 +32,11 @@ demo: $(STAMP)
 	$(TUNE) report $(DEMO)
 	@echo
 	@echo "Browse every trial, its curves and checkpoint in MLflow:  $(TUNE) ui   -> http://127.0.0.1:5000"
+	@echo "Neighbours of your own images:  $(TUNE) retrieve --model models:/$(DEMO)-best@champion --gallery DIR -o retrieval/"
+	@echo "The best model in Python (needs torch, numpy and mlflow, not tune_lsd):"
+	@echo "  import mlflow; mlflow.set_tracking_uri('sqlite:///$(CURDIR)/runs/mlflow.db')"
+	@echo "  model = mlflow.pyfunc.load_model('models:/$(DEMO)-best@champion')"
+	@echo "  embeddings = model.predict(images)  # uint8 N x H x W x C -> float32 N x 128, unit length"
 
 test: $(STAMP)
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \

@@ -89,3 +89,29 @@ def test_report_of_an_unknown_search_is_one_line(asha_search):
     result = tune_lsd("report", "nope", cwd=folder)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: no search named 'nope' in {default_tracking_uri(folder / 'runs')}"]
+
+
+def test_retrieval_examples_decode_and_their_frames_follow_the_labels(report):
+    _, out = report
+    with chromium_page(width=1200) as page:
+        page.goto((out / "report.html").as_uri())
+        tables = page.locator("table.retrieval")
+        assert tables.count() == 2  # queries drawn at random, then the worst
+        cells = page.locator("table.retrieval td.neighbour").evaluate_all("""cells => cells.map(cell => {
+            const img = cell.querySelector('img');
+            return {verdict: cell.dataset.verdict, label: cell.dataset.label,
+                    query: cell.parentElement.querySelector('td.query').dataset.label,
+                    row: cell.parentElement.rowIndex, table: [...document.querySelectorAll('table.retrieval')].indexOf(cell.closest('table')),
+                    colour: getComputedStyle(img).borderTopColor, width: img.complete ? img.naturalWidth : 0};
+        })""")
+        tables.first.scroll_into_view_if_needed()
+        screenshot(page, "report-retrieval-examples")
+    assert len(cells) == (12 + 6) * 5
+    assert all(cell["width"] > 0 for cell in cells)  # every thumbnail decoded
+    green, red = "rgb(26, 158, 58)", "rgb(209, 31, 31)"
+    for cell in cells:
+        assert cell["verdict"] == ("correct" if cell["label"] == cell["query"] else "wrong")
+        assert cell["colour"] == (green if cell["verdict"] == "correct" else red)
+    assert {cell["verdict"] for cell in cells} == {"correct", "wrong"}
+    worst_correct = [sum(c["verdict"] == "correct" for c in cells if c["table"] == 1 and c["row"] == row) for row in range(6)]
+    assert worst_correct == sorted(worst_correct)  # fewest correct neighbours first
