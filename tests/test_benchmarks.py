@@ -90,3 +90,15 @@ def test_gpu_benchmark_runs_every_part_at_toy_sizes_on_the_cpu(tmp_path):
     assert actors <= 2  # 2 CPUs, 1 per trial: 4 trials reuse at most 2 actors
     assert re.search(r"runs/ray left: 0\.\d MB", text)  # checkpoints deleted at the end
     assert lines[-1].startswith("ratio engine/plain loop: base ")
+
+
+@pytest.mark.slow
+def test_champion_benchmark_agrees_with_the_engine(asha_search):
+    folder, _ = asha_search
+    lines = run("champion.py", "asha", "--runs-dir", str(folder / "runs"), "--batch", "16")
+    text = "\n".join(lines)
+    assert float(re.search(r"largest embedding difference pyfunc - engine: (\S+)", text).group(1)) < 1e-5
+    assert float(re.search(r"served embeddings: largest difference from the engine's (\S+)", text).group(1)) < 1e-5
+    recalls = re.findall(r"test through the (?:engine|pyfunc): Recall@1 (\S+)", text)
+    assert len(recalls) == 2 and recalls[0] == recalls[1]
+    assert lines[-1].startswith("ratio pyfunc/engine embedding time:")
