@@ -62,6 +62,48 @@ def test_inshop_layout(tmp_path):
     (tmp_path / "list_eval_partition.txt").write_text(f"{len(rows)}\nimage_name item_id evaluation_status\n" + "\n".join(rows))
     split = load_dataset("inshop", str(tmp_path), 8)
     assert len(split.train) == 2 and len(split.test) == 2 and split.test.num_classes == 1
+    assert split.train.is_query is None and split.test.is_query.tolist() == [True, False]  # query -> gallery
+
+
+def write_inshop(root: Path, train_items: int, test_items: int, seed: int = 0) -> None:
+    """A tiny In-Shop tree in the real file format: 2 images per training item; per test item,
+    one query and two gallery images. Each item's images are noisy copies of one pattern."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for item in range(train_items + test_items):
+        pattern = rng.integers(0, 256, (16, 16, 3))
+        statuses = ["train", "train"] if item < train_items else ["query", "gallery", "gallery"]
+        for n, status in enumerate(statuses):
+            rel = f"img/MEN/Denim/id_{item:08d}/{n:02d}_1_front.jpg"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            noisy = np.clip(pattern + rng.normal(0, 60, pattern.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(noisy).save(root / rel)
+            rows.append(f"{rel}  id_{item:08d}  {status}")
+    (root / "list_eval_partition.txt").write_text(f"{len(rows)}\nimage_name item_id evaluation_status\n" + "\n".join(rows) + "\n")
+
+
+def test_inshop_test_set_is_evaluated_query_to_gallery(tmp_path):
+    import torch
+
+    from tune_lsd.config import Config
+    from tune_lsd.engine import Trainer
+    from tune_lsd.metrics import retrieval_metrics
+
+    write_inshop(tmp_path, train_items=4, test_items=6)
+    config = Config().with_overrides({
+        "data.dataset": "inshop", "data.root": str(tmp_path), "data.image_size": 16, "data.val_fraction": 0.0,
+        "data.samples_per_class": 2, "data.batch_size": 4, "model.embedding_dim": 8, "eval.nmi": False,
+        "eval.ks": [1, 2], "runtime.progress": False})
+    trainer = Trainer(config)
+    test = trainer.splits.test
+    assert test.is_query.sum() == 6 and (~test.is_query).sum() == 12
+    embeddings = trainer.embed(test).numpy()
+    metrics = trainer.evaluate("test")
+    expected = retrieval_metrics(embeddings[test.is_query], test.labels[test.is_query], (1, 2), nmi=False,
+                                 gallery=embeddings[~test.is_query], gallery_labels=test.labels[~test.is_query])
+    assert {k: metrics[f"test/{k}"] for k in expected} == pytest.approx(expected)
+    pooled = retrieval_metrics(embeddings, test.labels, (1, 2), nmi=False)
+    assert pooled != expected  # the protocol matters on this set
 
 
 def test_folder_layout(tmp_path):

@@ -293,13 +293,20 @@ class Trainer:
         """Retrieval metrics of ``split`` ("val" or "test"), keys prefixed ``split/``.
 
         Neighbours are searched where the embeddings are: on the GPU by torch, on the CPU by faiss.
+        A split with query/gallery roles (In-Shop's test set) is evaluated query -> gallery.
         """
         data = getattr(self.splits, split)
         if data is None:
             raise ValueError(f"this run has no {split} split (data.final=true has no validation classes)")
         started = time.perf_counter()
-        metrics = retrieval_metrics(self.embed(data), data.labels, self.config.eval.ks, nmi=self.config.eval.nmi,
-                                    seed=self.config.seed)
+        embeddings, config = self.embed(data), self.config.eval
+        if data.is_query is None:  # each image a query against all the others
+            metrics = retrieval_metrics(embeddings, data.labels, config.ks, nmi=config.nmi, seed=self.config.seed)
+        else:  # In-Shop: query images against gallery images
+            query = torch.from_numpy(data.is_query).to(embeddings.device)
+            metrics = retrieval_metrics(embeddings[query], data.labels[data.is_query], config.ks, nmi=config.nmi,
+                                        seed=self.config.seed, gallery=embeddings[~query],
+                                        gallery_labels=data.labels[~data.is_query])
         result = {f"{split}/{name}": value for name, value in metrics.items()}
         result[f"{split}/eval_s"] = time.perf_counter() - started
         return result

@@ -11,7 +11,8 @@ Supported folder layouts (users download the datasets themselves):
 - ``cars``: ``car_ims/*.jpg`` + ``cars_annos.mat`` (Stanford Cars); classes 1-98 train,
   99-196 test.
 - ``sop``: ``Ebay_train.txt`` / ``Ebay_test.txt`` + the image folders they name.
-- ``inshop``: ``list_eval_partition.txt`` + ``img/...``; train items vs query+gallery items.
+- ``inshop``: ``list_eval_partition.txt`` + ``img/...``; train items vs query and gallery
+  items (the test set is evaluated query -> gallery).
 - ``fashion_mnist``: the idx gzip files of Debian's ``dataset-fashion-mnist``; classes 0-4
   train, 5-9 test.
 - ``folder``: ``train/<class>/*`` and ``test/<class>/*`` for your own data.
@@ -40,16 +41,23 @@ class DatasetError(FileNotFoundError):
 
 @dataclass
 class LabelledImages:
-    """Decoded images ``(N, H, W, C)`` uint8 with integer class labels ``(N,)``."""
+    """Decoded images ``(N, H, W, C)`` uint8 with integer class labels ``(N,)``.
+
+    ``is_query`` marks a set evaluated query -> gallery (In-Shop's test set): True for query
+    images, False for gallery images. Without it every image is a query against the others.
+    """
 
     images: np.ndarray
     labels: np.ndarray
+    is_query: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.dtype != np.uint8:
             raise ValueError(f"images must be (N, H, W, C) uint8, got {self.images.shape} {self.images.dtype}")
         if len(self.images) != len(self.labels):
             raise ValueError("images and labels differ in length")
+        if self.is_query is not None and len(self.is_query) != len(self.labels):
+            raise ValueError("is_query and labels differ in length")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -59,7 +67,12 @@ class LabelledImages:
         return len(np.unique(self.labels))
 
     def subset(self, mask: np.ndarray) -> "LabelledImages":
-        return LabelledImages(self.images[mask], self.labels[mask])
+        return LabelledImages(self.images[mask], self.labels[mask],
+                              None if self.is_query is None else self.is_query[mask])
+
+    def with_labels(self, labels: np.ndarray) -> "LabelledImages":
+        """The same images (and query/gallery roles) with other labels."""
+        return LabelledImages(self.images, labels, self.is_query)
 
 
 @dataclass
@@ -163,17 +176,21 @@ def _load_sop(root: Path, size: int) -> ClassSplit:
 
 
 def _load_inshop(root: Path, size: int) -> ClassSplit:
-    """In-Shop: train items vs the query+gallery items, evaluated here as one retrieval set."""
+    """In-Shop: train items vs the query and gallery items, evaluated query -> gallery."""
     listing = _first_existing(root, ["list_eval_partition.txt", "Eval/list_eval_partition.txt"])
     rows = [line.split() for line in listing.read_text().splitlines()[2:] if line.strip()]
     item_ids = sorted({row[1] for row in rows})
     item_index = {item: i for i, item in enumerate(item_ids)}
     files = [root / row[0] for row in rows]
     labels = np.asarray([item_index[row[1]] for row in rows], dtype=np.int64)
-    is_test = np.asarray([row[2] != "train" for row in rows])
+    status = np.asarray([row[2] for row in rows])
+    unknown = sorted(set(status) - {"train", "query", "gallery"})
+    if unknown:
+        raise DatasetError(f"{listing}: unknown evaluation_status {unknown[0]!r} (expected train, query or gallery)")
     images = _decode_all(files, size)
-    data = LabelledImages(images, labels)
-    return ClassSplit(train=data.subset(~is_test), test=data.subset(is_test))
+    is_test = status != "train"
+    return ClassSplit(train=LabelledImages(images[~is_test], labels[~is_test]),
+                      test=LabelledImages(images[is_test], labels[is_test], is_query=status[is_test] == "query"))
 
 
 def _load_folder(root: Path, size: int) -> ClassSplit:

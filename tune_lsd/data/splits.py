@@ -70,7 +70,7 @@ def split_classes(data: LabelledImages, val_fraction: float, rng: np.random.Gene
 def relabel(data: LabelledImages) -> LabelledImages:
     """Map the labels present onto 0..C-1 (keeps their order)."""
     _, contiguous = np.unique(data.labels, return_inverse=True)
-    return LabelledImages(data.images, contiguous.astype(np.int64))
+    return data.with_labels(contiguous.astype(np.int64))
 
 
 def add_label_noise(data: LabelledImages, rate: float, seed: int) -> tuple[LabelledImages, int]:
@@ -83,7 +83,7 @@ def add_label_noise(data: LabelledImages, rate: float, seed: int) -> tuple[Label
     offsets = rng.integers(1, num_classes, size=int(flip.sum()))  # never 0: always a different class
     labels = data.labels.copy()
     labels[flip] = (labels[flip] + offsets) % num_classes
-    return LabelledImages(data.images, labels), int(flip.sum())
+    return data.with_labels(labels), int(flip.sum())
 
 
 def _keep_classes(data: LabelledImages, limit: int | None, rng: np.random.Generator) -> LabelledImages:
