@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tune_lsd.data.transforms import normalise, resize
+from tune_lsd.data.transforms import center_crop, normalise, resize
 from tune_lsd.embedder import (ModelFileError, embed_images, embedder_from_snapshot, load_model_file,
                                read_image_folder, write_model_files)
 from tune_lsd.pyfunc_model import ImageEmbedder, to_network_input
@@ -26,6 +26,22 @@ def test_model_file_and_exported_network_give_the_engines_embeddings(trained_mod
     np.testing.assert_allclose(exported.embed(images), expected, atol=1e-5)
     assert preprocessing["channels"] == 1 and preprocessing["embedding_dim"] == 32
     assert np.allclose(np.linalg.norm(expected, axis=1), 1, atol=1e-5)
+
+
+def test_the_evaluation_centre_crop_is_part_of_the_model(config_factory, tmp_path):
+    from tune_lsd.engine import Trainer, save_file
+
+    trainer = Trainer(config_factory(**{"data.load_size": 36, "data.image_size": 24, "data.eval_crop": 0.75}))
+    save_file({"config": trainer.config.to_dict(), "epoch": 0, "history": [], "student": trainer.model.state_dict()},
+              tmp_path / "model.pt")
+    snapshot = load_model_file(tmp_path / "model.pt")
+    files, preprocessing = write_model_files(snapshot, tmp_path / "model")
+    assert preprocessing["crop"] == 0.75 and preprocessing["image_size"] == 24
+    exported = ImageEmbedder(torch.export.load(files["network"]).module(), preprocessing)
+    expected = trainer.embed(trainer.splits.test).numpy()
+    np.testing.assert_allclose(exported.embed(trainer.splits.test.images), expected, atol=1e-5)
+    without_crop = trainer.model(resize(normalise(torch.from_numpy(trainer.splits.test.images[:4])), 24))
+    assert not np.allclose(without_crop.detach().numpy(), expected[:4], atol=1e-3)  # the crop matters
 
 
 def test_a_full_training_checkpoint_is_a_model_file_too(trained_model, tmp_path):
@@ -49,6 +65,9 @@ def test_preprocessing_of_other_sizes_and_colours_is_the_engines_transform():
     assert torch.equal(to_network_input(with_alpha, 3, 32, 0.5, 0.5), to_network_input(colour, 3, 32, 0.5, 0.5))
     rgb_from_gray = to_network_input(gray, 3, 32, 0.5, 0.5)
     assert rgb_from_gray.shape == (3, 3, 32, 32) and torch.equal(rgb_from_gray[:, 0], rgb_from_gray[:, 2])
+    cropped = resize(center_crop(normalise(torch.from_numpy(gray)), 0.875), 32)
+    assert torch.equal(to_network_input(gray, 1, 32, 0.5, 0.5, crop=0.875), cropped)
+    assert center_crop(normalise(torch.from_numpy(gray)), 0.875).shape[-2:] == (44, 35)
     with pytest.raises(ValueError, match="uint8"):
         to_network_input(gray.astype(np.float32), 1, 32, 0.5, 0.5)
     with pytest.raises(ValueError, match="C in 1, 3, 4"):

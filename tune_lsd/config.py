@@ -53,6 +53,9 @@ class DataConfig(_Section):
         "auto", description="auto = crop for glyphs/digits-like data, crop_flip for photos."
     )
     crop_scale_min: float = Field(0.6, gt=0.0, le=1.0, description="Smallest area share of a random resized crop.")
+    eval_crop: float = Field(
+        1.0, gt=0.0, le=1.0, description="Evaluation: share of the image side kept by a centre crop before resizing "
+        "to image_size (0.875 with load_size 256 and image_size 224: the literature's Resize 256 + CenterCrop 224).")
 
     @property
     def stored_size(self) -> int:

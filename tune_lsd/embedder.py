@@ -62,6 +62,7 @@ def network_from_snapshot(snapshot: dict[str, Any]) -> tuple[torch.nn.Module, di
     network = build_model(config.model, in_chans=channels)
     network.load_state_dict(snapshot["student"])
     preprocessing = {"image_size": config.data.image_size, "channels": channels, "mean": MEAN, "std": STD,
+                     "crop": config.data.eval_crop,
                      "embedding_dim": config.model.embedding_dim, "batch_size": config.eval.batch_size,
                      "backbone": config.model.backbone, "epoch": snapshot.get("epoch")}
     return network.eval(), preprocessing

@@ -31,7 +31,7 @@ from tune_lsd.config import Config
 from tune_lsd.data.datasets import LabelledImages
 from tune_lsd.data.sampler import class_balanced_batches
 from tune_lsd.data.splits import DataSplits, build_splits
-from tune_lsd.data.transforms import normalise, random_resized_crop, resize, resolve_augment
+from tune_lsd.data.transforms import center_crop, normalise, random_resized_crop, resize, resolve_augment
 from tune_lsd.losses.base import build_base_loss
 from tune_lsd.losses.lsd import build_teacher, ema_horizon_warning, listwise_kl, lsd_weight
 from tune_lsd.metrics import retrieval_metrics
@@ -275,8 +275,8 @@ class Trainer:
 
     @torch.no_grad()
     def embed(self, data: LabelledImages) -> torch.Tensor:
-        """Embeddings (float32, on the training device) of every image, in eval mode, resized
-        to ``data.image_size``."""
+        """Embeddings (float32, on the training device) of every image, in eval mode: the centre
+        crop ``data.eval_crop`` of each image, resized to ``data.image_size``."""
         self.model.eval()
         size, batch_size = self.config.data.image_size, self.config.eval.batch_size
         resident = self._resident_images(data)
@@ -284,7 +284,7 @@ class Trainer:
         for start in range(0, len(data), batch_size):
             stop = start + batch_size
             images = resident[start:stop] if resident is not None else self._host_batch(data.images[start:stop])
-            batch = resize(self._channels_last(normalise(images)), size)
+            batch = resize(center_crop(self._channels_last(normalise(images)), self.config.data.eval_crop), size)
             with self._autocast():
                 chunks.append(self.model(batch).float())
         return torch.cat(chunks)

@@ -3,8 +3,8 @@
 MLflow stores this file with every model tune_lsd logs ("models from code") and runs it when
 the model is loaded, so ``mlflow.pyfunc.load_model(uri)`` needs torch, numpy and mlflow but
 not tune_lsd. The network is a ``torch.export`` program (``network.pt2``); the preprocessing
-that training applied before it (scale to [-1, 1], bilinear antialiased resize to the
-training size) is done here, with its constants from ``preprocessing.json``.
+that evaluation applied before it (scale to [-1, 1], centre crop, bilinear antialiased
+resize to the training size) is done here, with its constants from ``preprocessing.json``.
 
 Input: a uint8 array ``(N, H, W)`` or ``(N, H, W, C)`` with C = 1, 3 or 4, any H and W (all
 images of one call share a size). Colour is converted to what the network was trained on
@@ -26,8 +26,10 @@ PREPROCESSING_FILE = "preprocessing.json"
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's "L" conversion
 
 
-def to_network_input(images: np.ndarray, channels: int, image_size: int, mean: float, std: float) -> torch.Tensor:
-    """uint8 ``(N, H, W[, C])`` -> normalised, resized float32 ``(N, channels, size, size)``."""
+def to_network_input(images: np.ndarray, channels: int, image_size: int, mean: float, std: float,
+                     crop: float = 1.0) -> torch.Tensor:
+    """uint8 ``(N, H, W[, C])`` -> normalised float32 ``(N, channels, size, size)``: the centre
+    ``crop`` share of each side, resized to ``image_size``."""
     if images.dtype != np.uint8:
         raise ValueError(f"images must be uint8, got {images.dtype}")
     batch = torch.from_numpy(np.require(images, requirements=["C_CONTIGUOUS", "WRITEABLE"]))
@@ -41,6 +43,11 @@ def to_network_input(images: np.ndarray, channels: int, image_size: int, mean: f
     elif batch.shape[1] != channels:
         batch = batch.repeat(1, channels, 1, 1)
     batch = batch.mul_(1.0 / (255.0 * std)).sub_(mean / std)
+    if crop < 1.0:
+        height, width = batch.shape[-2:]
+        side_h, side_w = max(1, round(height * crop)), max(1, round(width * crop))
+        top, left = (height - side_h) // 2, (width - side_w) // 2
+        batch = batch[..., top:top + side_h, left:left + side_w]
     if batch.shape[-2:] != (image_size, image_size):
         batch = F.interpolate(batch, size=(image_size, image_size), mode="bilinear", antialias=True,
                               align_corners=False)
@@ -69,7 +76,7 @@ class ImageEmbedder(mlflow.pyfunc.PythonModel):
         chunks = [np.zeros((0, settings["embedding_dim"]), np.float32)]
         for start in range(0, len(images), settings["batch_size"]):
             batch = to_network_input(images[start:start + settings["batch_size"]], settings["channels"],
-                                     settings["image_size"], settings["mean"], settings["std"])
+                                     settings["image_size"], settings["mean"], settings["std"], settings.get("crop", 1.0))
             chunks.append(self.network(batch).float().numpy())
         return np.concatenate(chunks)
 

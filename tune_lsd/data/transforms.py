@@ -35,6 +35,16 @@ def normalise(batch: torch.Tensor) -> torch.Tensor:
     return batch.permute(0, 3, 1, 2).float().mul_(1.0 / (255.0 * STD)).sub_(MEAN / STD)  # (x/255 - MEAN) / STD
 
 
+def center_crop(batch: torch.Tensor, share: float) -> torch.Tensor:
+    """The centred square of ``share`` times the side of (N, C, H, W) images (a view; no-op at 1)."""
+    if share >= 1.0:
+        return batch
+    height, width = batch.shape[-2:]
+    side_h, side_w = max(1, round(height * share)), max(1, round(width * share))
+    top, left = (height - side_h) // 2, (width - side_w) // 2
+    return batch[..., top:top + side_h, left:left + side_w]
+
+
 def resize(batch: torch.Tensor, size: int) -> torch.Tensor:
     """Evaluation transform: resize to ``size`` x ``size`` (no-op when already that size)."""
     if batch.shape[-1] == size and batch.shape[-2] == size:
