@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fake_datasets import write_fake_dataset
 from tune_lsd.data import glyphs as glyph_module
 from tune_lsd.data.datasets import FASHION_MNIST_ROOT, DatasetError, load_dataset
 
@@ -65,23 +66,6 @@ def test_inshop_layout(tmp_path):
     assert split.train.is_query is None and split.test.is_query.tolist() == [True, False]  # query -> gallery
 
 
-def write_inshop(root: Path, train_items: int, test_items: int, seed: int = 0) -> None:
-    """A tiny In-Shop tree in the real file format: 2 images per training item; per test item,
-    one query and two gallery images. Each item's images are noisy copies of one pattern."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for item in range(train_items + test_items):
-        pattern = rng.integers(0, 256, (16, 16, 3))
-        statuses = ["train", "train"] if item < train_items else ["query", "gallery", "gallery"]
-        for n, status in enumerate(statuses):
-            rel = f"img/MEN/Denim/id_{item:08d}/{n:02d}_1_front.jpg"
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            noisy = np.clip(pattern + rng.normal(0, 60, pattern.shape), 0, 255).astype(np.uint8)
-            Image.fromarray(noisy).save(root / rel)
-            rows.append(f"{rel}  id_{item:08d}  {status}")
-    (root / "list_eval_partition.txt").write_text(f"{len(rows)}\nimage_name item_id evaluation_status\n" + "\n".join(rows) + "\n")
-
-
 def test_inshop_test_set_is_evaluated_query_to_gallery(tmp_path):
     import torch
 
@@ -89,14 +73,14 @@ def test_inshop_test_set_is_evaluated_query_to_gallery(tmp_path):
     from tune_lsd.engine import Trainer
     from tune_lsd.metrics import retrieval_metrics
 
-    write_inshop(tmp_path, train_items=4, test_items=6)
+    write_fake_dataset("inshop", tmp_path, classes=10, per_class=3, size=16)  # 5 train items, 5 test items
     config = Config().with_overrides({
         "data.dataset": "inshop", "data.root": str(tmp_path), "data.image_size": 16, "data.val_fraction": 0.0,
         "data.samples_per_class": 2, "data.batch_size": 4, "model.embedding_dim": 8, "eval.nmi": False,
         "eval.ks": [1, 2], "runtime.progress": False})
     trainer = Trainer(config)
     test = trainer.splits.test
-    assert test.is_query.sum() == 6 and (~test.is_query).sum() == 12
+    assert test.is_query.sum() == 5 and (~test.is_query).sum() == 10
     embeddings = trainer.embed(test).numpy()
     metrics = trainer.evaluate("test")
     expected = retrieval_metrics(embeddings[test.is_query], test.labels[test.is_query], (1, 2), nmi=False,

@@ -10,7 +10,10 @@ from search_spaces.loader import SearchSpaceError, available_spaces, load_space
 from trainables.dml import trial_config
 
 
-@pytest.mark.parametrize("name", ["lsd", "baseline", "lsd_pbt"])
+PRESETS = ["cub", "cars", "sop", "inshop"]
+
+
+@pytest.mark.parametrize("name", ["lsd", "baseline", "lsd_pbt", *PRESETS])
 def test_shipped_spaces_load_and_produce_valid_trial_configs(name):
     assert name in available_spaces()
     space = load_space(name)
@@ -90,3 +93,30 @@ def test_optuna_distribution_is_what_define_by_run_suggests(name):
         space.optuna_space()(trial)
         assert trial.distributions == {k: space.params[k].optuna_distribution() for k in trial.params}
         study.tell(trial, 0.0)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_paper_presets_train_and_test_on_a_fake_tree(name, tmp_path):
+    """Each dataset preset, as shipped but with a tiny backbone and batch, on a fake tree in
+    the dataset's real format: one epoch, then the test metrics at the preset's ks."""
+    from fake_datasets import write_fake_dataset
+    from search_spaces import CONFIG_DIR
+    from tune_lsd.config import Config
+    from tune_lsd.engine import Trainer
+
+    preset = Config.load(CONFIG_DIR / f"{name}.yaml")
+    assert (preset.model.backbone, preset.model.freeze_bn, preset.data.batch_size, preset.data.samples_per_class,
+            preset.data.image_size, preset.data.load_size) == ("resnet50", True, 112, 2, 224, 256)
+    assert preset.lsd.temperature == 1.0 and preset.optim.lr == 1e-5 and preset.data.eval_crop == 0.875
+    write_fake_dataset(name, tmp_path, classes=20, per_class=3)
+    config = Config.load(CONFIG_DIR / f"{name}.yaml", [
+        f"data.root={tmp_path}", "model.backbone=resnet10t", "model.pretrained=none", "data.image_size=16",
+        "data.load_size=20", "data.batch_size=8", "schedule.epochs=1", "schedule.steps_per_epoch=2",
+        "eval.batch_size=16", "runtime.progress=false"])
+    trainer = Trainer(config)
+    metrics = trainer.run_epoch()
+    assert trainer.splits.train.num_classes == 8 and trainer.splits.val.num_classes == 2
+    assert {f"val/recall@{k}" for k in preset.eval.ks} <= metrics.keys()
+    test = trainer.evaluate("test")
+    assert 0.0 <= test["test/recall@1"] <= 1.0 and test["test/map@r"] > 0
+    assert (trainer.splits.test.is_query is not None) == (name == "inshop")
