@@ -275,3 +275,23 @@ def test_restored_searcher_tolerates_a_trial_it_never_suggested():
     searcher.on_trial_result("known", {"val/recall@1": 0.7, "training_iteration": 1})
     searcher.on_trial_complete("known", {"val/recall@1": 0.7})
     assert [t.value for t in searcher._ot_study.trials] == [0.7]  # only the trial it suggested informs TPE
+
+
+@pytest.mark.parametrize("num_samples, startup_trials, expected", [(8, None, 3), (16, None, 4), (100, None, 10),
+                                                                    (8, 0, 0), (8, 5, 5)])
+def test_tpe_starts_using_its_model_after_the_startup_trials(num_samples, startup_trials, expected):
+    """Optuna's default of 10 random start-up trials would make an 8-trial search pure random."""
+    import optuna
+
+    from search_spaces.loader import load_space
+    from tune_lsd.search import SearchSettings, _tune_config
+
+    settings = SearchSettings(name="x", num_samples=num_samples, startup_trials=startup_trials)
+    sampler = _tune_config(settings, load_space("lsd"), epochs=3).search_alg._sampler
+    assert isinstance(sampler, optuna.samplers.TPESampler) and sampler._n_startup_trials == expected
+
+
+def test_search_records_its_tpe_startup_trials(asha_search):
+    folder, _ = asha_search
+    _, parents, _ = child_runs(folder / "runs", "asha")
+    assert parents[0].data.params["startup_trials"] == "3"  # 6 trials: max(3, 6 // 4)

@@ -143,7 +143,8 @@ def _search(args: argparse.Namespace) -> int:
         name=args.name or datetime.now().strftime("search-%Y%m%d-%H%M%S"), space=args.space, overrides=args.set,
         searcher=args.searcher, scheduler=args.scheduler, metric=args.metric, mode=args.mode,
         num_samples=args.num_samples, max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, seed=args.seed, grace_period=args.grace_period,
+        gpus_per_trial=args.gpus_per_trial, seed=args.seed, startup_trials=args.startup_trials,
+        grace_period=args.grace_period,
         perturbation_interval=args.perturbation_interval, max_failures=args.max_failures,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
         time_budget_s=args.time_budget_s, share_data=not args.no_shared_data, object_store_mb=args.object_store_mb,
@@ -310,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--cpus-per-trial", type=float, default=1.0)
     search.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU, e.g. 0.25")
     search.add_argument("--seed", type=int, default=0, help="seed of the searcher")
+    search.add_argument("--startup-trials", type=int, metavar="N",
+                        help="optuna: random trials before TPE's model is used (default: num-samples / 4, 3 to 10)")
     search.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial may be stopped")
     search.add_argument("--perturbation-interval", type=int, default=2, help="PBT: epochs between exploit/explore")
     search.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial")

@@ -61,6 +61,9 @@ class SearchSettings(BaseModel):
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
     seed: int = 0
+    startup_trials: int | None = Field(
+        None, ge=0, description="TPE: trials sampled at random before its model is used "
+        "(default: a quarter of num_samples, at least 3 and at most Optuna's 10)")
     grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial can be stopped")
     reduction_factor: float = Field(2.0, gt=1)
     perturbation_interval: int = Field(2, ge=1, description="PBT: epochs between exploit/explore")
@@ -73,6 +76,11 @@ class SearchSettings(BaseModel):
     address: str | None = None
     tracking_uri: str | None = None
     runs_dir: str = "runs"
+
+    @property
+    def tpe_startup_trials(self) -> int:
+        """Optuna's 10 random start-up trials would leave TPE unused in an 8-trial search."""
+        return self.startup_trials if self.startup_trials is not None else min(10, max(3, self.num_samples // 4))
 
     @property
     def runs_path(self) -> Path:
@@ -338,7 +346,8 @@ def _param_space(settings: SearchSettings, space: SearchSpace) -> dict[str, Any]
 def _tune_config(settings: SearchSettings, space: SearchSpace, epochs: int):
     search_alg = None
     if settings.scheduler != "pbt":
-        sampler = (optuna.samplers.TPESampler(multivariate=True, group=True, seed=settings.seed)
+        sampler = (optuna.samplers.TPESampler(multivariate=True, group=True, seed=settings.seed,
+                                              n_startup_trials=settings.tpe_startup_trials)
                    if settings.searcher == "optuna" else optuna.samplers.RandomSampler(seed=settings.seed))
         search_alg = ResumableOptunaSearch(space=space.optuna_space(), metric=settings.metric, mode=settings.mode, sampler=sampler)
     if settings.scheduler == "asha":
@@ -467,6 +476,7 @@ def _search_params(settings: SearchSettings, space: SearchSpace) -> dict[str, An
     return {"space": space.name, "space_description": space.description, "dataset": space.base_config().data.dataset,
             "searcher": settings.searcher, "scheduler": settings.scheduler, "metric": settings.metric,
             "num_samples": settings.num_samples, "max_concurrent": settings.max_concurrent,
+            **({"startup_trials": settings.tpe_startup_trials} if settings.searcher == "optuna" else {}),
             "overrides": " ".join(settings.overrides), "code_version": f"{__version__} ({_git_revision()})"}
 
 
