@@ -30,7 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from search_spaces import CONFIG_DIR, SPACE_DIR
-from tune_lsd.config import Config, ConfigError, allowed_keys
+from tune_lsd.config import Config, ConfigError, allowed_keys, read_yaml_mapping
 
 
 class SearchSpaceError(ValueError):
@@ -153,13 +153,15 @@ def available_spaces() -> list[str]:
 def load_space(name_or_path: str) -> SearchSpace:
     """Load and validate a shipped space by name, or a YAML file."""
     path = resolve_yaml(name_or_path, SPACE_DIR, "search space")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml_mapping(path, "search space")
     try:
         space = SearchSpace.model_validate({**raw, "name": raw.get("name") or path.stem})
     except ValidationError as error:
         first = error.errors()[0]
         location = ".".join(str(p) for p in first["loc"])
         raise SearchSpaceError(f"search space {path.name}: {location}: {first['msg']}") from None
+    if not space.params:
+        raise SearchSpaceError(f"search space {path.name} has no params: name at least one key to search")
     validate_space(space)
     return space
 

@@ -32,21 +32,77 @@ def test_train_writes_run_folder_and_evaluate_reproduces_test_metrics(tmp_path):
     assert json.loads(evaluated.stdout)["test/recall@1"] == pytest.approx(summary["test"]["test/recall@1"])
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["train", "--set", "lsd.temprature=0.1"], "unknown config key 'lsd.temprature'"),
-        (["train", "--set", "data.dataset=cub", "--set", "data.root=/no/such/folder"], "does not exist: /no/such/folder"),
-        (["train", "--set", "loss.name=arcface"], "loss.name"),
-        (["train", "--config", "no_such_config"], "neither a file nor one of"),
-        (["evaluate", "--checkpoint", "/no/such.pt"], "checkpoint not found"),
-    ],
-)
-def test_bad_input_is_one_clear_line(args, message):
-    result = tune_lsd(*args)
-    assert result.returncode == 2
+BAD_FILES = {
+    "broken.yaml": "data:\n  image_size: [32\n",
+    "empty.yaml": "",
+    "list.yaml": "- data\n- model\n",
+    "wrong_type.yaml": "data:\n  image_size: big\n",
+    "unknown_key.yaml": "lsd:\n  temprature: 0.1\n",
+    "broken_space.yaml": "base: glyphs_search\nparams:\n  optim.lr: {type: loguniform, low: 1.0e-4\n",
+    "no_params.yaml": "base: glyphs_search\nparams: {}\n",
+    "notes.pt": "not a checkpoint",
+}
+# Every bad input a user may give: (arguments, what the one line must say). {port}: a port in use.
+BAD_INPUTS = [
+    (["train", "--config", "broken.yaml"], "config broken.yaml is not valid YAML"),
+    (["train", "--config", "empty.yaml"], "config empty.yaml is empty"),
+    (["train", "--config", "list.yaml"], "expected a mapping"),
+    (["train", "--config", "wrong_type.yaml"], "invalid config value data.image_size"),
+    (["train", "--config", "unknown_key.yaml"], "unknown config key 'lsd.temprature'"),
+    (["train", "--config", "no_such_config"], "neither a file nor one of"),
+    (["train", "--set", "lsd.temprature=0.1"], "unknown config key 'lsd.temprature'"),
+    (["train", "--set", "schedule.epochs=abc"], "invalid config value schedule.epochs"),
+    (["train", "--set", "schedule.epochs=-2"], "invalid config value schedule.epochs"),
+    (["train", "--set", "schedule.epochs"], "is not of the form section.key=value"),
+    (["train", "--set", "data.image_size=[3"], "the value is not valid YAML"),
+    (["train", "--set", "loss.name=arcface"], "loss.name"),
+    (["train", "--set", "data.dataset=cub", "--set", "data.root=/no/such/folder"], "does not exist: /no/such/folder"),
+    (["train", "--set", "data.dataset=cub"], "needs data.root"),
+    (["search", "--space", "broken_space.yaml"], "search space broken_space.yaml is not valid YAML"),
+    (["search", "--space", "empty.yaml"], "search space empty.yaml is empty"),
+    (["search", "--space", "no_params.yaml"], "has no params"),
+    (["search", "--num-samples", "0"], "--num-samples 0"),
+    (["search", "--num-samples", "-3"], "--num-samples -3"),
+    (["search", "--max-concurrent", "0"], "--max-concurrent 0"),
+    (["search", "--cpus-per-trial", "0"], "--cpus-per-trial 0.0"),
+    (["search", "--name", "team/demo"], "--name 'team/demo': MLflow experiment and folder name"),
+    (["search", "--name", "my demo"], "--name 'my demo'"),
+    (["search", "--tracking-uri", "htp://127.0.0.1:5000"], "unknown scheme 'htp'"),
+    (["search", "--tracking-uri", "http://127.0.0.1:9"], "is unreachable"),
+    (["search", "--set", "data.dataset=cub", "--set", "data.root=/no/such/folder"], "does not exist: /no/such/folder"),
+    (["search", "--resume", "never_ran"], "no search named 'never_ran'"),
+    (["evaluate", "--checkpoint", "notes.pt"], "is not a tune_lsd checkpoint or model file"),
+    (["evaluate", "--checkpoint", "/no/such.pt"], "checkpoint not found"),
+    (["export", "--experiment", "demo"], "no MLflow store"),
+    (["report", "demo"], "no MLflow store"),
+    (["ls", "--tracking-uri", "htp://127.0.0.1:5000"], "unknown scheme 'htp'"),
+    (["prune", "never_ran"], "no search named 'never_ran'"),
+    (["embed", "--model", "notes.pt", "--images", "."], "is not a tune_lsd checkpoint or model file"),
+    (["embed", "--model", "models:/demo-best@champion", "--images", "."], "no MLflow store"),
+    (["server", "--port", "{port}"], "pick another with --port"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_and_leaves_nothing_behind(args, message, tmp_path):
+    import socket
+
+    for name, text in BAD_FILES.items():
+        (tmp_path / name).write_text(text)
+    with socket.socket() as busy:  # a port something listens on
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = tune_lsd(*[a.format(port=busy.getsockname()[1]) for a in args], cwd=tmp_path)
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(BAD_FILES)  # no store, run folder or search left
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    (tmp_path / "broken.yaml").write_text(BAD_FILES["broken.yaml"])
+    result = tune_lsd("--debug", "train", "--config", "broken.yaml", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" in result.stderr and "ConfigError" in result.stderr
 
 
 def test_help_has_examples():

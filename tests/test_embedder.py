@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from tune_lsd.data.transforms import center_crop, normalise, resize
-from tune_lsd.embedder import (ModelFileError, embed_images, embedder_from_snapshot, load_model_file,
+from tune_lsd.engine import CheckpointError
+from tune_lsd.embedder import (ImageReadError, embed_images, embedder_from_snapshot, load_model_file,
                                read_image_folder, write_model_files)
 from tune_lsd.pyfunc_model import ImageEmbedder, to_network_input
 
@@ -87,10 +88,10 @@ def test_images_of_mixed_sizes_are_embedded_as_one_by_one(trained_model):
 def test_files_that_are_not_models_get_one_line(tmp_path):
     (tmp_path / "notes.txt").write_text("not a checkpoint")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    for path, message in [(tmp_path / "missing.pt", "model file not found"),
-                          (tmp_path / "notes.txt", "is not a tune_lsd model file"),
+    for path, message in [(tmp_path / "missing.pt", "file not found"),
+                          (tmp_path / "notes.txt", "is not a tune_lsd checkpoint or model file"),
                           (tmp_path / "other.pt", "no config and student weights")]:
-        with pytest.raises(ModelFileError, match=message) as error:
+        with pytest.raises(CheckpointError, match=message) as error:
             load_model_file(path)
         assert "\n" not in str(error.value)
 
@@ -112,6 +113,6 @@ def test_image_folders_labels_and_bad_folders(tmp_path):
     (tmp_path / "broken" / "x.png").write_bytes(b"not a png")
     for name, error_type, message in [("missing", FileNotFoundError, "image folder not found"),
                                       ("empty", FileNotFoundError, "no images"),
-                                      ("broken", ModelFileError, "cannot read image")]:
+                                      ("broken", ImageReadError, "cannot read image")]:
         with pytest.raises(error_type, match=message):
             read_image_folder(tmp_path / name, 1, progress=False)

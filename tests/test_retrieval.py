@@ -124,7 +124,7 @@ def test_bad_inputs_get_one_line(trained_model, folders, tmp_path, capsys):
         (["--model", model_file, "--images", tmp_path / "missing"], "image folder not found"),
         (["--model", model_file, "--images", tmp_path / "empty"], "no images"),
         (["--model", model_file, "--images", tmp_path / "broken"], "cannot read image"),
-        (["--model", tmp_path / "notes.pt", "--images", all_images], "is not a tune_lsd model file"),
+        (["--model", tmp_path / "notes.pt", "--images", all_images], "is not a tune_lsd checkpoint or model file"),
         (["--model", tmp_path / "no-such-model.pt", "--images", all_images], "model not found"),
         (["--model", tmp_path / "echo-model", "--images", all_images], "not a tune_lsd embedding model"),
     ]

@@ -139,7 +139,7 @@ def _search(args: argparse.Namespace) -> int:
     if args.resume:
         summary = resume_search(args.resume, runs_dir=args.runs_dir)
         return 130 if summary["state"] == "interrupted" else 0
-    settings = SearchSettings(
+    settings = _validated(SearchSettings,
         name=args.name or datetime.now().strftime("search-%Y%m%d-%H%M%S"), space=args.space, overrides=args.set,
         searcher=args.searcher, scheduler=args.scheduler, metric=args.metric, mode=args.mode,
         num_samples=args.num_samples, max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
@@ -157,6 +157,21 @@ def _search(args: argparse.Namespace) -> int:
     return 130 if summary["state"] == "interrupted" else 0
 
 
+def _validated(model, **values):
+    """``model(**values)``; a pydantic error becomes one line naming the command-line option."""
+    from pydantic import ValidationError
+
+    try:
+        return model(**values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = str(first["loc"][0])
+        message = first["msg"][0].lower() + first["msg"][1:]
+        if first["type"] == "string_pattern_mismatch":  # the field's description says what is allowed
+            message = model.model_fields[field].description
+        raise ConfigError(f"--{field.replace('_', '-')} {first['input']!r}: {message}") from None
+
+
 def _prune(args: argparse.Namespace) -> int:
     from tune_lsd.search import prune_search
 
@@ -172,7 +187,10 @@ def _tracking_uri(args: argparse.Namespace) -> str:
 
 def _existing_store(args: argparse.Namespace) -> str:
     """The tracking URI for commands that only read: a missing SQLite file is an error, not a new store."""
+    from tune_lsd.tracking import check_tracking_uri
+
     uri = _tracking_uri(args)
+    check_tracking_uri(uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise FileNotFoundError(f"no MLflow store at {uri.removeprefix('sqlite:///')}: run a search first, "
                                 "or point --runs-dir / --tracking-uri at one")
@@ -219,10 +237,23 @@ def _ls(args: argparse.Namespace) -> int:
 
 def _ui(args: argparse.Namespace) -> int:
     uri = _existing_store(args)
+    _check_port_free(args.host, args.port)
     print(f"MLflow UI of {uri} at http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
                "--port", str(args.port), "--workers", "1"]
     return _serve(command)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """One line instead of the server's traceback when something already listens on the port."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ConfigError(f"cannot serve on {host}:{port} ({error.strerror}): pick another with --port") from None
 
 
 def _serve(command: list[str]) -> int:
@@ -248,6 +279,7 @@ def _serve(command: list[str]) -> int:
 def _server(args: argparse.Namespace) -> int:
     from tune_lsd.tracking import server_command
 
+    _check_port_free(args.host, args.port)
     runs_dir = Path(args.runs_dir).resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
     backend = args.backend_store_uri or f"sqlite:///{runs_dir / 'mlflow-server.db'}"

@@ -204,9 +204,7 @@ class Config(_Section):
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        values = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        values = read_yaml_mapping(path, "config")
         return cls.from_dict(apply_overrides(values, overrides or {}))
 
     def with_overrides(self, overrides: list[str] | dict[str, Any]) -> "Config":
@@ -249,7 +247,32 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form section.key=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({_yaml_problem(error)})") from None
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (``what``: "config", "search space", ...); a
+    one-line ConfigError when the file is malformed, empty or not a mapping."""
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{what} {path} is not valid YAML: {_yaml_problem(error)}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{what} {path} cannot be read: {error}") from None
+    if values is None:
+        raise ConfigError(f"{what} {path} is empty")
+    if not isinstance(values, dict):
+        raise ConfigError(f"{what} {path}: expected a mapping of sections at the top level, got {type(values).__name__}")
+    return values
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:

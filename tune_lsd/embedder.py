@@ -24,28 +24,21 @@ from tqdm.auto import tqdm
 from tune_lsd.config import Config
 from tune_lsd.data.datasets import IMAGE_SUFFIXES
 from tune_lsd.data.transforms import MEAN, STD
+from tune_lsd.engine import load_model_state
 from tune_lsd.models import build_model
 from tune_lsd.pyfunc_model import NETWORK_FILE, PREPROCESSING_FILE, ImageEmbedder
 
 EXAMPLE_IMAGES = 2  # images in a logged model's input example
 
 
-class ModelFileError(ValueError):
-    """A file is not a tune_lsd model or checkpoint (message is one line)."""
+class ImageReadError(ValueError):
+    """An image file cannot be decoded (message is one line)."""
 
 
 def load_model_file(path: str | Path) -> dict[str, Any]:
-    """A tune_lsd model file: a ``best.pt``/``trainer.pt`` of ``tune-lsd train`` or a trial's ``model.pt``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file not found: {path}")
-    try:
-        snapshot = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many types for a file that is not its own
-        raise ModelFileError(f"{path} is not a tune_lsd model file ({type(error).__name__})") from None
-    if not isinstance(snapshot, dict) or not {"config", "student"} <= snapshot.keys():
-        raise ModelFileError(f"{path} is not a tune_lsd model file (no config and student weights in it)")
-    return snapshot
+    """A tune_lsd model file: a ``best.pt``/``trainer.pt`` of ``tune-lsd train`` or a trial's
+    ``model.pt`` (:class:`tune_lsd.engine.CheckpointError` otherwise)."""
+    return load_model_state(path)
 
 
 def input_channels(student: dict[str, torch.Tensor]) -> int:
@@ -128,7 +121,7 @@ def read_image_folder(folder: str | Path, channels: int, progress: bool = True) 
             with Image.open(path) as image:
                 images.append(np.asarray(image.convert(mode)))
         except (UnidentifiedImageError, OSError) as error:
-            raise ModelFileError(f"cannot read image {path}: {str(error).splitlines()[0]}") from None
+            raise ImageReadError(f"cannot read image {path}: {str(error).splitlines()[0]}") from None
     in_class_folders = all(p.parent.parent == root for p in paths)
     classes = sorted({p.parent.name for p in paths}) if in_class_folders else []
     labels = np.array([classes.index(p.parent.name) for p in paths]) if in_class_folders else None

@@ -43,9 +43,27 @@ def save_file(obj: Any, path) -> None:
     torch.save(obj, path)
 
 
+class CheckpointError(ValueError):
+    """A file is missing or is not a tune_lsd checkpoint or model file (message is one line)."""
+
+
 def load_file(path) -> Any:
     """A file written by :func:`save_file` or :meth:`Trainer.save`, tensors on the CPU."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise CheckpointError(f"file not found: {path}") from None
+    except Exception as error:  # torch raises many types for a file that is not its own
+        raise CheckpointError(f"{path} is not a tune_lsd checkpoint or model file ({type(error).__name__})") from None
+
+
+def load_model_state(path) -> dict[str, Any]:
+    """A checkpoint (:meth:`Trainer.save`) or model file (a trial's ``model.pt``): a dict with
+    at least the config and the student's weights; CheckpointError otherwise."""
+    state = load_file(path)
+    if not isinstance(state, dict) or not {"config", "student"} <= state.keys():
+        raise CheckpointError(f"{path} is not a tune_lsd checkpoint or model file (no config and student weights in it)")
+    return state
 
 
 def _cuda_in_use() -> bool:
@@ -366,7 +384,7 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, path, splits: DataSplits | None = None, overrides: dict | None = None) -> "Trainer":
         """Rebuild a Trainer from a checkpoint file written by :meth:`save`."""
-        state = load_file(path)
+        state = load_model_state(path)
         config = Config.from_dict(state["config"])
         if overrides:
             config = config.with_overrides(overrides)

@@ -33,6 +33,7 @@ from ray.tune.search.optuna import OptunaSearch
 from search_spaces.loader import SearchSpace, SearchSpaceError, load_space, validate_space
 from tune_lsd import __version__, tracking
 from tune_lsd.config import parse_override
+from tune_lsd.data.datasets import check_root
 from tune_lsd.data.splits import build_splits
 
 SearcherName = Literal["optuna", "random"]
@@ -49,7 +50,8 @@ class SearchSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                      description="MLflow experiment and folder name: letters, digits, '.', '_' and '-'")
     space: str = "lsd"
     overrides: list[str] = Field(default_factory=list, description="--set key=value applied to the base config")
     searcher: SearcherName = "optuna"
@@ -120,11 +122,12 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
     space = prepare_space(settings)
     base = space.base_config()
     epochs = base.schedule.epochs
+    check_root(base.data.dataset, base.data.root)  # before anything is written
+    tracking.check_tracking_uri(settings.resolved_tracking_uri())
     settings.settings_file.parent.mkdir(parents=True, exist_ok=True)
     if not resume:
         settings.settings_file.write_text(yaml.safe_dump(settings.model_dump(), sort_keys=False))
 
-    tracking.check_reachable(settings.resolved_tracking_uri())
     # Ray's start is mostly waiting for its processes: meanwhile, other threads open the MLflow
     # store and import + decode what the trials need (a search's fixed cost, paid once).
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="search-setup") as setup:

@@ -64,9 +64,17 @@ def retry(action: Callable[[], T], what: str, attempts: int = 6, first_wait_s: f
     raise AssertionError("unreachable")
 
 
-def check_reachable(tracking_uri: str, timeout_s: float = 10) -> None:
-    """Fail fast (one line) when an HTTP tracking server does not answer its /health."""
-    if not tracking_uri.startswith(("http://", "https://")):
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
+
+
+def check_tracking_uri(tracking_uri: str, timeout_s: float = 10) -> None:
+    """Fail fast (one line) on a tracking URI with an unknown scheme, or an HTTP tracking
+    server that does not answer its /health."""
+    scheme = tracking_uri.split("://", 1)[0].split("+", 1)[0] if "://" in tracking_uri else None
+    if scheme is not None and scheme not in TRACKING_SCHEMES:
+        raise TrackingError(f"tracking URI {tracking_uri!r} has an unknown scheme {scheme!r}: use http(s)://HOST:PORT, "
+                            "sqlite:///FILE.db or postgresql://...")
+    if scheme not in ("http", "https"):
         return
     import urllib.request
 

@@ -37,10 +37,10 @@ def train_and_test(
 ) -> dict[str, Any]:
     """Train ``config``, keep the best checkpoint, test it once; returns the summary."""
     run_dir = Path(run_dir)
+    started = time.perf_counter()
+    trainer = Trainer(config)  # data and model first: a bad dataset leaves no run folder behind
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / "config.yaml")
-    started = time.perf_counter()
-    trainer = Trainer(config)
     splits = trainer.splits
     log(f"data: {len(splits.train)} train images / {splits.train.num_classes} classes, "
         f"{len(splits.val) if splits.val else 0} val, {len(splits.test)} test; "

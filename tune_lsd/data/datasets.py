@@ -96,11 +96,16 @@ def load_dataset(name: str, root: str | None, size: int) -> ClassSplit:
     }
     if name not in loaders:
         raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(loaders)}")
+    check_root(name, root)
+    return loaders[name](Path(root) if root else None, size)
+
+
+def check_root(name: str, root: str | None) -> None:
+    """The cheap check of ``data.root`` (before a search writes anything): given when needed, existing."""
     if root is not None and not Path(root).exists():
         raise DatasetError(f"data.root for dataset {name!r} does not exist: {root}")
     if root is None and name not in ("glyphs", "fashion_mnist"):
         raise DatasetError(f"dataset {name!r} needs data.root (the folder you downloaded it to)")
-    return loaders[name](Path(root) if root else None, size)
 
 
 # --- bundled / generated data ----------------------------------------------------------------
