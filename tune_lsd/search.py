@@ -12,10 +12,12 @@ Layout under ``settings.runs_dir`` (default ``./runs``):
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -159,6 +161,8 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
             tuner = tune.Tuner(trainable, param_space=_param_space(settings, space),
                                tune_config=_tune_config(settings, space, epochs),
                                run_config=_run_config(settings, context, epochs))
+        # The best model is exported at the end with torch: import it while the trials train.
+        threading.Thread(target=_import_quietly, args=("tune_lsd.embedder",), daemon=True).start()
         results = tuner.fit()
         summary = _summarise(settings, results, context, time.perf_counter() - started)
         if summary["state"] == "interrupted":
@@ -523,6 +527,14 @@ def _summarise(settings: SearchSettings, results, context: tracking.TrackingCont
                                                 "trials": len(results), "errored_trials": len(errors)})
     summary["state"] = state
     return summary
+
+
+def _import_quietly(module: str) -> None:
+    """Import ``module`` ahead of its use; a failure shows later, where it is used."""
+    try:
+        importlib.import_module(module)
+    except Exception:
+        pass
 
 
 def _log_champion(context: tracking.TrackingContext, run_id: str, model_name: str) -> int:
