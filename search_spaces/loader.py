@@ -26,7 +26,6 @@ import functools
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from search_spaces import CONFIG_DIR, SPACE_DIR
