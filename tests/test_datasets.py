@@ -67,8 +67,6 @@ def test_inshop_layout(tmp_path):
 
 
 def test_inshop_test_set_is_evaluated_query_to_gallery(tmp_path):
-    import torch
-
     from tune_lsd.config import Config
     from tune_lsd.engine import Trainer
     from tune_lsd.metrics import retrieval_metrics
