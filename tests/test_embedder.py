@@ -80,7 +80,7 @@ def test_images_of_mixed_sizes_are_embedded_as_one_by_one(trained_model):
     embedder = embedder_from_snapshot(load_model_file(path))
     images = [np.asarray(Image.fromarray(im[..., 0]).resize((s, s)))[..., None]
               for im, s in zip(trainer.splits.test.images[:7], [32, 32, 48, 48, 48, 32, 20])]
-    together = embed_images(embedder, images, batch_size=2, progress=False)
+    together = embed_images(embedder, iter(images), len(images), batch_size=2, progress=False)
     one_by_one = np.concatenate([embedder.embed(im[None]) for im in images])
     np.testing.assert_allclose(together, one_by_one, atol=1e-6)
 
@@ -101,18 +101,18 @@ def test_image_folders_labels_and_bad_folders(tmp_path):
         (tmp_path / "classes" / name).mkdir(parents=True)
         for i in range(2):
             Image.new("RGB", (10 + i, 12), (40 * i, 90, 200)).save(tmp_path / "classes" / name / f"{i}.png")
-    folder = read_image_folder(tmp_path / "classes", channels=1, progress=False)
+    folder = read_image_folder(tmp_path / "classes", channels=1)
     assert folder.classes == ["a", "b"] and folder.labels.tolist() == [0, 0, 1, 1]
-    assert [im.shape for im in folder.images] == [(12, 10), (12, 11)] * 2  # grayscale, each its own size
-    (tmp_path / "flat").mkdir()
-    Image.new("L", (8, 8)).save(tmp_path / "flat" / "x.png")
-    Image.new("L", (8, 8)).save(tmp_path / "classes" / "a" / "loose.png")  # not every image in a class folder
-    assert read_image_folder(tmp_path / "flat", 3, progress=False).images[0].shape == (8, 8, 3)
+    assert [im.shape for im in folder] == [(12, 10), (12, 11)] * 2  # grayscale, each its own size, decoded on access
+    assert read_image_folder(tmp_path / "classes", channels=3)[1].shape == (12, 11, 3)
+    Image.new("L", (8, 8)).save(tmp_path / "classes" / "loose.png")  # not every image in a class folder: no labels
+    unlabelled = read_image_folder(tmp_path / "classes", channels=1)
+    assert unlabelled.labels is None and len(unlabelled) == 5
     (tmp_path / "empty").mkdir()
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "x.png").write_bytes(b"not a png")
-    for name, error_type, message in [("missing", FileNotFoundError, "image folder not found"),
-                                      ("empty", FileNotFoundError, "no images"),
-                                      ("broken", ImageReadError, "cannot read image")]:
-        with pytest.raises(error_type, match=message):
-            read_image_folder(tmp_path / name, 1, progress=False)
+    for name, message in [("missing", "image folder not found"), ("empty", "no images")]:
+        with pytest.raises(FileNotFoundError, match=message):
+            read_image_folder(tmp_path / name, 1)
+    with pytest.raises(ImageReadError, match="cannot read image .*x.png"):
+        read_image_folder(tmp_path / "broken", 1)[0]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -95,50 +95,62 @@ def example_images(snapshot: dict[str, Any]) -> np.ndarray:
 
 @dataclass
 class ImageFolder:
-    """The images of a folder: their paths, decoded uint8 arrays and (with ``DIR/<class>/*``) labels."""
+    """The images of a folder, decoded on access (``folder[i]``, ``iter(folder)``) so that a
+    folder of any size is embedded in bounded memory; with ``DIR/<class>/*``, their labels."""
 
     paths: list[Path]
-    images: list[np.ndarray]
+    channels: int  # 1: decoded as grayscale, 3: as RGB
     labels: np.ndarray | None  # class index per image, or None when the images are not in class folders
     classes: list[str]
 
+    def __len__(self) -> int:
+        return len(self.paths)
 
-def read_image_folder(folder: str | Path, channels: int, progress: bool = True) -> ImageFolder:
-    """Decode every image under ``folder`` (recursively, sorted) as 1- or 3-channel uint8.
+    def __getitem__(self, index: int) -> np.ndarray:
+        """Image ``index`` as uint8 (H, W) or (H, W, 3); ImageReadError when it cannot be decoded."""
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image.convert("L" if self.channels == 1 else "RGB"))
+        except (UnidentifiedImageError, OSError) as error:
+            raise ImageReadError(f"cannot read image {path}: {str(error).splitlines()[0]}") from None
 
-    Images directly in class subfolders (``DIR/<class>/*.jpg``) are labelled by their folder.
-    """
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[i] for i in range(len(self)))
+
+
+def read_image_folder(folder: str | Path, channels: int) -> ImageFolder:
+    """The images under ``folder`` (recursively, sorted by path), to be decoded as 1- or
+    3-channel uint8. Images directly in class subfolders (``DIR/<class>/*.jpg``) are labelled
+    by their folder."""
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
         raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
-    mode = "L" if channels == 1 else "RGB"
-    images = []
-    for path in tqdm(paths, desc=f"reading {root.name}", unit="image", disable=None if progress else True):
-        try:
-            with Image.open(path) as image:
-                images.append(np.asarray(image.convert(mode)))
-        except (UnidentifiedImageError, OSError) as error:
-            raise ImageReadError(f"cannot read image {path}: {str(error).splitlines()[0]}") from None
     in_class_folders = all(p.parent.parent == root for p in paths)
     classes = sorted({p.parent.name for p in paths}) if in_class_folders else []
-    labels = np.array([classes.index(p.parent.name) for p in paths]) if in_class_folders else None
-    return ImageFolder(paths, images, labels, classes)
+    index = {name: i for i, name in enumerate(classes)}
+    labels = np.array([index[p.parent.name] for p in paths]) if in_class_folders else None
+    return ImageFolder(paths, channels, labels, classes)
 
 
-def embed_images(embedder, images: list[np.ndarray], batch_size: int = 256, progress: bool = True) -> np.ndarray:
-    """Embeddings of images of any sizes: consecutive images of one size go in one call of
-    ``embedder.predict`` (an MLflow pyfunc model) or ``embedder.embed``."""
+def embed_images(embedder, images: Iterable[np.ndarray], count: int, batch_size: int = 256,
+                 progress: bool = True) -> np.ndarray:
+    """Embeddings of ``count`` images of any sizes, read one at a time from ``images``:
+    consecutive images of one size go in one call of ``embedder.predict`` (an MLflow pyfunc
+    model) or ``embedder.embed``, so at most ``batch_size`` decoded images are held."""
     predict = embedder.embed if isinstance(embedder, ImageEmbedder) else embedder.predict
-    chunks, start = [], 0
-    with tqdm(total=len(images), desc="embedding", unit="image", disable=None if progress else True) as bar:
-        while start < len(images):
-            stop = start + 1
-            while stop < len(images) and stop - start < batch_size and images[stop].shape == images[start].shape:
-                stop += 1
-            chunks.append(np.asarray(predict(np.stack(images[start:stop])), dtype=np.float32))
-            bar.update(stop - start)
-            start = stop
+    chunks, batch = [], []
+    with tqdm(total=count, desc="embedding", unit="image", disable=None if progress else True) as bar:
+        for image in images:
+            if batch and (image.shape != batch[0].shape or len(batch) == batch_size):
+                chunks.append(np.asarray(predict(np.stack(batch)), dtype=np.float32))
+                bar.update(len(batch))
+                batch = []
+            batch.append(image)
+        if batch:
+            chunks.append(np.asarray(predict(np.stack(batch)), dtype=np.float32))
+            bar.update(len(batch))
     return np.concatenate(chunks)

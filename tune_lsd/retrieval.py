@@ -39,8 +39,10 @@ class Embedder:
     settings: dict[str, Any]
     source: str
 
-    def embed(self, images: list[np.ndarray], progress: bool = True) -> np.ndarray:
-        return embed_images(self.predictor, images, batch_size=self.settings["batch_size"], progress=progress)
+    def embed(self, images: ImageFolder, progress: bool = True) -> np.ndarray:
+        """Embeddings of a folder's images, decoded and embedded batch by batch."""
+        return embed_images(self.predictor, iter(images), len(images), batch_size=self.settings["batch_size"],
+                            progress=progress)
 
 
 def is_model_uri(model: str) -> bool:
@@ -67,7 +69,7 @@ def embed_folder(embedder: Embedder, folder: Path, output: Path) -> tuple[int, P
     """Embed every image under ``folder`` into ``output`` (.npy, one row per image) and write the
     images' paths, in the same order, next to it (``<output>.paths.txt``)."""
     images = read_image_folder(folder, embedder.settings["channels"])
-    vectors = embedder.embed(images.images)
+    vectors = embedder.embed(images)
     output.parent.mkdir(parents=True, exist_ok=True)
     np.save(output, vectors)
     paths_file = output.with_suffix(".paths.txt")
@@ -89,8 +91,8 @@ def write_retrieval(embedder: Embedder, gallery_dir: Path, query_dir: Path, k: i
     pooled = gallery_dir.resolve() == query_dir.resolve()
     gallery = read_image_folder(gallery_dir, channels)
     queries = gallery if pooled else read_image_folder(query_dir, channels)
-    gallery_vectors = embedder.embed(gallery.images)
-    query_vectors = gallery_vectors if pooled else embedder.embed(queries.images)
+    gallery_vectors = embedder.embed(gallery)
+    query_vectors = gallery_vectors if pooled else embedder.embed(queries)
     ids, similarities = nearest_neighbours(query_vectors, None if pooled else gallery_vectors, k)
     query_labels, gallery_labels = _shared_labels(queries, gallery)
     correct = None if query_labels is None else gallery_labels[ids] == query_labels[:, None]
@@ -110,7 +112,7 @@ def write_retrieval(embedder: Embedder, gallery_dir: Path, query_dir: Path, k: i
         sections.append((f"the {WORST_QUERIES} worst queries", worst_queries(correct, similarities, WORST_QUERIES)))
     captions = [str(p.relative_to(query_dir)) for p in queries.paths]
     body = "".join(f"<h2>{html.escape(title)}</h2>" + neighbour_rows_html(
-        queries.images, gallery.images, rows, ids, similarities, captions, query_labels, gallery_labels)
+        queries, gallery, rows, ids, similarities, captions, query_labels, gallery_labels)
         for title, rows in sections)
     summary = ", ".join(f"Recall@{kk} <b data-metric=\"recall@{kk}\">{result[f'recall@{kk}']:.4f}</b>"
                         for kk in (1, ids.shape[1]) if f"recall@{kk}" in result)
@@ -176,7 +178,9 @@ def neighbour_rows_html(query_images, gallery_images, rows: list[int], ids: np.n
                         captions: list[str], query_labels: np.ndarray | None = None,
                         gallery_labels: np.ndarray | None = None) -> str:
     """One table row per query in ``rows``: the query, then its neighbours with similarity;
-    with labels, each neighbour is framed green (the query's class) or red (another class)."""
+    with labels, each neighbour is framed green (the query's class) or red (another class).
+    ``query_images[i]`` / ``gallery_images[j]`` give uint8 images (arrays, or an ImageFolder
+    that decodes only the images shown)."""
     lines = ['<table class="retrieval">']
     for q in rows:
         query_label = "" if query_labels is None else f' data-label="{query_labels[q]}"'
