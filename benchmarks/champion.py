@@ -28,7 +28,7 @@ import numpy as np
 from tune_lsd.cluster import end_process_tree
 from tune_lsd.engine import Trainer
 from tune_lsd.metrics import retrieval_metrics
-from tune_lsd.tracking import CHECKPOINT_DIR, MODEL_FILE, default_tracking_uri
+from tune_lsd.tracking import default_tracking_uri, download_trial_model
 
 REQUESTS = 5
 
@@ -84,7 +84,7 @@ def main() -> None:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=client.get_model_version_download_uri(f"{args.name}-best", version.version), dst_path=folder)
         size_mb = sum(f.stat().st_size for f in Path(local).rglob("*") if f.is_file()) / 2**20
-        model_file = client.download_artifacts(version.run_id, f"{CHECKPOINT_DIR}/{MODEL_FILE}", folder)
+        model_file = download_trial_model(tracking_uri, version.run_id, Path(folder))
         trainer = Trainer.from_checkpoint(model_file, overrides={"runtime.progress": False})
     test = trainer.splits.test
     print(f"champion: {model_uri} = version {version.version}, trial run {version.run_id}; "

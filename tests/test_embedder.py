@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from tune_lsd.data.transforms import center_crop, normalise, resize
-from tune_lsd.engine import CheckpointError
-from tune_lsd.embedder import (ImageReadError, embed_images, embedder_from_snapshot, load_model_file,
+from tune_lsd.engine import CheckpointError, load_model_state
+from tune_lsd.embedder import (ImageReadError, embed_images, embedder_from_snapshot,
                                read_image_folder, write_model_files)
 from tune_lsd.pyfunc_model import ImageEmbedder, to_network_input
 
@@ -19,7 +19,7 @@ def test_model_file_and_exported_network_give_the_engines_embeddings(trained_mod
     trainer, path = trained_model
     images = trainer.splits.test.images
     expected = trainer.embed(trainer.splits.test).numpy()
-    snapshot = load_model_file(path)
+    snapshot = load_model_state(path)
     in_process = embedder_from_snapshot(snapshot).embed(images)
     np.testing.assert_allclose(in_process, expected, atol=1e-5)
     files, preprocessing = write_model_files(snapshot, tmp_path / "model")
@@ -35,7 +35,7 @@ def test_the_evaluation_centre_crop_is_part_of_the_model(config_factory, tmp_pat
     trainer = Trainer(config_factory(**{"data.load_size": 36, "data.image_size": 24, "data.eval_crop": 0.75}))
     save_file({"config": trainer.config.to_dict(), "epoch": 0, "history": [], "student": trainer.model.state_dict()},
               tmp_path / "model.pt")
-    snapshot = load_model_file(tmp_path / "model.pt")
+    snapshot = load_model_state(tmp_path / "model.pt")
     files, preprocessing = write_model_files(snapshot, tmp_path / "model")
     assert preprocessing["crop"] == 0.75 and preprocessing["image_size"] == 24
     exported = ImageEmbedder(torch.export.load(files["network"]).module(), preprocessing)
@@ -48,7 +48,7 @@ def test_the_evaluation_centre_crop_is_part_of_the_model(config_factory, tmp_pat
 def test_a_full_training_checkpoint_is_a_model_file_too(trained_model, tmp_path):
     trainer, _ = trained_model
     trainer.save(tmp_path / "best.pt")
-    vectors = embedder_from_snapshot(load_model_file(tmp_path / "best.pt")).embed(trainer.splits.val.images[:8])
+    vectors = embedder_from_snapshot(load_model_state(tmp_path / "best.pt")).embed(trainer.splits.val.images[:8])
     np.testing.assert_allclose(vectors, trainer.embed(trainer.splits.val).numpy()[:8], atol=1e-5)
 
 
@@ -77,7 +77,7 @@ def test_preprocessing_of_other_sizes_and_colours_is_the_engines_transform():
 
 def test_images_of_mixed_sizes_are_embedded_as_one_by_one(trained_model):
     trainer, path = trained_model
-    embedder = embedder_from_snapshot(load_model_file(path))
+    embedder = embedder_from_snapshot(load_model_state(path))
     images = [np.asarray(Image.fromarray(im[..., 0]).resize((s, s)))[..., None]
               for im, s in zip(trainer.splits.test.images[:7], [32, 32, 48, 48, 48, 32, 20])]
     together = embed_images(embedder, iter(images), len(images), batch_size=2, progress=False)
@@ -92,7 +92,7 @@ def test_files_that_are_not_models_get_one_line(tmp_path):
                           (tmp_path / "notes.txt", "is not a tune_lsd checkpoint or model file"),
                           (tmp_path / "other.pt", "no config and student weights")]:
         with pytest.raises(CheckpointError, match=message) as error:
-            load_model_file(path)
+            load_model_state(path)
         assert "\n" not in str(error.value)
 
 

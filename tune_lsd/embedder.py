@@ -1,7 +1,7 @@
 """A trained model as an image embedder: from a tune_lsd model file to embeddings, and the
 files of the MLflow model that tracking.py logs.
 
-    snapshot = load_model_file("best.pt")              # a `tune-lsd train` best.pt, or a trial's model.pt
+    snapshot = load_model_state("best.pt")             # tune_lsd.engine: a `tune-lsd train` best.pt, or a trial's model.pt
     embedder = embedder_from_snapshot(snapshot)        # the same class MLflow loads
     vectors = embedder.embed(images_uint8)             # (N, D), unit length
 
@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 from tune_lsd.config import Config
 from tune_lsd.data.datasets import IMAGE_SUFFIXES
 from tune_lsd.data.transforms import MEAN, STD
-from tune_lsd.engine import load_model_state
 from tune_lsd.models import build_model
 from tune_lsd.pyfunc_model import NETWORK_FILE, PREPROCESSING_FILE, ImageEmbedder
 
@@ -33,12 +32,6 @@ EXAMPLE_IMAGES = 2  # images in a logged model's input example
 
 class ImageReadError(ValueError):
     """An image file cannot be decoded (message is one line)."""
-
-
-def load_model_file(path: str | Path) -> dict[str, Any]:
-    """A tune_lsd model file: a ``best.pt``/``trainer.pt`` of ``tune-lsd train`` or a trial's
-    ``model.pt`` (:class:`tune_lsd.engine.CheckpointError` otherwise)."""
-    return load_model_state(path)
 
 
 def input_channels(student: dict[str, torch.Tensor]) -> int:

@@ -204,17 +204,17 @@ def retrieval_examples(tracking_uri: str, best: TrialSummary, count: int = EXAMP
     if best.best is None:
         return "<p>No trial has a model yet.</p>"
     from tune_lsd.data.splits import build_splits  # torch: imported only when a report is written
-    from tune_lsd.embedder import embedder_from_snapshot, load_model_file
+    from tune_lsd.embedder import embedder_from_snapshot
+    from tune_lsd.engine import load_model_state
     from tune_lsd.metrics import nearest_neighbours
     from tune_lsd.retrieval import WORST_QUERIES, neighbour_rows_html, worst_queries
 
     with tempfile.TemporaryDirectory() as folder:
         try:
-            model_file = tracking.download_trial_file(
-                tracking_uri, best.run_id, f"{tracking.CHECKPOINT_DIR}/{tracking.MODEL_FILE}", Path(folder))
+            model_file = tracking.download_trial_model(tracking_uri, best.run_id, Path(folder))
         except Exception:  # MLflow raises several types for a missing artifact
             return f"<p>Not shown: trial {html.escape(best.name)} has no model artifact yet (it is still running).</p>"
-        snapshot = load_model_file(model_file)
+        snapshot = load_model_state(model_file)
     config = Config.from_dict(snapshot["config"])
     try:
         val = build_splits(config.data, config.seed).val

@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image
 
 from tune_lsd import tracking
-from tune_lsd.embedder import ImageFolder, embed_images, embedder_from_snapshot, load_model_file, read_image_folder
+from tune_lsd.embedder import ImageFolder, embed_images, embedder_from_snapshot, read_image_folder
+from tune_lsd.engine import load_model_state
 from tune_lsd.metrics import nearest_neighbours, retrieval_metrics
 
 THUMBNAIL_PX = 96
@@ -61,7 +62,7 @@ def load_embedder(model: str, tracking_uri: str | None = None) -> Embedder:
     if not path.exists():
         raise FileNotFoundError(f"model not found: {model} (give a models:/ or runs:/ URI, an MLflow model "
                                 "folder or a tune_lsd model file)")
-    embedder = embedder_from_snapshot(load_model_file(path))
+    embedder = embedder_from_snapshot(load_model_state(path))
     return Embedder(embedder, embedder.preprocessing, model)
 
 

@@ -539,12 +539,11 @@ def _import_quietly(module: str) -> None:
 
 def _log_champion(context: tracking.TrackingContext, run_id: str, model_name: str) -> int:
     """The best trial's model as an MLflow pyfunc model, registered as ``model_name@champion``."""
-    from tune_lsd import embedder  # torch and timm: imported by the driver only here, at the end
+    from tune_lsd import embedder  # torch and timm: imported in a thread while the trials trained
+    from tune_lsd.engine import load_model_state
 
     with tempfile.TemporaryDirectory() as folder:
-        model_file = tracking.download_trial_file(context.tracking_uri, run_id,
-                                                  f"{tracking.CHECKPOINT_DIR}/{tracking.MODEL_FILE}", Path(folder))
-        snapshot = embedder.load_model_file(model_file)
+        snapshot = load_model_state(tracking.download_trial_model(context.tracking_uri, run_id, Path(folder)))
         files, description = embedder.write_model_files(snapshot, Path(folder) / "model")
         return tracking.log_best_model(context, run_id, model_name, files, embedder.example_images(snapshot),
                                        description)

@@ -226,6 +226,11 @@ def log_folder(tracking_uri: str, run_id: str, folder: Path, artifact_path: str)
     retry(lambda: client.log_artifacts(run_id, str(folder), artifact_path), "log_artifacts")
 
 
+def download_trial_model(tracking_uri: str, run_id: str, destination: Path) -> Path:
+    """A trial's best model file (``checkpoint/model.pt``), downloaded into ``destination``."""
+    return download_trial_file(tracking_uri, run_id, f"{CHECKPOINT_DIR}/{MODEL_FILE}", destination)
+
+
 def download_trial_file(tracking_uri: str, run_id: str, artifact_path: str, destination: Path) -> Path:
     return Path(MlflowClient(tracking_uri).download_artifacts(run_id, artifact_path, str(destination)))
 
