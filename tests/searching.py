@@ -15,19 +15,20 @@ from tune_lsd.cluster import descendants
 TINY = ["--set", "data.max_classes=40", "--set", "data.batch_size=64", "--set", "schedule.steps_per_epoch=3"]
 
 
-def _command(args: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
-    """`tune-lsd ARGS` in this Python, with a private local Ray and unbuffered output."""
-    return [sys.executable, "-m", "tune_lsd.cli", *args], {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+def _command(args: tuple[str, ...], env: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:
+    """`tune-lsd ARGS` in this Python, with a private local Ray and unbuffered output (``env``: added)."""
+    return [sys.executable, "-m", "tune_lsd.cli", *args], {**os.environ, "RAY_AUTH_MODE": "disabled",
+                                                            "PYTHONUNBUFFERED": "1", **(env or {})}
 
 
-def tune_lsd(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    command, env = _command(args)
+def tune_lsd(*args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    command, env = _command(args, env)
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def start_tune_lsd(*args: str, cwd: Path, log: Path) -> subprocess.Popen:
+def start_tune_lsd(*args: str, cwd: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start in a new session so the test can end the driver and every process it started."""
-    command, env = _command(args)
+    command, env = _command(args, env)
     handle = open(log, "w")
     return subprocess.Popen(command, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 

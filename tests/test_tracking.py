@@ -17,6 +17,7 @@ def log_a_trial(args) -> str:
                                      node_id="node-a")
     for epoch in range(1, epochs + 1):
         tracker.log_metrics({"val/recall@1": index + epoch / 100, "train/loss": 1.0 / epoch, "epoch": epoch}, step=epoch)
+    assert tracker.close() == 0
     return tracker.run_id
 
 
@@ -37,11 +38,16 @@ def test_restarted_trial_reuses_its_run_and_states_are_recorded(tmp_path):
     uri = tracking.default_tracking_uri(tmp_path)
     context = tracking.start_search_run(uri, "states", {"space": "x"}, tmp_path / "artifacts")
     first = tracking.TrialTracker(context, "abc", "trial_abc", {}, {"optim.lr": 0.1}, node_id="node-a")
+    assert first.close() == 0
     again = tracking.TrialTracker(context, "abc", "trial_abc", {}, {"optim.lr": 0.1}, node_id="node-b")
-    assert first.run_id == again.run_id
+    assert again.flush() == 0 and first.run_id == again.run_id
     assert MlflowClient(uri).get_run(first.run_id).data.tags[tracking.NODES_TAG] == "node-a,node-b"
-    first.log_metrics({"best/val/recall@1": 0.5}, step=1)
-    tracking.mark_trial(context, "abc", "errored", "NonFiniteLossError: training loss is nan")
+    again.log_metrics({"best/val/recall@1": 0.5}, step=1)
+    assert again.close() == 0
+    recorder = tracking.SearchRecorder(context)
+    recorder.trial_ended("abc", "errored", "NonFiniteLossError: training loss is nan")
+    recorder.trial_ended("never-started", "errored", "no run: skipped", has_run=False)
+    assert recorder.close() == 0
     run = MlflowClient(uri).get_run(first.run_id)
     assert run.info.status == "FAILED" and run.data.tags[tracking.STATE_TAG] == "errored"
     assert "loss is nan" in run.data.tags["tune_lsd.error"]

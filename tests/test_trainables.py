@@ -96,6 +96,7 @@ def test_pbt_exploit_in_place_keeps_the_trials_mlflow_run(base_config, tmp_path)
     donor.save_checkpoint(str(tmp_path))
     trial = Tracked(config={"optim.lr": 2e-3})
     trial.step()
+    assert trial.tracker.flush() == 0
     tracker, run_id = trial.tracker, trial.tracker.run_id
     # What Ray does at an exploit with reuse_actors: reset to the mutated config, then restore the donor.
     assert trial.reset_config({"optim.lr": 4e-3})
@@ -103,6 +104,7 @@ def test_pbt_exploit_in_place_keeps_the_trials_mlflow_run(base_config, tmp_path)
     assert trial.tracker is tracker and trial.tracker.run_id == run_id
     assert trial.trainer.epoch == 1 and trial.run_config.optim.lr == 4e-3
     client = tracking.MlflowClient(context.tracking_uri)
+    trial.tracker.flush()
     assert client.list_artifacts(run_id, tracking.CHECKPOINT_DIR) == []  # the trial goes on: nothing uploaded yet
     trial.step()
     trial.stop()

@@ -7,8 +7,9 @@ loop here: everything is the engine's.
 
 Tracking: the trial logs to its own MLflow child run (params once, metrics every epoch) and,
 when it ends, uploads its best-so-far model (weights + config + history) as the run's
-``checkpoint`` artifact. Final states (completed / stopped early / errored) are set by the
-driver's callback in tune_lsd.search, which knows why a trial ended.
+``checkpoint`` artifact. The records go through the trial's spool (tune_lsd.spool): an epoch
+never waits for the tracking server. Final states (completed / stopped early / errored) are
+set by the driver's callback in tune_lsd.search, which knows why a trial ended.
 
 The engine (and with it torch and timm) is imported in the trial's process when the trial
 starts: the search driver imports this module without them, ~3 s less per search.
@@ -20,7 +21,6 @@ import copy
 import os
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from ray import tune
 
 from tune_lsd.config import Config, apply_overrides
 from tune_lsd.data.splits import DataSplits, split_key
-from tune_lsd.tracking import MODEL_FILE, TrackingContext, TrialTracker
+from tune_lsd.tracking import MODEL_FILE, TrackingContext, TrialTracker, prefer_own_retries
 
 STATE_FILE = "trainer.pt"
 BEST_FILE = "best.pt"
@@ -76,25 +76,23 @@ class DMLTrainable(tune.Trainable):
         self.select_metric = select_metric
         self.best_value = float("-inf")
         self.best_model: dict[str, Any] | None = None
-        continuing = self._continues_tracked_trial()  # a PBT exploit: same MLflow run
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-run") as background:
-            # The MLflow run is opened (several round trips) while the engine is imported and built.
-            node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "no-ray"  # (main thread)
-            opening = (background.submit(self._open_tracker, tracking, config, node_id)
-                       if tracking and not continuing else None)
-            # Where a trial's start goes (reported with every result): the actor's process start
-            # and imports (first trial of an actor only), the engine's import, data + model + optimiser.
-            self.timings = {"time/process_start_s": _process_age_s() if first_in_actor else 0.0}
-            if first_in_actor:  # what the actor holds on its GPU before any trial
-                self.device_baseline = _engine().device_bytes_allocated()
-            self.timings["time/import_s"] = time.perf_counter() - started
-            base = Config.from_dict(base_config or {})
-            use_shared = shared_splits is not None and split_key(self.run_config.data, self.run_config.seed) == split_key(
-                base.data, base.seed)
-            self.trainer = _engine().Trainer(self.run_config, splits=shared_splits if use_shared else None)
-            self.timings["time/trainer_s"] = time.perf_counter() - started - self.timings["time/import_s"]
-            if not continuing:
-                self.tracker = opening.result() if opening is not None else None
+        if tracking is None:
+            self.tracker = None
+        elif not self._continues_tracked_trial():  # (a PBT exploit continues its trial's run)
+            prefer_own_retries()
+            node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "no-ray"
+            self.tracker = self._open_tracker(tracking, config, node_id)
+        # Where a trial's start goes (reported with every result): the actor's process start
+        # and imports (first trial of an actor only), the engine's import, data + model + optimiser.
+        self.timings = {"time/process_start_s": _process_age_s() if first_in_actor else 0.0}
+        if first_in_actor:  # what the actor holds on its GPU before any trial
+            self.device_baseline = _engine().device_bytes_allocated()
+        self.timings["time/import_s"] = time.perf_counter() - started
+        base = Config.from_dict(base_config or {})
+        use_shared = shared_splits is not None and split_key(self.run_config.data, self.run_config.seed) == split_key(
+            base.data, base.seed)
+        self.trainer = _engine().Trainer(self.run_config, splits=shared_splits if use_shared else None)
+        self.timings["time/trainer_s"] = time.perf_counter() - started - self.timings["time/import_s"]
         self.timings["time/setup_s"] = time.perf_counter() - started
 
     def _continues_tracked_trial(self) -> bool:
@@ -185,9 +183,14 @@ class DMLTrainable(tune.Trainable):
 
     def _finish(self, upload: bool = True) -> None:
         """Upload the best model to the trial's MLflow run; free the memory the trial held."""
-        if upload and self.tracker is not None and self.best_model is not None:
-            best = self.best_model
-            self.tracker.log_checkpoint(lambda folder: _engine().save_file(best, folder / MODEL_FILE))
+        if upload and self.tracker is not None:
+            if self.best_model is not None:
+                best = self.best_model
+                self.tracker.log_checkpoint(lambda folder: _engine().save_file(best, folder / MODEL_FILE))
+            left = self.tracker.close()
+            if left:
+                warnings.warn(f"trial {self.tracker.trial_id}: the tracking server did not take {left} records "
+                              f"({self.tracker.writer.last_error}); they are kept for `tune-lsd sync`", stacklevel=1)
         compiled = self.trainer is not None and self.trainer.config.runtime.compile
         self.best_model = None
         self.trainer = None

@@ -42,6 +42,14 @@ for --resume). Each trial's best model stays in MLflow.
 examples:
   tune-lsd prune demo
 """
+EPILOG_SYNC = """Trials record into spools under runs/searches/NAME/spool/ and a background thread
+delivers them: a tracking server that is down never slows training. What a server that stayed
+down did not receive is kept there; this delivers it (in order, nothing twice) once the server
+is back, and registers the best model if the search could not. `--resume` does it too.
+
+examples:
+  tune-lsd sync demo
+"""
 EPILOG_LS = """examples:
   tune-lsd ls
   tune-lsd ls --tracking-uri http://head:5000
@@ -50,6 +58,8 @@ EPILOG_SERVER = """examples:
   tune-lsd server --port 5000                                   # SQLite store in runs/
   tune-lsd server --backend-store-uri postgresql://mlflow@db/mlflow --host 0.0.0.0
   tune-lsd search --space lsd --tracking-uri http://127.0.0.1:5000
+  MLFLOW_TRACKING_USERNAME=team MLFLOW_TRACKING_PASSWORD=... tune-lsd server --auth --host 0.0.0.0
+      (every client, trials included, sends the same two variables or ~/.mlflow/credentials)
 """
 EPILOG_CLUSTER = """examples:
   tune-lsd cluster up --workers 2 --cpus-per-node 1     # head + 2 workers on 127.0.0.1
@@ -179,6 +189,13 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sync(args: argparse.Namespace) -> int:
+    from tune_lsd.search import sync_search
+
+    sync_search(args.name, runs_dir=args.runs_dir)
+    return 0
+
+
 def _tracking_uri(args: argparse.Namespace) -> str:
     from tune_lsd.tracking import default_tracking_uri
 
@@ -256,14 +273,15 @@ def _check_port_free(host: str, port: int) -> None:
             raise ConfigError(f"cannot serve on {host}:{port} ({error.strerror}): pick another with --port") from None
 
 
-def _serve(command: list[str]) -> int:
-    """Run an MLflow server in the foreground; Ctrl-C or SIGTERM ends it with every process it started."""
+def _serve(command: list[str], environment: dict[str, str] | None = None) -> int:
+    """Run an MLflow server in the foreground (``environment``: added to this process's);
+    Ctrl-C or SIGTERM ends it with every process it started."""
     import signal
     import subprocess
 
     from tune_lsd.cluster import end_process_tree
 
-    server = subprocess.Popen(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    server = subprocess.Popen(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(environment or {})})
 
     def stop(*_) -> None:
         end_process_tree(server.pid, grace_s=10)
@@ -277,19 +295,25 @@ def _serve(command: list[str]) -> int:
 
 
 def _server(args: argparse.Namespace) -> int:
-    from tune_lsd.tracking import server_command
+    from tune_lsd.tracking import auth_server_environment, server_command
 
     _check_port_free(args.host, args.port)
     runs_dir = Path(args.runs_dir).resolve()
+    environment = auth_server_environment(runs_dir / "server-auth") if args.auth else {}
     runs_dir.mkdir(parents=True, exist_ok=True)
     backend = args.backend_store_uri or f"sqlite:///{runs_dir / 'mlflow-server.db'}"
     artifacts = Path(args.artifacts_destination or runs_dir / "server-artifacts").resolve()
-    command = server_command(backend, artifacts, args.host, args.port)
-    if args.host not in ("127.0.0.1", "localhost"):
+    command = server_command(backend, artifacts, args.host, args.port, auth=args.auth)
+    loopback = args.host in ("127.0.0.1", "localhost", "::1")
+    if not loopback:
         command += ["--allowed-hosts", args.allowed_hosts or "*"]
-    print(f"MLflow tracking server on http://{args.host}:{args.port} (store {backend}, artifacts {artifacts}); "
+        if not args.auth:
+            print(f"warning: serving on {args.host} without --auth: anyone who reaches port {args.port} can read, "
+                  "change and delete every search", flush=True)
+    print(f"MLflow tracking server on http://{args.host}:{args.port} (store {backend}, artifacts {artifacts}"
+          f"{', basic authentication: users in ' + str(runs_dir / 'server-auth') if args.auth else ''}); "
           f"use --tracking-uri http://{args.host}:{args.port}", flush=True)
-    return _serve(command)
+    return _serve(command, environment)
 
 
 def _cluster(args: argparse.Namespace) -> int:
@@ -395,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--runs-dir", default="runs", help="the runs folder of the search")
     prune.set_defaults(handler=_prune)
 
+    sync = commands.add_parser("sync", help="deliver to MLflow what a search kept while its tracking server was down",
+                               epilog=EPILOG_SYNC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sync.add_argument("name", help="the search name")
+    sync.add_argument("--runs-dir", default="runs", help="the runs folder of the search")
+    sync.set_defaults(handler=_sync)
+
     ls = commands.add_parser("ls", help="list the searches with state, trial count and best metric",
                              epilog=EPILOG_LS, formatter_class=argparse.RawDescriptionHelpFormatter)
     ls.add_argument("--metric", default="val/recall@1")
@@ -408,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 to serve other machines")
     server.add_argument("--port", type=int, default=5000)
     server.add_argument("--allowed-hosts", help="with a non-local --host: comma-separated Host headers to accept")
+    server.add_argument("--auth", action="store_true",
+                        help="require a user and password (MLflow basic auth); the admin's credentials come from "
+                             "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or ~/.mlflow/credentials")
     server.add_argument("--runs-dir", default="runs")
     server.set_defaults(handler=_server)
 
@@ -453,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own progress lines instead
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # tune_lsd retries (an outage: minutes otherwise)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
     if args.debug:
         return args.handler(args)
     warnings.simplefilter("default")

@@ -7,7 +7,9 @@ Layout under ``settings.runs_dir`` (default ``./runs``):
 
 - ``mlflow.db`` + ``mlartifacts/``: the embedded MLflow store (unless ``tracking_uri`` is set),
 - ``ray/<name>/``: Ray Tune's experiment folder (trial checkpoints; what --resume restores),
-- ``searches/<name>/search.yaml``: the settings, so that ``--resume NAME`` needs nothing else.
+- ``searches/<name>/search.yaml``: the settings, so that ``--resume NAME`` needs nothing else,
+- ``searches/<name>/spool/``: tracking records not yet delivered to MLflow (a folder per trial,
+  deleted once delivered; what a server that stayed down missed waits here for ``sync``).
 """
 
 from __future__ import annotations
@@ -95,6 +97,11 @@ class SearchSettings(BaseModel):
         return self.runs_path / "searches" / self.name / "search.yaml"
 
     @property
+    def spool_path(self) -> Path:
+        """Tracking records on their way to MLflow (see tune_lsd.spool)."""
+        return self.settings_file.parent / "spool"
+
+    @property
     def experiment_path(self) -> Path:
         """Ray Tune's folder of this search: trial results and checkpoints."""
         return self.runs_path / "ray" / self.name
@@ -143,6 +150,7 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
         except BaseException:
             ray.shutdown()
             raise
+    recorder = tracking.search_recorder(context)
     try:
         _check_resources(settings, ray.cluster_resources())
         _check_storage_visible(settings.runs_path / "ray")
@@ -164,14 +172,17 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
         # The best model is exported at the end with torch: import it while the trials train.
         threading.Thread(target=_import_quietly, args=("tune_lsd.embedder",), daemon=True).start()
         results = tuner.fit()
-        summary = _summarise(settings, results, context, time.perf_counter() - started)
+        _deliver_left_over(settings, log)  # what trials could not deliver while the server was down
+        summary = _summarise(settings, results, context, recorder, time.perf_counter() - started)
+        summary["spooled_records"] = _close_recorder(settings, recorder, log)
         if summary["state"] == "interrupted":
             log(f"search {settings.name!r} was interrupted; continue it with: tune-lsd search --resume {settings.name}")
         else:
             _record_completion(settings, summary, log)
     except BaseException as error:
-        if context is not None:
-            tracking.finish_search_run(context, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
+        if not recorder.closed:
+            recorder.search_ended("interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
+            _close_recorder(settings, recorder, log)
         raise
     finally:
         ray.shutdown()
@@ -251,9 +262,11 @@ def _record_completion(settings: SearchSettings, summary: dict[str, Any], log) -
         folders, freed = prune_checkpoints(settings)
         summary["checkpoints_deleted_mb"] = round(freed / 2**20, 1)
         if folders:
-            log(f"deleted {folders} trial checkpoints ({freed / 2**20:.0f} MB); the best models are in MLflow "
+            where = "MLflow" if not summary.get("spooled_records") else "MLflow or on their way there (tune-lsd sync)"
+            log(f"deleted {folders} trial checkpoints ({freed / 2**20:.0f} MB); the best models are in {where} "
                 "(--keep-checkpoints keeps them)")
     record = {key: summary[key] for key in ("name", "state", "trials", "errored", "epochs_run", "wall_s")}
+    record["registered"] = "registered_version" in summary  # else `tune-lsd sync` registers it
     settings.settings_file.with_name(COMPLETED_FILE).write_text(json.dumps(record, indent=1))
 
 
@@ -269,7 +282,9 @@ def _start_ray(settings: SearchSettings) -> None:
         recorded = settings.runs_path / "cluster" / "nodes.json"
         if recorded.exists() and json.loads(recorded.read_text())["address"] == address:
             os.environ.setdefault("RAY_AUTH_MODE", json.loads(recorded.read_text())["auth"])  # as `cluster up` chose
-        ray.init(address=address, log_to_driver=False)
+        # Trials on other machines send the driver's MLflow credentials (a server with --auth).
+        credentials = {k: os.environ[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD") if k in os.environ}
+        ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": credentials} if credentials else None)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
         # Trial output (Ray's per-checkpoint INFO lines) stays in the Ray session logs.
@@ -321,8 +336,10 @@ def _open_search_run(settings: SearchSettings, space: SearchSpace, resume: bool)
     """The search's MLflow parent run (the store is created on first use)."""
     context = tracking.start_search_run(
         settings.resolved_tracking_uri(), settings.name, _search_params(settings, space),
-        settings.runs_path / "mlartifacts" if settings.tracking_uri is None else None)
-    if not resume:  # what was searched, for the report and for anyone reading the run later
+        settings.runs_path / "mlartifacts" if settings.tracking_uri is None else None, settings.spool_path)
+    if resume:  # what the interrupted search could not deliver goes first
+        tracking.deliver_spools(settings.spool_path)
+    else:  # what was searched, for the report and for anyone reading the run later
         tracking.log_search_text(context, yaml.safe_dump(space.model_dump(), sort_keys=False), tracking.SPACE_ARTIFACT)
     return context
 
@@ -455,7 +472,7 @@ def _short(value: Any) -> str:
 
 
 class TrialStateCallback(tune.Callback):
-    """Driver side: write each trial's final state (and error) to its MLflow child run."""
+    """Driver side: each trial's final state (and error) for its MLflow child run, spooled."""
 
     def __init__(self, context: tracking.TrackingContext, epochs: int) -> None:
         self.context = context
@@ -463,10 +480,11 @@ class TrialStateCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         finished = (trial.last_result or {}).get("epoch", 0) >= self.epochs
-        tracking.mark_trial(self.context, trial.trial_id, "completed" if finished else "stopped early")
+        tracking.search_recorder(self.context).trial_ended(trial.trial_id, "completed" if finished else "stopped early")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        tracking.mark_trial(self.context, trial.trial_id, "errored", _error_line(trial))
+        tracking.search_recorder(self.context).trial_ended(trial.trial_id, "errored", _error_line(trial),
+                                                           has_run=bool(trial.last_result))
 
 
 def _error_line(trial) -> str:
@@ -497,7 +515,8 @@ def _git_revision() -> str:
         return "unknown"
 
 
-def _summarise(settings: SearchSettings, results, context: tracking.TrackingContext, wall_s: float) -> dict[str, Any]:
+def _summarise(settings: SearchSettings, results, context: tracking.TrackingContext,
+               recorder: tracking.SearchRecorder, wall_s: float) -> dict[str, Any]:
     epochs_run = [r.metrics.get("training_iteration", 0) for r in results if r.metrics]
     errors = [r for r in results if r.error is not None]
     summary: dict[str, Any] = {
@@ -506,27 +525,78 @@ def _summarise(settings: SearchSettings, results, context: tracking.TrackingCont
         "tracking_uri": settings.resolved_tracking_uri(), "ray_results": str(settings.runs_path / "ray" / settings.name),
         "first_error": str(errors[0].error).strip().splitlines()[-1] if errors else None,
     }
-    try:
-        best = tracking.best_trial_run(settings.resolved_tracking_uri(), settings.name, settings.metric, settings.mode)
-    except tracking.TrackingError:
-        best = None
-    if best is not None:
-        key = tracking.mlflow_key(f"best/{settings.metric}")
-        summary.update(best_trial=best.info.run_name, best_run_id=best.info.run_id, best_value=best.data.metrics[key],
-                       best_params=json.loads(best.data.tags.get(tracking.SAMPLED_TAG, "{}")))
-        try:
-            summary["registered_model"] = f"{settings.name}-best"
-            summary["registered_version"] = _log_champion(context, best.info.run_id, summary["registered_model"])
-        except Exception as error:  # the registry is a convenience: never lose a finished search over it
-            summary["registry_error"] = str(error).splitlines()[0]
+    summary.update(_best_and_champion(settings, context))
     # Ray Tune returns normally from an interrupted fit (Ctrl-C): complete only if every trial ended.
     ended = results.num_terminated + results.num_errors == len(results)
     complete = ended and (len(results) >= settings.num_samples or settings.time_budget_s is not None)
     state = ("completed" if not errors else "completed with errors") if complete else "interrupted"
-    tracking.finish_search_run(context, state, {"best/" + settings.metric: summary.get("best_value", 0.0),
-                                                "trials": len(results), "errored_trials": len(errors)})
+    recorder.search_ended(state, {"best/" + settings.metric: summary.get("best_value", 0.0),
+                                  "trials": len(results), "errored_trials": len(errors)})
     summary["state"] = state
     return summary
+
+
+def _deliver_left_over(settings: SearchSettings, log) -> None:
+    """Deliver what trials left in their spools (the server was down when they ended)."""
+    try:
+        tracking.deliver_spools(settings.spool_path, log=log, skip=[tracking.SEARCH_SPOOL])
+    except tracking.TrackingError:
+        pass  # the server is still down: _close_recorder says what is kept and how to deliver it
+
+
+def _close_recorder(settings: SearchSettings, recorder: tracking.SearchRecorder, log) -> int:
+    """Deliver the driver's records; returns the records of the search left undelivered."""
+    recorder.close()
+    left, spools = tracking.spooled_records(settings.spool_path)
+    tracking.remove_if_empty(settings.spool_path)
+    if left:
+        log(f"warning: the tracking server {settings.resolved_tracking_uri()} did not take {left} records "
+            f"({spools} spools, last error: {recorder.writer.last_error}); they are kept in {settings.spool_path}. "
+            f"Deliver them once it is back with: tune-lsd sync {settings.name}")
+    return left
+
+
+def _best_and_champion(settings: SearchSettings, context: tracking.TrackingContext) -> dict[str, Any]:
+    """The best trial in MLflow and its model registered as ``<name>-best@champion`` (empty
+    when MLflow has no trial results, e.g. the tracking server was down)."""
+    try:
+        tracking.check_tracking_uri(settings.resolved_tracking_uri(), timeout_s=5)
+        best = tracking.best_trial_run(settings.resolved_tracking_uri(), settings.name, settings.metric, settings.mode)
+    except tracking.TrackingError:
+        return {}
+    key = tracking.mlflow_key(f"best/{settings.metric}")
+    found = {"best_trial": best.info.run_name, "best_run_id": best.info.run_id, "best_value": best.data.metrics[key],
+             "best_params": json.loads(best.data.tags.get(tracking.SAMPLED_TAG, "{}")),
+             "registered_model": f"{settings.name}-best"}
+    try:
+        found["registered_version"] = _log_champion(context, best.info.run_id, found["registered_model"])
+    except Exception as error:  # the registry is a convenience: never lose a finished search over it
+        found["registry_error"] = str(error).splitlines()[0]
+    return found
+
+
+def sync_search(name: str, runs_dir: str = "runs", log=print) -> int:
+    """``tune-lsd sync NAME``: deliver what the search kept on disk while its tracking server
+    was down (metrics, params, checkpoints, trial states); then, for a completed search whose
+    best model was not registered, register it. Returns the number of records delivered."""
+    settings = load_settings(name, runs_dir)
+    left, spools = tracking.spooled_records(settings.spool_path)
+    uri = settings.resolved_tracking_uri()
+    delivered = tracking.deliver_spools(settings.spool_path, log=log) if left else 0
+    log(f"search {name!r}: {delivered} records of {spools} spools delivered to {uri}" if left else
+        f"search {name!r}: nothing to deliver, every record is in {uri}")
+    completed = completion_record(settings)
+    if completed is not None and not completed.get("registered"):
+        parent = tracking.search_parent_run(uri, name)
+        found = _best_and_champion(settings, tracking.TrackingContext(uri, parent.info.experiment_id, parent.info.run_id))
+        if "registered_version" in found:
+            completed["registered"] = True
+            settings.settings_file.with_name(COMPLETED_FILE).write_text(json.dumps(completed, indent=1))
+            log(f"registered the best trial {found['best_trial']} ({settings.metric} {found['best_value']:.4f}) "
+                f"as models:/{found['registered_model']}@champion")
+        elif "registry_error" in found:
+            log(f"warning: the best model was not registered: {found['registry_error']}")
+    return delivered
 
 
 def _import_quietly(module: str) -> None:

@@ -3,9 +3,13 @@ nested child run per trial, each trial's best checkpoint as an artifact, the sea
 model in the model registry.
 
 All MLflow calls of tune_lsd live here and go through ``MlflowClient`` (no global "active
-run" state, so concurrent trials in one process cannot mix their runs up). Metrics are
-sent with ``log_batch`` (one request per epoch) and retried, so a tracking server that is
-briefly unreachable loses nothing.
+run" state, so concurrent trials in one process cannot mix their runs up).
+
+What trials (and the search driver, for trial states) record goes through a spool
+(:mod:`tune_lsd.spool`): written to disk under the search's folder, delivered by a background
+thread with retries, so a tracking server that is down never slows an epoch and loses nothing.
+What a server that stayed down did not receive is delivered later by :func:`deliver_spools`
+(``tune-lsd sync NAME``, and ``--resume``).
 
 MLflow metric names may not contain ``@``: ``val/recall@1`` is logged as ``val/recall_at_1``
 (see :func:`mlflow_key`).
@@ -13,16 +17,21 @@ MLflow metric names may not contain ``@``: ``val/recall@1`` is logged as ``val/r
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+
+from tune_lsd.spool import Spool, SpoolWriter, spools_under
 
 SEARCH_TAG = "tune_lsd.search"
 TRIAL_ID_TAG = "ray.trial_id"
@@ -83,15 +92,51 @@ def check_tracking_uri(tracking_uri: str, timeout_s: float = 10) -> None:
     except OSError as error:
         raise TrackingError(f"MLflow tracking server {tracking_uri} is unreachable ({error}); "
                             "start one with `tune-lsd server` or fix --tracking-uri") from None
+    _check_credentials(tracking_uri, timeout_s)
+
+
+def _check_credentials(tracking_uri: str, timeout_s: float) -> None:
+    """One line when a server with authentication refuses this process's credentials."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
+    username, password = client_credentials()
+    if username and password:
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        urllib.request.urlopen(request, timeout=timeout_s)
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):
+            refused = "refused the credentials of user " + repr(username) if username else "needs credentials"
+            raise TrackingError(f"MLflow tracking server {tracking_uri} {refused} (HTTP {error.code}): "
+                                f"{CREDENTIALS_HELP}") from None
+    except OSError:
+        pass  # /health answered: let the real request report anything else
+
+
+def prefer_own_retries() -> None:
+    """Turn off MLflow's own HTTP retries in this process (up to ~4 minutes per request with a
+    server down) unless the user set them: tune_lsd retries (:func:`retry`, the spools)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
 
 
 @dataclass(frozen=True)
 class TrackingContext:
-    """What a trial needs to log into its search's parent run (picklable, sent to workers)."""
+    """What a trial needs to log into its search's parent run (picklable, sent to workers).
+    ``spool_dir``: the folder of the search's spools (one sub-folder per trial)."""
 
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
+    spool_dir: str = ""
+
+    def spool_folder(self, name: str) -> Path:
+        root = Path(self.spool_dir) if self.spool_dir else Path(tempfile.gettempdir()) / "tune_lsd-spool" / self.parent_run_id
+        return root / name
 
 
 # --- driver side -----------------------------------------------------------------------------
@@ -112,9 +157,11 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
 
 
 def start_search_run(
-    tracking_uri: str, search_name: str, params: dict[str, Any], artifact_root: Path | None
+    tracking_uri: str, search_name: str, params: dict[str, Any], artifact_root: Path | None,
+    spool_dir: Path | None = None,
 ) -> TrackingContext:
-    """Create (or, on --resume, reopen) the parent run of search ``search_name``."""
+    """Create (or, on --resume, reopen) the parent run of search ``search_name``; its records
+    are spooled under ``spool_dir`` (default: a folder in the system's temporary folder)."""
     client = MlflowClient(tracking_uri)
     experiment_id = ensure_experiment(client, search_name, artifact_root)
     existing = _parent_run(client, experiment_id)
@@ -125,7 +172,7 @@ def start_search_run(
         run = client.create_run(experiment_id, run_name=search_name, tags={SEARCH_TAG: "parent", STATE_TAG: "running"})
         run_id = run.info.run_id
         client.log_batch(run_id, params=[Param(k, _param_value(v)) for k, v in params.items()])
-    return TrackingContext(tracking_uri, experiment_id, run_id)
+    return TrackingContext(tracking_uri, experiment_id, run_id, str(spool_dir) if spool_dir else "")
 
 
 def log_search_text(context: TrackingContext, text: str, artifact_file: str) -> None:
@@ -134,45 +181,48 @@ def log_search_text(context: TrackingContext, text: str, artifact_file: str) -> 
     retry(lambda: client.log_text(context.parent_run_id, text, artifact_file), "log_text")
 
 
-def finish_search_run(context: TrackingContext, state: str, summary: dict[str, float] | None = None) -> None:
-    client = MlflowClient(context.tracking_uri)
-    if summary:
-        now = int(time.time() * 1000)
-        client.log_batch(context.parent_run_id, metrics=[Metric(mlflow_key(k), float(v), now, 0) for k, v in summary.items()])
-    client.set_tag(context.parent_run_id, STATE_TAG, state)
-    client.set_terminated(context.parent_run_id, status="FINISHED" if state.startswith("completed") else "FAILED")
+def _deliver_finish(client: MlflowClient, context: TrackingContext, record: dict[str, Any]) -> None:
+    now = int(time.time() * 1000)
+    metrics = [Metric(mlflow_key(k), float(v), now, 0) for k, v in record["summary"].items()]
+    client.log_batch(context.parent_run_id, metrics=metrics, tags=[RunTag(STATE_TAG, record["state"])])
+    client.set_terminated(context.parent_run_id, status="FINISHED" if record["state"].startswith("completed") else "FAILED")
 
 
-def mark_trial(context: TrackingContext, trial_id: str, state: str, reason: str | None = None) -> None:
-    """Record a trial's final state (completed / stopped early / errored) on its child run."""
-    client = MlflowClient(context.tracking_uri)
-    run = find_trial_run(client, context, trial_id)
+def _deliver_trial_state(client: MlflowClient, context: TrackingContext, record: dict[str, Any],
+                         final: bool = True) -> None:
+    """``has_run``: the trial reported results, so its run exists once its own spool is
+    delivered: until then (``final`` False) a missing run is a failure to retry later."""
+    run = find_trial_run(client, context, record["trial_id"])
     if run is None:
+        if record["has_run"] and not final:
+            raise TrackingError(f"the run of trial {record['trial_id']} is not recorded yet")
         return
-    tags = [RunTag(STATE_TAG, state)]
-    if reason:
-        tags.append(RunTag("tune_lsd.error", reason[:5000]))
-    retry(lambda: client.log_batch(run.info.run_id, tags=tags), "log_batch")
+    tags = [RunTag(STATE_TAG, record["state"])]
+    if record["reason"]:
+        tags.append(RunTag("tune_lsd.error", record["reason"][:5000]))
+    client.log_batch(run.info.run_id, tags=tags)
     # A trial the scheduler stopped early finished normally (the MLflow UI draws KILLED as a failure).
-    status = {"completed": "FINISHED", "stopped early": "FINISHED", "errored": "FAILED"}[state]
-    retry(lambda: client.set_terminated(run.info.run_id, status=status), "set_terminated")
+    status = {"completed": "FINISHED", "stopped early": "FINISHED", "errored": "FAILED"}[record["state"]]
+    client.set_terminated(run.info.run_id, status=status)
 
 
 def find_trial_run(client: MlflowClient, context: TrackingContext, trial_id: str):
-    runs = retry(lambda: client.search_runs(
+    """The child run of trial ``trial_id``, or None (one request: the caller retries)."""
+    runs = client.search_runs(
         [context.experiment_id],
         filter_string=f"tags.`{PARENT_TAG}` = '{context.parent_run_id}' and tags.`{TRIAL_ID_TAG}` = '{trial_id}'",
-        max_results=1), "search_runs")
+        max_results=1)
     return runs[0] if runs else None
 
 
 def trial_runs(tracking_uri: str, experiment_name: str) -> list:
     """All child (trial) runs of the search ``experiment_name``."""
     client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
+    experiment = retry(lambda: client.get_experiment_by_name(experiment_name), "get_experiment_by_name")
     if experiment is None:
         raise TrackingError(f"no search named {experiment_name!r} in {tracking_uri}")
-    return client.search_runs([experiment.experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = 'trial'", max_results=10_000)
+    return retry(lambda: client.search_runs([experiment.experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = 'trial'",
+                                            max_results=10_000), "search_runs")
 
 
 def best_trial_run(tracking_uri: str, experiment_name: str, metric: str, mode: str = "max"):
@@ -285,57 +335,231 @@ def load_embedding_model(model_uri: str, tracking_uri: str | None = None):
     return model
 
 
-def server_command(backend_store_uri: str, artifacts_destination: Path, host: str, port: int) -> list[str]:
+def server_command(backend_store_uri: str, artifacts_destination: Path, host: str, port: int,
+                   auth: bool = False) -> list[str]:
     """``mlflow server`` with one worker (2 processes, ~0.5 GB instead of 17 and 2.75 GB) that
-    proxies artifacts, so trials on every node upload through it over HTTP."""
+    proxies artifacts, so trials on every node upload through it over HTTP; ``auth``: MLflow's
+    basic-auth app (see :func:`auth_server_environment`)."""
     import sys
 
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
             "--artifacts-destination", str(artifacts_destination), "--serve-artifacts",
-            "--host", host, "--port", str(port), "--workers", "1"]
+            "--host", host, "--port", str(port), "--workers", "1", *(["--app-name", "basic-auth"] if auth else [])]
 
 
-# --- trial side ------------------------------------------------------------------------------
+CREDENTIALS_HELP = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or write them to ~/.mlflow/credentials "
+                    "([mlflow] mlflow_tracking_username = ... / mlflow_tracking_password = ...)")
+
+
+def client_credentials() -> tuple[str | None, str | None]:
+    """The credentials MLflow's clients send: the environment first, then ~/.mlflow/credentials."""
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    credentials = read_mlflow_creds()
+    return credentials.username, credentials.password
+
+
+def auth_server_environment(folder: Path) -> dict[str, str]:
+    """Environment for ``mlflow server --app-name basic-auth``: its config and user database in
+    ``folder``, and as its admin the user whose credentials the clients send (so the team's
+    trials and commands log with the same environment). MLflow creates the admin on the first
+    start only; later password changes go through MLflow's update-password API."""
+    username, password = client_credentials()
+    if not username or not password:
+        raise TrackingError(f"--auth needs the admin's credentials: {CREDENTIALS_HELP}")
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "basic_auth.ini"
+    config.write_text("[mlflow]\n"
+                      "default_permission = READ\n"  # what a signed-in user may do in others' experiments
+                      f"database_uri = sqlite:///{(folder / 'users.db').resolve()}\n"
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_USERNAME": username,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or _secret_key(folder)}
+
+
+def _secret_key(folder: Path) -> str:
+    """The key the auth app signs its CSRF tokens with: made once, kept (owner-only) across restarts."""
+    import secrets
+
+    path = folder / "secret_key"
+    if not path.is_file():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+# --- spooled records: trials and the search driver ---------------------------------------------
+
+SEARCH_SPOOL = "_search"  # the driver's spool (trial states, the search's end), delivered after the trials'
+CLOSE_TIMEOUT_S = 300.0  # the longest a trial's end waits for its records to reach a server that answers
 
 
 class TrialTracker:
-    """The child run of one trial: params once, metrics every epoch, best checkpoint at the end."""
+    """The child run of one trial: params once, metrics every epoch, best checkpoint at the end.
+
+    Every call returns at once: records go to the trial's spool and a background thread
+    delivers them. :meth:`close` at the trial's end waits for them (see :class:`SpoolWriter`).
+    """
 
     def __init__(self, context: TrackingContext, trial_id: str, trial_name: str, flat_config: dict[str, Any],
                  sampled: dict[str, Any], node_id: str) -> None:
         """Open (or, for a restarted trial, reopen) the trial's run; ``node_id`` is recorded in
         the tag ``tune_lsd.nodes`` (every node the trial (re)started on, in order)."""
-        self.client = MlflowClient(context.tracking_uri)
-        self.context = context
         self.trial_id = trial_id
-        existing = find_trial_run(self.client, context, trial_id)
-        if existing is not None:  # a restarted or restored trial continues its run
-            self.run_id = existing.info.run_id
-            nodes = [n for n in existing.data.tags.get(NODES_TAG, "").split(",") if n] + [node_id]
-            retry(lambda: self.client.update_run(self.run_id, status="RUNNING"), "update_run")
-            retry(lambda: self.client.set_tag(self.run_id, NODES_TAG, ",".join(nodes)), "set_tag")
-            return
-        tags = {PARENT_TAG: context.parent_run_id, TRIAL_ID_TAG: trial_id, SEARCH_TAG: "trial", STATE_TAG: "running",
-                SAMPLED_TAG: json.dumps(sampled, sort_keys=True), NODES_TAG: node_id}
-        run = retry(lambda: self.client.create_run(context.experiment_id, run_name=trial_name, tags=tags), "create_run")
-        self.run_id = run.info.run_id
-        params = [Param(k, _param_value(v)) for k, v in flat_config.items()]
-        for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-            retry(lambda: self.client.log_batch(self.run_id, params=params[start:start + 100]), "log_batch")
+        spool = Spool(context.spool_folder(trial_id), initial_state={"context": asdict(context), "trial_id": trial_id})
+        self.writer = SpoolWriter(spool, functools.partial(deliver_records, files=spool.files))
+        self.writer.append({"op": "open", "trial_name": trial_name, "node_id": node_id,
+                            "params": {k: _param_value(v) for k, v in flat_config.items()},
+                            "sampled": json.dumps(sampled, sort_keys=True)})
+
+    @property
+    def run_id(self) -> str | None:
+        """The MLflow run's id, once the run was created (see :meth:`flush`)."""
+        return self.writer.spool.state.get("run_id")
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        now = int(time.time() * 1000)
-        batch = [Metric(mlflow_key(k), float(v), now, step) for k, v in metrics.items() if isinstance(v, (int, float))]
-        retry(lambda: self.client.log_batch(self.run_id, metrics=batch), "log_batch")
+        values = {mlflow_key(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        self.writer.append({"op": "metrics", "step": step, "timestamp": int(time.time() * 1000), "values": values})
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        retry(lambda: self.client.log_text(self.run_id, text, artifact_file), "log_text")
+        self.writer.append({"op": "text", "text": text, "artifact_file": artifact_file})
 
     def log_checkpoint(self, write: Callable[[Path], None]) -> None:
-        """``write(folder)`` fills a temporary folder, which becomes the run's checkpoint artifact."""
-        with tempfile.TemporaryDirectory() as folder:
-            write(Path(folder))
-            retry(lambda: self.client.log_artifacts(self.run_id, folder, CHECKPOINT_DIR), "log_artifacts")
+        """``write(folder)`` fills a folder, which becomes the run's checkpoint artifact."""
+        name = f"upload-{self.writer.spool.appended}"
+        write(_fresh_folder(self.writer.spool.files / name))
+        self.writer.append({"op": "upload", "folder": name, "artifact_path": CHECKPOINT_DIR})
+
+    def flush(self, timeout_s: float = CLOSE_TIMEOUT_S) -> int:
+        """Wait for the records so far to be delivered; returns how many are not (server down)."""
+        return self.writer.flush(timeout_s)
+
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> int:
+        """Deliver what is left and stop; returns the records kept on disk for ``tune-lsd sync``."""
+        return self.writer.close(timeout_s)
+
+
+class SearchRecorder:
+    """The driver's records: each trial's final state, then the search's end (spooled too)."""
+
+    def __init__(self, context: TrackingContext) -> None:
+        self.context = context
+        spool = Spool(context.spool_folder(SEARCH_SPOOL), initial_state={"context": asdict(context)})
+        self.writer = SpoolWriter(spool, functools.partial(deliver_records, files=spool.files, final=False))
+
+    def trial_ended(self, trial_id: str, state: str, reason: str | None = None, has_run: bool = True) -> None:
+        """``state``: completed | stopped early | errored. ``has_run``: the trial reported results."""
+        self.writer.append({"op": "trial_state", "trial_id": trial_id, "state": state, "reason": reason,
+                            "has_run": has_run})
+
+    def search_ended(self, state: str, summary: dict[str, float] | None = None) -> None:
+        self.writer.append({"op": "finish", "state": state, "summary": summary or {}})
+
+    def close(self, timeout_s: float = 60.0) -> int:
+        return self.writer.close(timeout_s)
+
+    @property
+    def closed(self) -> bool:
+        return self.writer.closed
+
+
+_recorders: dict[str, SearchRecorder] = {}
+
+
+def search_recorder(context: TrackingContext) -> SearchRecorder:
+    """This process's recorder of the search ``context`` (opened on first use, again after a
+    close). Callbacks find it here: Ray Tune pickles them, and a thread cannot be pickled."""
+    recorder = _recorders.get(context.parent_run_id)
+    if recorder is None or recorder.closed:
+        recorder = _recorders[context.parent_run_id] = SearchRecorder(context)
+    return recorder
+
+
+def deliver_records(records: list[dict[str, Any]], state: dict[str, Any], files: Path, final: bool = True) -> None:
+    """Send spooled records (all of one ``op``) to MLflow; the spool calls this. ``state`` holds
+    the search's context and, once created, the trial's run id. Raises on any failure."""
+    context = TrackingContext(**state["context"])
+    client = MlflowClient(context.tracking_uri)
+    op = records[0]["op"]
+    if op == "open":
+        state["run_id"] = _open_trial_run(client, context, state["trial_id"], records[0], state.get("run_id"))
+    elif op == "metrics":
+        points = [Metric(k, v, r["timestamp"], r["step"]) for r in records for k, v in r["values"].items()]
+        for start in range(0, len(points), 1000):  # MLflow takes at most 1000 metrics per request
+            client.log_batch(state["run_id"], metrics=points[start:start + 1000])
+    elif op == "text":
+        client.log_text(state["run_id"], records[0]["text"], records[0]["artifact_file"])
+    elif op == "upload":
+        folder = files / records[0]["folder"]
+        if folder.is_dir():  # gone: delivered before a crash kept the spool from counting it
+            client.log_artifacts(state["run_id"], str(folder), records[0]["artifact_path"])
+            shutil.rmtree(folder)
+    elif op == "trial_state":
+        _deliver_trial_state(client, context, records[0], final=final)
+    elif op == "finish":
+        _deliver_finish(client, context, records[0])
+    else:
+        raise ValueError(f"unknown spool record {op!r}")
+
+
+def _open_trial_run(client: MlflowClient, context: TrackingContext, trial_id: str, record: dict[str, Any],
+                    run_id: str | None) -> str:
+    """The trial's run: created with its params and tags, or (a restarted trial) reopened."""
+    existing = client.get_run(run_id) if run_id else find_trial_run(client, context, trial_id)
+    if existing is not None:
+        nodes = [n for n in existing.data.tags.get(NODES_TAG, "").split(",") if n] + [record["node_id"]]
+        client.update_run(existing.info.run_id, status="RUNNING")
+        client.set_tag(existing.info.run_id, NODES_TAG, ",".join(nodes))
+        return existing.info.run_id
+    tags = {PARENT_TAG: context.parent_run_id, TRIAL_ID_TAG: trial_id, SEARCH_TAG: "trial", STATE_TAG: "running",
+            SAMPLED_TAG: record["sampled"], NODES_TAG: record["node_id"]}
+    run = client.create_run(context.experiment_id, run_name=record["trial_name"], tags=tags)
+    params = [Param(k, v) for k, v in record["params"].items()]
+    for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run.info.run_id, params=params[start:start + 100])
+    return run.info.run_id
+
+
+def _fresh_folder(folder: Path) -> Path:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def deliver_spools(spool_dir: Path, log=print, skip: list[str] = ()) -> int:
+    """Deliver every spooled record under ``spool_dir`` (the trials' spools, then the driver's;
+    none named in ``skip``), deleting each spool once delivered; returns how many records were
+    delivered. Raises TrackingError (one line) when the server does not take them; what was
+    delivered stays delivered."""
+    spools = sorted((s for s in spools_under(spool_dir) if s.folder.name not in skip),
+                    key=lambda s: s.folder.name == SEARCH_SPOOL)
+    delivered = 0
+    for spool in spools:
+        context = TrackingContext(**spool.state["context"])
+        check_tracking_uri(context.tracking_uri, timeout_s=5)
+        try:
+            count = spool.deliver_pending(functools.partial(deliver_records, files=spool.files))
+        except Exception as error:
+            raise TrackingError(f"delivering {spool.folder} to {context.tracking_uri} failed: "
+                                f"{str(error).strip().splitlines()[0][:200]}") from None
+        spool.remove()
+        delivered += count
+        if count:
+            log(f"delivered {count} spooled records of {spool.folder.name} to {context.tracking_uri}")
+    remove_if_empty(spool_dir)
+    return delivered
+
+
+def remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def spooled_records(spool_dir: Path) -> tuple[int, int]:
+    """(records not yet delivered, spools holding them) under ``spool_dir``."""
+    counts = [len(spool.pending(limit=10**9)) for spool in spools_under(spool_dir)]
+    return sum(counts), sum(1 for c in counts if c)
 
 
 def _param_value(value: Any) -> str:
