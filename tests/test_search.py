@@ -143,48 +143,81 @@ def test_random_search_with_fifo_runs_every_trial_to_the_end(tmp_path):
     assert resumed.returncode == 0 and "search 'rnd' is complete (3 trials, 0 errored); nothing to resume" in resumed.stdout
 
 
-def test_killed_driver_resumes_without_retraining_finished_trials(tmp_path):
-    args = ["search", "--space", "lsd", "--name", "crash", "--num-samples", "6", "--max-concurrent", "2",
-            "--scheduler", "fifo", "--set", "schedule.epochs=3", *TINY]
-    driver = start_tune_lsd(*args, cwd=tmp_path, log=tmp_path / "first.log")
+def trial_epochs(runs_dir: Path, name: str) -> dict[str, list[int]]:
+    """Every trial Ray knows of and the epochs it trained, in order (an epoch trained again
+    twice; a finished trial's result reported again after a restore is not training)."""
+    found = {}
+    for path in (runs_dir / "ray" / name).glob("*/result.json"):
+        results = [json.loads(line) for line in path.read_text().splitlines() if line]
+        found[path.parent.name.split("_")[1]] = [r["epoch"] for r in results if not r.get("replayed")]
+    return found
+
+
+def _started_after_completed(log: str) -> bool:
+    """A trial started after one completed: the searcher just suggested the next trial."""
+    completed = log.find(" completed ")
+    return completed >= 0 and " started (" in log[completed:]
+
+
+# (the moment, when the driver's log shows it); each kill comes a seeded-random 0-0.5 s later
+KILL_MOMENTS = [
+    ("before the first trial", lambda log, runs: True),
+    ("right after a trial ended", lambda log, runs: " completed " in log),
+    ("during a checkpoint", lambda log, runs: " epoch " in log),  # Ray saves one after every epoch
+    ("between trials", lambda log, runs: _started_after_completed(log)),
+    ("during the last trial", lambda log, runs: len(trial_epochs(runs, "kills")) == 5 and " epoch " in log),
+]
+
+
+def test_search_killed_at_five_moments_ends_with_exactly_its_trials_none_trained_twice(tmp_path):
+    """The driver is SIGKILLed (with its Ray and trial processes) at five moments of one search
+    and resumed each time; it must end with exactly --num-samples trials, every one complete,
+    and no trial that had finished trained again."""
+    import random
+
+    rng = random.Random(20261126)
+    epochs, samples = 2, 5
     runs_dir = tmp_path / "runs"
-    finished_before: dict[str, int] = {}
-    try:
-        wait_until_search_started(tmp_path / "first.log", "crash")
-        deadline = time.time() + 300
-        while time.time() < deadline and len(finished_before) < 2:
-            time.sleep(2)
-            client, _, children = child_runs(runs_dir, "crash")
-            points = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "val/recall_at_1")) for r in children}
-            finished = {r.info.run_id: points[r.info.run_id] for r in children
-                        if r.data.tags.get(STATE_TAG) == "completed"}
-            # Kill once the trials started after those are under way: a kill in the instant a
-            # trial is suggested can leave Tune's saved searcher state behind its trial list.
-            if len(finished) >= 2 and len(children) > len(finished) and min(points.values()) >= 1:
-                finished_before = finished
-        assert len(finished_before) >= 2, (tmp_path / "first.log").read_text()[-3000:]
-    finally:
-        kill_tree(driver)
-    assert driver.returncode == -9
+    finished_at_kill: dict[str, int] = {}  # trial -> epochs Ray recorded for it when it had finished
+    for number, (moment, reached) in enumerate(KILL_MOMENTS):
+        args = (["search", "--resume", "kills"] if number else
+                ["search", "--space", "lsd", "--name", "kills", "--num-samples", str(samples), "--max-concurrent", "1",
+                 "--scheduler", "fifo", "--set", f"schedule.epochs={epochs}", *TINY])
+        log_path = tmp_path / f"run{number}.log"
+        driver = start_tune_lsd(*args, cwd=tmp_path, log=log_path)
+        try:
+            wait_until_search_started(log_path, "kills")
+            deadline = time.time() + 240
+            while not reached(log_path.read_text().split("search 'kills':", 1)[1], runs_dir):
+                assert driver.poll() is None and time.time() < deadline, f"{moment}: {log_path.read_text()[-3000:]}"
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0, 0.5))
+        finally:
+            kill_tree(driver)
+        epochs_now = trial_epochs(runs_dir, "kills")
+        assert len(epochs_now) <= samples, (moment, epochs_now)
+        for trial, reported in epochs_now.items():
+            if trial in finished_at_kill:  # finished before an earlier kill: never trained again
+                assert len(reported) == finished_at_kill[trial], (moment, trial, reported)
+            elif reported and reported[-1] == epochs:
+                finished_at_kill[trial] = len(reported)
+    assert finished_at_kill, "no trial finished between the kills"
 
-    # Pruning a search that may still be resumed deletes only its finished trials' checkpoints.
-    pruned = tune_lsd("prune", "crash", cwd=tmp_path)
-    assert pruned.returncode == 0 and "finished trials" in pruned.stdout, pruned.stdout + pruned.stderr
-    client, _, children = child_runs(runs_dir, "crash")
-    finished_ids = [r.data.tags["ray.trial_id"] for r in children if r.data.tags.get(STATE_TAG) == "completed"]
-    assert len(finished_ids) >= 2
-    assert not [c for t in finished_ids for c in (runs_dir / "ray" / "crash").glob(f"*_{t}_*/checkpoint_*")]
-
-    resumed = tune_lsd("search", "--resume", "crash", cwd=tmp_path)
+    resumed = tune_lsd("search", "--resume", "kills", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
-    client, parents, children = child_runs(runs_dir, "crash")
-    assert len(children) == 6 and len(parents) == 1
+    assert "search 'kills' completed: 5 trials (0 errored)" in resumed.stdout, resumed.stdout[-3000:]
+    epochs_now = trial_epochs(runs_dir, "kills")
+    assert len(epochs_now) == samples and all(reported[-1] == epochs for reported in epochs_now.values())
+    for trial, count in finished_at_kill.items():
+        assert len(epochs_now[trial]) == count, (trial, epochs_now[trial])
+    client, parents, children = child_runs(runs_dir, "kills")
+    assert len(children) == samples and len(parents) == 1
     assert {r.data.tags[STATE_TAG] for r in children} == {"completed"}
-    for run in children:
+    for run in children:  # every epoch in MLflow; a finished trial's once
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/recall_at_1")]
-        if run.info.run_id in finished_before:
-            assert len(steps) == finished_before[run.info.run_id] == 3  # not trained again
-        assert sorted(set(steps)) == [1, 2, 3]
+        assert sorted(set(steps)) == list(range(1, epochs + 1))
+        if run.data.tags["ray.trial_id"] in finished_at_kill:
+            assert sorted(steps) == list(range(1, epochs + 1)), (run.info.run_name, steps)
 
 
 def test_interrupted_search_keeps_its_checkpoints_and_resumes(tmp_path):
@@ -287,7 +320,7 @@ def test_tpe_starts_using_its_model_after_the_startup_trials(num_samples, startu
     from tune_lsd.search import SearchSettings, _tune_config
 
     settings = SearchSettings(name="x", num_samples=num_samples, startup_trials=startup_trials)
-    sampler = _tune_config(settings, load_space("lsd"), epochs=3).search_alg._sampler
+    sampler = _tune_config(settings, load_space("lsd"), epochs=3).search_alg.searcher.searcher._sampler
     assert isinstance(sampler, optuna.samplers.TPESampler) and sampler._n_startup_trials == expected
 
 

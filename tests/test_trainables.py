@@ -15,12 +15,12 @@ def base_config():
     return quick_config(**{"schedule.epochs": 3}).to_dict()
 
 
-def make(config: dict, base: dict) -> DMLTrainable:
+def make(config: dict, base: dict, **parameters) -> DMLTrainable:
     """The trainable as `tune.with_parameters` delivers it: setup(config) with the base injected."""
 
     class WithBase(DMLTrainable):
         def setup(self, config):
-            super().setup(config, base_config=base)
+            super().setup(config, base_config=base, **parameters)
 
     return WithBase(config=config)
 
@@ -34,6 +34,22 @@ def test_step_reports_metrics_and_done_at_the_last_epoch(base_config):
     assert results[-1]["best/val/recall@1"] == max(r["val/recall@1"] for r in results)
     assert trainable.run_config.lsd.weight == 5.0
     trainable.stop()
+
+
+def test_a_finished_trial_restored_after_a_driver_crash_reports_its_result_without_training(base_config, tmp_path):
+    trial = make({"lsd.weight": 5.0}, base_config, finished_dir=str(tmp_path))
+    results = [trial.step() for _ in range(3)]
+    trial.stop()
+    assert [p.name for p in tmp_path.iterdir()] == [f"{trial.trial_id}.json"]  # written at the last epoch only
+    # Ray restores the trial as still running (its state was saved before its last result).
+    restored = make({"lsd.weight": 5.0}, base_config, finished_dir=str(tmp_path))
+    assert restored.trainer is None  # nothing built
+    restored.load_checkpoint(str(tmp_path / "unused"))
+    replayed = restored.step()
+    assert replayed["done"] and replayed["replayed"] and replayed["epoch"] == 3
+    assert replayed["val/recall@1"] == results[-1]["val/recall@1"]
+    assert restored.reset_config({"lsd.weight": 1.0})  # its actor takes the next trial as usual
+    restored.stop()
 
 
 def test_reset_config_rebuilds_everything(base_config):

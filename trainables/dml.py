@@ -57,6 +57,38 @@ def trial_config(base_config: dict[str, Any], sampled: dict[str, Any]) -> Config
     return Config.from_dict(apply_overrides(base_config, {k: v for k, v in sampled.items() if v is not None}))
 
 
+REPLAYED = "replayed"  # in a result: the trial had finished before a driver crash; nothing was trained
+
+
+def record_finished(folder: Path | None, trial_id: str, result: dict[str, Any]) -> None:
+    """Leave a finished trial's final result in ``folder``, durably, before Ray hears of it.
+
+    Ray Tune saves its trial states after processing a result: a driver killed in between
+    would restore the trial as running and train its last epochs again. The trial finds this
+    file when it is restored and reports the result instead (see :func:`finished_result`).
+    The driver records trials the scheduler stopped early the same way.
+    """
+    if folder is None:
+        return
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = folder / f".{trial_id}.{os.getpid()}"
+    with open(temporary, "w") as handle:
+        json.dump({k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, folder / f"{trial_id}.json")
+
+
+def finished_result(folder: Path | None, trial_id: str) -> dict[str, Any] | None:
+    """The final result a trial recorded with :func:`record_finished`, or None."""
+    import json
+
+    path = folder / f"{trial_id}.json" if folder is not None else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
+
+
 class DMLTrainable(tune.Trainable):
     """Trains one configuration epoch by epoch for Ray Tune."""
 
@@ -67,10 +99,17 @@ class DMLTrainable(tune.Trainable):
         tracking: TrackingContext | None = None,
         select_metric: str = "val/recall@1",
         shared_splits: DataSplits | None = None,
+        finished_dir: str | None = None,
     ) -> None:
         """``shared_splits``: the base config's data, decoded once per search and read zero-copy
-        from Ray's object store; used when this trial's data settings give the same split."""
+        from Ray's object store; used when this trial's data settings give the same split.
+        ``finished_dir``: where finished trials leave their final result (see :func:`record_finished`)."""
         started = time.perf_counter()
+        self.finished_dir = Path(finished_dir) if finished_dir else None
+        self.replay = finished_result(self.finished_dir, self.trial_id)
+        if self.replay is not None:  # it finished before the driver died: report that, train nothing
+            self.tracker, self.trainer, self.best_model = None, None, None
+            return
         first_in_actor = not hasattr(self, "device_baseline")
         self.run_config = trial_config(base_config or {}, config)
         self.select_metric = select_metric
@@ -108,6 +147,8 @@ class DMLTrainable(tune.Trainable):
         return tracker
 
     def step(self) -> dict[str, Any]:
+        if self.replay is not None:
+            return {**self.replay, "done": True, REPLAYED: True}
         metrics = self.trainer.run_epoch()
         epoch_ended = time.time()
         value = metrics.get(self.select_metric, float("-inf"))
@@ -120,6 +161,8 @@ class DMLTrainable(tune.Trainable):
             self.tracker.log_metrics(metrics, step=metrics["epoch"])
         metrics["time/step_end_unix"] = epoch_ended  # for Ray's results only (benchmarks/gpu.py's timelines)
         metrics["done"] = self.trainer.epoch >= self.run_config.schedule.epochs
+        if metrics["done"]:
+            record_finished(self.finished_dir, self.trial_id, metrics)
         return metrics
 
     def _model_snapshot(self) -> dict[str, Any]:
@@ -135,6 +178,8 @@ class DMLTrainable(tune.Trainable):
         """What resume needs, each tensor once: the trainer's state, and the best-so-far weights
         only when the best epoch is not the current one (then they are the trainer's student)."""
         folder = Path(checkpoint_dir)
+        if self.replay is not None:
+            return
         self.trainer.save(folder / STATE_FILE)
         best_is_current = self.best_model is not None and self.best_model["epoch"] == self.trainer.epoch
         best = {"best_value": self.best_value, "best_is_current": best_is_current,
@@ -144,6 +189,8 @@ class DMLTrainable(tune.Trainable):
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         folder = Path(checkpoint_dir)
+        if self.replay is not None:
+            return
         # Hyperparameters stay those of this trial's config (PBT may have just mutated them).
         self.trainer.load_state_dict(_engine().load_file(folder / STATE_FILE))
         best = _engine().load_file(folder / BEST_FILE)
@@ -170,7 +217,8 @@ class DMLTrainable(tune.Trainable):
         called here with the config alone.
         """
         self._finish(upload=not self._continues_tracked_trial())
-        held = _engine().device_bytes_allocated() - self.device_baseline
+        trained = hasattr(self, "device_baseline")  # (an actor that only replayed finished trials did not)
+        held = _engine().device_bytes_allocated() - self.device_baseline if trained else 0
         if held > 0:
             warnings.warn(f"not reusing this actor for trial {self.trial_id}: {held / 2**20:.0f} MB of GPU memory "
                           "is still allocated after the previous trial ended", stacklevel=1)
@@ -191,7 +239,7 @@ class DMLTrainable(tune.Trainable):
             if left:
                 warnings.warn(f"trial {self.tracker.trial_id}: the tracking server did not take {left} records "
                               f"({self.tracker.writer.last_error}); they are kept for `tune-lsd sync`", stacklevel=1)
-        compiled = self.trainer is not None and self.trainer.config.runtime.compile
+        compiled = getattr(self, "trainer", None) is not None and self.trainer.config.runtime.compile
         self.best_model = None
         self.trainer = None
         if hasattr(self, "device_baseline"):  # set up at least once (the engine is imported)

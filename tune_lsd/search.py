@@ -32,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces.loader import SearchSpace, SearchSpaceError, load_space, validate_space
@@ -39,6 +40,7 @@ from tune_lsd import __version__, tracking
 from tune_lsd.config import parse_override
 from tune_lsd.data.datasets import check_root
 from tune_lsd.data.splits import build_splits
+from trainables.dml import record_finished
 
 SearcherName = Literal["optuna", "random"]
 SchedulerName = Literal["asha", "pbt", "fifo"]
@@ -95,6 +97,11 @@ class SearchSettings(BaseModel):
     @property
     def settings_file(self) -> Path:
         return self.runs_path / "searches" / self.name / "search.yaml"
+
+    @property
+    def finished_path(self) -> Path:
+        """Final results of finished trials (what --resume must not train again)."""
+        return self.settings_file.parent / "finished"
 
     @property
     def spool_path(self) -> Path:
@@ -160,15 +167,19 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
         trainable = _trainable(settings, base, context, trainable_class, shared_splits)
         experiment_path = settings.experiment_path
         started = time.perf_counter()
+        if resume and not any(experiment_path.glob("experiment_state-*.json")) and settings.settings_file.is_file():
+            # Killed before Ray Tune saved its first state (no trial had started): start afresh.
+            log(f"search {settings.name!r} was stopped before its first trial started: starting it from the beginning")
+            resume = False
         if resume:
             if not tune.Tuner.can_restore(str(experiment_path)):
                 raise SearchError(f"nothing to resume at {experiment_path}")
             tuner = tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_errored=True,
                                        param_space=_param_space(settings, space))
         else:
-            tuner = tune.Tuner(trainable, param_space=_param_space(settings, space),
-                               tune_config=_tune_config(settings, space, epochs),
-                               run_config=_run_config(settings, context, epochs))
+            tune_config = _tune_config(settings, space, epochs)
+            tuner = tune.Tuner(trainable, param_space=_param_space(settings, space), tune_config=tune_config,
+                               run_config=_run_config(settings, context, epochs, tune_config.search_alg))
         # The best model is exported at the end with torch: import it while the trials train.
         threading.Thread(target=_import_quietly, args=("tune_lsd.embedder",), daemon=True).start()
         results = tuner.fit()
@@ -359,7 +370,8 @@ def _trainable(settings: SearchSettings, base, context: tracking.TrackingContext
         "runtime.device": "cuda" if settings.gpus_per_trial > 0 else "cpu",
     }).to_dict()
     with_data = tune.with_parameters(trainable_class, base_config=base_config, tracking=context,
-                                     select_metric=settings.metric, shared_splits=shared)
+                                     select_metric=settings.metric, shared_splits=shared,
+                                     finished_dir=str(settings.finished_path))
     return tune.with_resources(with_data, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
 
 
@@ -373,7 +385,9 @@ def _tune_config(settings: SearchSettings, space: SearchSpace, epochs: int):
         sampler = (optuna.samplers.TPESampler(multivariate=True, group=True, seed=settings.seed,
                                               n_startup_trials=settings.tpe_startup_trials)
                    if settings.searcher == "optuna" else optuna.samplers.RandomSampler(seed=settings.seed))
-        search_alg = ResumableOptunaSearch(space=space.optuna_space(), metric=settings.metric, mode=settings.mode, sampler=sampler)
+        searcher = ResumableOptunaSearch(space=space.optuna_space(), metric=settings.metric, mode=settings.mode,
+                                         sampler=sampler)
+        search_alg = TrialCountedSearch(ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent))
     if settings.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs,
                                   grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
@@ -384,7 +398,9 @@ def _tune_config(settings: SearchSettings, space: SearchSpace, epochs: int):
     else:
         scheduler = FIFOScheduler()
     return tune.TuneConfig(metric=settings.metric, mode=settings.mode, search_alg=search_alg, scheduler=scheduler,
-                           num_samples=settings.num_samples, max_concurrent_trials=settings.max_concurrent,
+                           num_samples=settings.num_samples,
+                           # (PBT's generator takes the limit; the searcher's is in its ConcurrencyLimiter)
+                           max_concurrent_trials=settings.max_concurrent if search_alg is None else None,
                            time_budget_s=settings.time_budget_s,
                            # A finished trial's actor takes the next trial (and a PBT exploit
                            # continues in its own actor): no process start, imports or CUDA context
@@ -393,7 +409,8 @@ def _tune_config(settings: SearchSettings, space: SearchSpace, epochs: int):
                            reuse_actors=True)
 
 
-def _run_config(settings: SearchSettings, context: tracking.TrackingContext, epochs: int):
+def _run_config(settings: SearchSettings, context: tracking.TrackingContext, epochs: int,
+                search_alg: TrialCountedSearch | None):
     keep = 3 if settings.scheduler == "pbt" else 2
     return tune.RunConfig(
         name=settings.name,
@@ -407,10 +424,36 @@ def _run_config(settings: SearchSettings, context: tracking.TrackingContext, epo
         # start; one retry gives it a fresh actor instead of losing it.
         failure_config=tune.FailureConfig(
             max_failures=max(settings.max_failures, 1) if settings.gpus_per_trial > 0 else settings.max_failures),
-        callbacks=[TrialStateCallback(context, epochs),
+        callbacks=[*([TrialCountCallback(search_alg)] if search_alg is not None else []),
+                   TrialStateCallback(context, epochs, str(settings.finished_path)),
                    ProgressCallback(settings.metric, epochs, settings.num_samples)],
         verbose=0,  # ProgressCallback prints one line per event instead of Tune's tables
     )
+
+
+class TrialCountedSearch(SearchGenerator):
+    """Ray's SearchGenerator, whose count of the trials it created follows Tune's trial list.
+
+    Tune saves its trial list, then the searcher's state. A driver killed between the two
+    restores a count that disagrees with the list, and the resumed search ends a trial short
+    or long. :class:`TrialCountCallback` hands over the list's length at the start of every
+    controller step (before Tune asks for new trials), so a search ends with ``num_samples``
+    trials whatever the instant it was killed.
+    """
+
+    def follow(self, trials_in_tune: int) -> None:
+        self._counter = trials_in_tune  # Ray's count of created trials (no public setter)
+
+
+class TrialCountCallback(tune.Callback):
+    """Keeps a :class:`TrialCountedSearch` in step with Tune's trial list (pickled with it by
+    the Tuner, so a restored search keeps the pair)."""
+
+    def __init__(self, search_alg: TrialCountedSearch) -> None:
+        self.search_alg = search_alg
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        self.search_alg.follow(len(trials))
 
 
 class ResumableOptunaSearch(OptunaSearch):
@@ -474,12 +517,15 @@ def _short(value: Any) -> str:
 class TrialStateCallback(tune.Callback):
     """Driver side: each trial's final state (and error) for its MLflow child run, spooled."""
 
-    def __init__(self, context: tracking.TrackingContext, epochs: int) -> None:
+    def __init__(self, context: tracking.TrackingContext, epochs: int, finished_dir: str | None = None) -> None:
         self.context = context
         self.epochs = epochs
+        self.finished_dir = finished_dir
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         finished = (trial.last_result or {}).get("epoch", 0) >= self.epochs
+        if not finished and trial.last_result and self.finished_dir:  # the scheduler stopped it: never resume it
+            record_finished(Path(self.finished_dir), trial.trial_id, trial.last_result)
         tracking.search_recorder(self.context).trial_ended(trial.trial_id, "completed" if finished else "stopped early")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
