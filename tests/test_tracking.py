@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -55,6 +56,37 @@ def test_restarted_trial_reuses_its_run_and_states_are_recorded(tmp_path):
     # a resumed search reopens the same parent run
     assert tracking.start_search_run(uri, "states", {}, tmp_path / "artifacts").parent_run_id == context.parent_run_id
     assert tracking.best_trial_run(uri, "states", "val/recall@1").info.run_id == first.run_id
+
+
+def open_search_when_released(barrier, results, folder: Path, index: int) -> None:
+    barrier.wait()  # every process opens the new store at the same instant
+    try:
+        context = tracking.start_search_run(tracking.default_tracking_uri(folder), f"search{index}", {"space": "x"},
+                                            folder / "artifacts")
+        results.put(context.experiment_id)
+    except Exception as error:
+        results.put(f"failed: {str(error)[:200]}")
+
+
+def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path):
+    """Without the lock, MLflow's migrations race ("table _alembic_tmp_experiments already
+    exists", "duplicate column name: step") in most tries."""
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    for attempt in range(2):
+        folder = tmp_path / f"try{attempt}"
+        barrier, results = fork.Barrier(3), fork.Queue()
+        processes = [fork.Process(target=open_search_when_released, args=(barrier, results, folder, i)) for i in range(3)]
+        for process in processes:
+            process.start()
+        outcomes = [results.get(timeout=120) for _ in processes]
+        for process in processes:
+            process.join(timeout=30)
+        assert not [o for o in outcomes if o.startswith("failed")], outcomes
+        assert len(set(outcomes)) == 3
+        names = {e.name for e in MlflowClient(tracking.default_tracking_uri(folder)).search_experiments()}
+        assert {"search0", "search1", "search2"} <= names
 
 
 def test_unreachable_server_is_one_clear_error(monkeypatch):

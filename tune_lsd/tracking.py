@@ -142,6 +142,21 @@ class TrackingContext:
 # --- driver side -----------------------------------------------------------------------------
 
 
+def open_store(tracking_uri: str) -> None:
+    """Create (or just open) the store at ``tracking_uri``. A new SQLite store is created under
+    an exclusive lock on a file next to it: processes opening it at the same time would race
+    MLflow's schema migration (alembic) and leave a store none of them can use."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    import fcntl
+
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        retry(lambda: MlflowClient(tracking_uri).search_experiments(max_results=1), "open the store")
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
     """The id of experiment ``name``, created (with a local artifact root for SQLite) if missing."""
     experiment = retry(lambda: client.get_experiment_by_name(name), "get_experiment_by_name")
@@ -162,6 +177,7 @@ def start_search_run(
 ) -> TrackingContext:
     """Create (or, on --resume, reopen) the parent run of search ``search_name``; its records
     are spooled under ``spool_dir`` (default: a folder in the system's temporary folder)."""
+    open_store(tracking_uri)
     client = MlflowClient(tracking_uri)
     experiment_id = ensure_experiment(client, search_name, artifact_root)
     existing = _parent_run(client, experiment_id)
