@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -83,19 +84,31 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
-def test_bad_input_is_one_line_and_leaves_nothing_behind(args, message, tmp_path):
+@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[" ".join(a) for a in (args for args, _ in BAD_INPUTS)])
+def test_bad_input_is_one_line_and_leaves_nothing_behind(args, message, tmp_path, monkeypatch, capsys):
+    """In this process (`tune-lsd` itself is `main`; a fresh interpreter per case cost ~4 s each):
+    the exit status, stderr and the folder are what a user of the command would see."""
     import socket
+    import warnings
+
+    from tune_lsd import cli
 
     for name, text in BAD_FILES.items():
         (tmp_path / name).write_text(text)
-    with socket.socket() as busy:  # a port something listens on
+    monkeypatch.chdir(tmp_path)
+    for variable in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT",
+                     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"):  # main() sets defaults: undo them afterwards
+        monkeypatch.setenv(variable, os.environ.get(variable, ""))
+        monkeypatch.delenv(variable)
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    with socket.socket() as busy, warnings.catch_warnings():  # a port something listens on
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        result = tune_lsd(*[a.format(port=busy.getsockname()[1]) for a in args], cwd=tmp_path)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr[-2000:]
+        status = cli.main([a.format(port=busy.getsockname()[1]) for a in args])
+    stderr = capsys.readouterr().err
+    lines = stderr.strip().splitlines()
+    assert status == 2, stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(BAD_FILES)  # no store, run folder or search left
 
 
