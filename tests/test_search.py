@@ -169,14 +169,14 @@ KILL_MOMENTS = [
 ]
 
 
-def test_search_killed_at_five_moments_ends_with_exactly_its_trials_none_trained_twice(tmp_path):
+def test_search_killed_at_five_moments_and_interrupted_ends_with_exactly_its_trials_none_trained_twice(tmp_path):
     """The driver is SIGKILLed (with its Ray and trial processes) at five moments of one search
-    and resumed each time; it must end with exactly --num-samples trials, every one complete,
-    and no trial that had finished trained again."""
+    and resumed each time, then stopped with Ctrl-C; it must end with exactly --num-samples
+    trials, every one complete, and no trial that had finished trained again."""
     import random
 
     rng = random.Random(20261126)
-    epochs, samples = 2, 5
+    epochs, samples = 3, 5
     runs_dir = tmp_path / "runs"
     finished_at_kill: dict[str, int] = {}  # trial -> epochs Ray recorded for it when it had finished
     for number, (moment, reached) in enumerate(KILL_MOMENTS):
@@ -203,6 +203,23 @@ def test_search_killed_at_five_moments_ends_with_exactly_its_trials_none_trained
                 finished_at_kill[trial] = len(reported)
     assert finished_at_kill, "no trial finished between the kills"
 
+    # Ctrl-C: Ray Tune stops the trials and returns; the search says how to continue and keeps
+    # the checkpoints of its unfinished trial.
+    driver = start_tune_lsd("search", "--resume", "kills", cwd=tmp_path, log=tmp_path / "ctrl-c.log")
+    try:
+        wait_until_search_started(tmp_path / "ctrl-c.log", "kills")
+        deadline = time.time() + 240
+        while " epoch " not in (tmp_path / "ctrl-c.log").read_text().split("search 'kills':", 1)[1]:
+            assert driver.poll() is None and time.time() < deadline, (tmp_path / "ctrl-c.log").read_text()[-3000:]
+            time.sleep(0.05)
+        os.kill(driver.pid, signal.SIGINT)
+        driver.wait(timeout=120)
+    finally:
+        kill_tree(driver)
+    log = (tmp_path / "ctrl-c.log").read_text()
+    assert driver.returncode == 130 and "was interrupted; continue it with: tune-lsd search --resume kills" in log, log[-3000:]
+    assert checkpoints(runs_dir, "kills") and not (runs_dir / "searches" / "kills" / "completed.json").exists()
+
     resumed = tune_lsd("search", "--resume", "kills", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
     assert "search 'kills' completed: 5 trials (0 errored)" in resumed.stdout, resumed.stdout[-3000:]
@@ -213,36 +230,12 @@ def test_search_killed_at_five_moments_ends_with_exactly_its_trials_none_trained
     client, parents, children = child_runs(runs_dir, "kills")
     assert len(children) == samples and len(parents) == 1
     assert {r.data.tags[STATE_TAG] for r in children} == {"completed"}
+    assert checkpoints(runs_dir, "kills") == []  # completed now: pruned
     for run in children:  # every epoch in MLflow; a finished trial's once
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/recall_at_1")]
         assert sorted(set(steps)) == list(range(1, epochs + 1))
         if run.data.tags["ray.trial_id"] in finished_at_kill:
             assert sorted(steps) == list(range(1, epochs + 1)), (run.info.run_name, steps)
-
-
-def test_interrupted_search_keeps_its_checkpoints_and_resumes(tmp_path):
-    args = ["search", "--space", "lsd", "--name", "ctrlc", "--num-samples", "3", "--max-concurrent", "2",
-            "--scheduler", "fifo", "--set", "schedule.epochs=3", *TINY]
-    driver = start_tune_lsd(*args, cwd=tmp_path, log=tmp_path / "first.log")
-    runs_dir = tmp_path / "runs"
-    try:
-        wait_until_search_started(tmp_path / "first.log", "ctrlc")
-        deadline = time.time() + 300
-        while time.time() < deadline and not checkpoints(runs_dir, "ctrlc"):
-            time.sleep(1)
-        os.kill(driver.pid, signal.SIGINT)  # Ctrl-C: Ray Tune stops and returns normally
-        driver.wait(timeout=120)
-    finally:
-        kill_tree(driver)
-    log = (tmp_path / "first.log").read_text()
-    assert driver.returncode == 130 and "was interrupted; continue it with: tune-lsd search --resume ctrlc" in log, log[-3000:]
-    assert checkpoints(runs_dir, "ctrlc") and not (runs_dir / "searches" / "ctrlc" / "completed.json").exists()
-
-    resumed = tune_lsd("search", "--resume", "ctrlc", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
-    _, parents, children = child_runs(runs_dir, "ctrlc")
-    assert len(children) == 3 and {r.data.tags[STATE_TAG] for r in children} == {"completed"}
-    assert checkpoints(runs_dir, "ctrlc") == []  # completed now: pruned
 
 
 def test_gpus_on_a_cpu_machine_fail_fast_with_one_line(tmp_path):

@@ -1,5 +1,6 @@
-"""tune_lsd/tracking.py over HTTP: `tune-lsd server` (SQLite and PostgreSQL), concurrent trials,
-a server outage mid-search. Servers are started by the tests and ended by pid."""
+"""tune_lsd/tracking.py and spool.py over HTTP: `tune-lsd server` (SQLite and PostgreSQL, with
+and without --auth), concurrent trials, a minute-long outage mid-search, a server that never
+comes back (then `tune-lsd sync`). Servers are started by the tests and ended by pid."""
 
 from __future__ import annotations
 
@@ -48,27 +49,6 @@ def assert_every_epoch_logged(client: MlflowClient, runs: list, epochs: int) -> 
         for key in ("val/recall_at_1", "train/loss", "lsd/weight"):
             steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
             assert steps == list(range(1, epochs + 1)), (run.info.run_name, key, steps)
-
-
-def test_four_concurrent_trials_log_every_point_to_one_server(tmp_path):
-    port = free_port()
-    server = start_server(tmp_path, port)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        result = tune_lsd("search", "--space", "lsd", "--name", "four", "--scheduler", "fifo", "--num-samples", "4",
-                          "--max-concurrent", "4", "--cpus-per-trial", "0.5", "--tracking-uri", uri,
-                          "--set", "schedule.epochs=3", *TINY, cwd=tmp_path)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-        client, runs = trials(uri, "four")
-        assert len(runs) == 4
-        intervals = sorted((r.info.start_time, r.info.end_time) for r in runs)
-        assert intervals[3][0] < intervals[0][1]  # all four ran at the same time
-        assert_every_epoch_logged(client, runs, 3)
-        artifacts = [a.path for a in client.list_artifacts(runs[0].info.run_id, "checkpoint")]
-        assert artifacts == ["checkpoint/model.pt"]  # uploaded through the server
-        assert list((tmp_path / "server" / "server-artifacts").rglob("model.pt"))
-    finally:
-        kill_tree(server)
 
 
 def wait_for_first_metric(uri: str, name: str, search: subprocess.Popen, log: Path) -> None:
@@ -131,7 +111,7 @@ def test_a_server_that_never_comes_back_ends_the_search_and_sync_delivers_everyt
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_server(tmp_path, port)
-    epochs = 6
+    epochs = 4
     search = start_tune_lsd("search", "--space", "lsd", "--name", "gone", "--scheduler", "fifo", "--num-samples", "3",
                             "--tracking-uri", uri, "--set", f"schedule.epochs={epochs}", *TINY, cwd=tmp_path,
                             log=tmp_path / "search.log")
@@ -183,7 +163,7 @@ TEAM = {"MLFLOW_TRACKING_USERNAME": "team", "MLFLOW_TRACKING_PASSWORD": "s3cret-
 NO_CREDENTIALS = {"MLFLOW_TRACKING_USERNAME": "", "MLFLOW_TRACKING_PASSWORD": "", "HOME": "/nonexistent"}
 
 
-def test_server_with_auth_refuses_anonymous_requests_and_a_search_logs_with_credentials(tmp_path, monkeypatch):
+def test_server_with_auth_refuses_anonymous_requests_and_four_trials_log_with_credentials(tmp_path, monkeypatch):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     refused = tune_lsd("server", "--auth", "--port", str(port), cwd=tmp_path, env=NO_CREDENTIALS)
@@ -200,14 +180,21 @@ def test_server_with_auth_refuses_anonymous_requests_and_a_search_logs_with_cred
         assert anonymous.returncode == 2 and anonymous.stderr.count("\n") == 1, anonymous.stderr
         assert f"MLflow tracking server {uri} needs credentials (HTTP 401)" in anonymous.stderr
 
-        result = tune_lsd("search", "--space", "lsd", "--name", "private", "--scheduler", "fifo", "--num-samples", "1",
-                          "--tracking-uri", uri, "--set", "schedule.epochs=2", *TINY, cwd=tmp_path, env=TEAM)
+        # Four trials at once log every point and upload their checkpoints through the server.
+        result = tune_lsd("search", "--space", "lsd", "--name", "private", "--scheduler", "fifo", "--num-samples", "4",
+                          "--max-concurrent", "4", "--cpus-per-trial", "0.5", "--tracking-uri", uri,
+                          "--set", "schedule.epochs=3", *TINY, cwd=tmp_path, env=TEAM)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", TEAM["MLFLOW_TRACKING_USERNAME"])
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", TEAM["MLFLOW_TRACKING_PASSWORD"])
         client, runs = trials(uri, "private")
-        assert len(runs) == 1 and runs[0].data.tags[STATE_TAG] == "completed"
-        assert_every_epoch_logged(client, runs, 2)
+        assert len(runs) == 4 and {r.data.tags[STATE_TAG] for r in runs} == {"completed"}
+        intervals = sorted((r.info.start_time, r.info.end_time) for r in runs)
+        assert intervals[3][0] < intervals[0][1]  # all four ran at the same time
+        assert_every_epoch_logged(client, runs, 3)
+        artifacts = [a.path for a in client.list_artifacts(runs[0].info.run_id, "checkpoint")]
+        assert artifacts == ["checkpoint/model.pt"]  # uploaded through the server
+        assert list((tmp_path / "server" / "server-artifacts").rglob("model.pt"))
         listed = tune_lsd("ls", "--tracking-uri", uri, cwd=tmp_path, env=TEAM)
         assert listed.returncode == 0 and "private" in listed.stdout, listed.stdout + listed.stderr
     finally:

@@ -178,7 +178,8 @@ class DMLTrainable(tune.Trainable):
         """What resume needs, each tensor once: the trainer's state, and the best-so-far weights
         only when the best epoch is not the current one (then they are the trainer's student)."""
         folder = Path(checkpoint_dir)
-        if self.replay is not None:
+        if self.replay is not None:  # nothing to save; Ray wants a checkpoint with a file in it
+            (folder / "replayed.json").write_text("{}")
             return
         self.trainer.save(folder / STATE_FILE)
         best_is_current = self.best_model is not None and self.best_model["epoch"] == self.trainer.epoch

@@ -80,7 +80,7 @@ def cluster_down(runs_dir: Path) -> int:
         raise ClusterError(f"no cluster recorded in {state_file}")
     nodes = json.loads(state_file.read_text())["nodes"]
     for node in reversed(nodes):  # workers first, the head last
-        end_process_tree(node["pid"])
+        end_process_tree(node["pid"], grace_s=5)  # (some of Ray's processes ignore SIGTERM)
     state_file.unlink()
     return len(nodes)
 

@@ -572,8 +572,12 @@ def _summarise(settings: SearchSettings, results, context: tracking.TrackingCont
         "first_error": str(errors[0].error).strip().splitlines()[-1] if errors else None,
     }
     summary.update(_best_and_champion(settings, context))
-    # Ray Tune returns normally from an interrupted fit (Ctrl-C): complete only if every trial ended.
-    ended = results.num_terminated + results.num_errors == len(results)
+    # Ray Tune returns normally from an interrupted fit (Ctrl-C), its running trials marked
+    # terminated: a trial ended only if it errored or left its final result (trainables.dml).
+    finished = {path.stem for path in settings.finished_path.glob("*.json")}
+    ended = all(r.error is not None or (r.metrics or {}).get("trial_id") in finished for r in results)
+    if settings.time_budget_s is not None:  # the budget stops trials where they are: that is their end
+        ended = results.num_terminated + results.num_errors == len(results)
     complete = ended and (len(results) >= settings.num_samples or settings.time_budget_s is not None)
     state = ("completed" if not errors else "completed with errors") if complete else "interrupted"
     recorder.search_ended(state, {"best/" + settings.metric: summary.get("best_value", 0.0),

@@ -204,13 +204,19 @@ def _deliver_finish(client: MlflowClient, context: TrackingContext, record: dict
     client.set_terminated(context.parent_run_id, status="FINISHED" if record["state"].startswith("completed") else "FAILED")
 
 
+RUN_GRACE_S = 60.0  # how long a trial state waits for the run of a trial that reported nothing
+
+
 def _deliver_trial_state(client: MlflowClient, context: TrackingContext, record: dict[str, Any],
                          final: bool = True) -> None:
-    """``has_run``: the trial reported results, so its run exists once its own spool is
-    delivered: until then (``final`` False) a missing run is a failure to retry later."""
+    """The trial's run appears when the trial's own spool delivers it: while the search runs
+    (``final`` False) a missing run is a failure to retry later, for a trial that reported
+    results (``has_run``) until it appears, for one that did not (it may have died before
+    opening one) for RUN_GRACE_S. Once every trial's spool is delivered (``final``), a
+    missing run is skipped."""
     run = find_trial_run(client, context, record["trial_id"])
     if run is None:
-        if record["has_run"] and not final:
+        if not final and (record["has_run"] or time.time() - record.get("time", 0) < RUN_GRACE_S):
             raise TrackingError(f"the run of trial {record['trial_id']} is not recorded yet")
         return
     tags = [RunTag(STATE_TAG, record["state"])]
@@ -461,18 +467,21 @@ class SearchRecorder:
 
     def __init__(self, context: TrackingContext) -> None:
         self.context = context
+        self.final = False  # set by close(): the trials' spools were delivered before it
         spool = Spool(context.spool_folder(SEARCH_SPOOL), initial_state={"context": asdict(context)})
-        self.writer = SpoolWriter(spool, functools.partial(deliver_records, files=spool.files, final=False))
+        self.writer = SpoolWriter(spool, lambda records, state: deliver_records(records, state, spool.files, self.final))
 
     def trial_ended(self, trial_id: str, state: str, reason: str | None = None, has_run: bool = True) -> None:
         """``state``: completed | stopped early | errored. ``has_run``: the trial reported results."""
         self.writer.append({"op": "trial_state", "trial_id": trial_id, "state": state, "reason": reason,
-                            "has_run": has_run})
+                            "has_run": has_run, "time": time.time()})
 
     def search_ended(self, state: str, summary: dict[str, float] | None = None) -> None:
         self.writer.append({"op": "finish", "state": state, "summary": summary or {}})
 
     def close(self, timeout_s: float = 60.0) -> int:
+        """Deliver what is left (call it after the trials' spools were delivered)."""
+        self.final = True
         return self.writer.close(timeout_s)
 
     @property
