@@ -84,23 +84,22 @@ def test_a_minute_long_server_outage_neither_slows_epochs_nor_loses_a_point(tmp_
         kill_tree(server)  # the server goes away mid-search for a minute ...
         down = time.time()
         time.sleep(60)
+        restarting = time.time()
         server = start_server(tmp_path, port)  # ... and comes back on the same store
-        back = time.time()
         assert search.wait(timeout=400) == 0, (tmp_path / "search.log").read_text()[-3000:]
         client, runs = trials(uri, "outage")
         assert len(runs) == 2 and {r.data.tags[STATE_TAG] for r in runs} == {"completed"}
         assert_every_epoch_logged(client, runs, epochs)  # 0 points lost
         results = epoch_results(tmp_path / "runs", "outage")
         before = [r["time_this_iter_s"] for r in results if r["time/step_end_unix"] < down]
-        during = [r["time_this_iter_s"] for r in results if down + 2 < r["time/step_end_unix"] < back]
+        during = [r["time_this_iter_s"] for r in results if down + 2 < r["time/step_end_unix"] < restarting]
         print(f"epoch time before the outage: median {statistics.median(before):.2f} s, max {max(before):.2f} s "
               f"({len(before)} epochs); during: median {statistics.median(during):.2f} s, max {max(during):.2f} s "
               f"({len(during)} epochs)")
         assert len(during) >= 20  # both trials trained through the outage
         assert statistics.median(during) <= 1.25 * statistics.median(before) + 0.1
-        # No epoch waited for the server (before: 6 tries over 15 s, then the trial failed). The
-        # slowest share the CPU with the server's restart.
-        assert max(during) <= 3 * statistics.median(before)
+        # No epoch waited for the server (before: 6 tries over 15 s, then the trial failed).
+        assert max(during) <= 2 * statistics.median(before) + 0.5
         assert not (tmp_path / "runs" / "searches" / "outage" / "spool").exists()  # all delivered
     finally:
         kill_tree(search)

@@ -524,8 +524,9 @@ class TrialStateCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         finished = (trial.last_result or {}).get("epoch", 0) >= self.epochs
-        if not finished and trial.last_result and self.finished_dir:  # the scheduler stopped it: never resume it
-            record_finished(Path(self.finished_dir), trial.trial_id, trial.last_result)
+        finished_dir = getattr(self, "finished_dir", None)  # (absent in callbacks pickled by older versions)
+        if not finished and trial.last_result and finished_dir:  # the scheduler stopped it: never resume it
+            record_finished(Path(finished_dir), trial.trial_id, trial.last_result)
         tracking.search_recorder(self.context).trial_ended(trial.trial_id, "completed" if finished else "stopped early")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
