@@ -71,18 +71,31 @@ def epoch_results(runs_dir: Path, name: str) -> list[dict]:
             for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_a_minute_long_server_outage_neither_slows_epochs_nor_loses_a_point(tmp_path):
+def search_losing_its_server(tmp_path: Path, name: str, num_samples: int, epochs: int, *extra: str):
+    """A fifo search logging to a fresh server, which is killed once the search's first metric
+    reached it. Returns (port, uri, the search's process)."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_server(tmp_path, port)
-    epochs = 60
-    search = start_tune_lsd("search", "--space", "lsd", "--name", "outage", "--scheduler", "fifo", "--num-samples", "2",
-                            "--tracking-uri", uri, "--checkpoint-every", "1000", "--set", f"schedule.epochs={epochs}",
-                            *TINY, cwd=tmp_path, log=tmp_path / "search.log")
+    search = start_tune_lsd("search", "--space", "lsd", "--name", name, "--scheduler", "fifo",
+                            "--num-samples", str(num_samples), "--tracking-uri", uri,
+                            "--set", f"schedule.epochs={epochs}", *extra, *TINY, cwd=tmp_path, log=tmp_path / "search.log")
     try:
-        wait_for_first_metric(uri, "outage", search, tmp_path / "search.log")
-        kill_tree(server)  # the server goes away mid-search for a minute ...
-        down = time.time()
+        wait_for_first_metric(uri, name, search, tmp_path / "search.log")
+    except BaseException:
+        kill_tree(search)
+        raise
+    finally:
+        kill_tree(server)
+    return port, uri, search
+
+
+def test_a_minute_long_server_outage_neither_slows_epochs_nor_loses_a_point(tmp_path):
+    epochs = 60
+    port, uri, search = search_losing_its_server(tmp_path, "outage", 2, epochs, "--checkpoint-every", "1000")
+    down = time.time()  # the server went away mid-search for a minute ...
+    server = None
+    try:
         time.sleep(60)
         restarting = time.time()
         server = start_server(tmp_path, port)  # ... and comes back on the same store
@@ -103,20 +116,15 @@ def test_a_minute_long_server_outage_neither_slows_epochs_nor_loses_a_point(tmp_
         assert not (tmp_path / "runs" / "searches" / "outage" / "spool").exists()  # all delivered
     finally:
         kill_tree(search)
-        kill_tree(server)
+        if server is not None:
+            kill_tree(server)
 
 
 def test_a_server_that_never_comes_back_ends_the_search_and_sync_delivers_everything(tmp_path):
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = start_server(tmp_path, port)
     epochs = 4
-    search = start_tune_lsd("search", "--space", "lsd", "--name", "gone", "--scheduler", "fifo", "--num-samples", "3",
-                            "--tracking-uri", uri, "--set", f"schedule.epochs={epochs}", *TINY, cwd=tmp_path,
-                            log=tmp_path / "search.log")
+    port, uri, search = search_losing_its_server(tmp_path, "gone", 3, epochs)  # gone for the rest of the search
+    server = None
     try:
-        wait_for_first_metric(uri, "gone", search, tmp_path / "search.log")
-        kill_tree(server)  # gone for the rest of the search
         assert search.wait(timeout=400) == 0, (tmp_path / "search.log").read_text()[-3000:]
         log = (tmp_path / "search.log").read_text()
         assert "search 'gone' completed: 3 trials (0 errored)" in log, log[-3000:]
@@ -142,7 +150,8 @@ def test_a_server_that_never_comes_back_ends_the_search_and_sync_delivers_everyt
         assert again.returncode == 0 and "nothing to deliver" in again.stdout, again.stdout + again.stderr
     finally:
         kill_tree(search)
-        kill_tree(server)
+        if server is not None:
+            kill_tree(server)
 
 
 def http_status(url: str, credentials: tuple[str, str] | None = None) -> int:

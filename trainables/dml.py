@@ -18,6 +18,7 @@ starts: the search driver imports this module without them, ~3 s less per search
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 import warnings
@@ -70,8 +71,6 @@ def record_finished(folder: Path | None, trial_id: str, result: dict[str, Any]) 
     """
     if folder is None:
         return
-    import json
-
     folder.mkdir(parents=True, exist_ok=True)
     temporary = folder / f".{trial_id}.{os.getpid()}"
     with open(temporary, "w") as handle:
@@ -83,10 +82,9 @@ def record_finished(folder: Path | None, trial_id: str, result: dict[str, Any]) 
 
 def finished_result(folder: Path | None, trial_id: str) -> dict[str, Any] | None:
     """The final result a trial recorded with :func:`record_finished`, or None."""
-    import json
-
-    path = folder / f"{trial_id}.json" if folder is not None else None
-    return json.loads(path.read_text()) if path is not None and path.is_file() else None
+    if folder is None or not (folder / f"{trial_id}.json").is_file():
+        return None
+    return json.loads((folder / f"{trial_id}.json").read_text())
 
 
 class DMLTrainable(tune.Trainable):

@@ -560,9 +560,12 @@ def deliver_spools(spool_dir: Path, log=print, skip: list[str] = ()) -> int:
     spools = sorted((s for s in spools_under(spool_dir) if s.folder.name not in skip),
                     key=lambda s: s.folder.name == SEARCH_SPOOL)
     delivered = 0
+    checked: set[str] = set()  # (every spool of a search names the same server: ask it once)
     for spool in spools:
         context = TrackingContext(**spool.state["context"])
-        check_tracking_uri(context.tracking_uri, timeout_s=5)
+        if context.tracking_uri not in checked:
+            check_tracking_uri(context.tracking_uri, timeout_s=5)
+            checked.add(context.tracking_uri)
         try:
             count = spool.deliver_pending(functools.partial(deliver_records, files=spool.files))
         except Exception as error:
