@@ -1,13 +1,25 @@
-"""Search efficiency: Optuna TPE + ASHA against random search without early stopping.
+"""Search efficiency: how much of random search's epoch budget each searcher needs to match it.
 
-Random search runs ``--random-trials`` full trials (its budget B = trials x epochs). TPE + ASHA
-runs on the same space, seed and data; its epochs are counted in the order they finished
-(across concurrent trials) and only the first B count. Reported per seed: the fraction of B
-that TPE + ASHA spent before its best validation Recall@1 first reached random search's
-best. Target: <= 1/3.
+Random search without early stopping runs ``--random-trials`` full trials: its budget is
+B = trials x epochs and its best validation Recall@1 the target. On the same space, data and
+seed, and with the same number of trials at a time, the other arms are:
 
-    python benchmarks/search_efficiency.py                 # 3 seeds, ~45 min on 2 cores
-    python benchmarks/search_efficiency.py --seeds 0 1 2 --random-trials 6 --asha-trials 16
+- ``random+asha``: random sampling, ASHA early stopping (``--asha-trials`` trials);
+- ``tpe``: Optuna TPE without early stopping (``--random-trials`` trials, the same budget);
+- ``tpe+asha``: this tool's default, Optuna TPE + ASHA through Ray Tune (``--asha-trials``);
+- ``optuna``: what a user would pick instead of this tool: a plain Optuna study, TPE (same
+  settings and startup trials) + Optuna's HyperbandPruner (same grace period and reduction
+  factor), ``study.optimize(n_jobs=--max-concurrent)`` threads, no Ray, no MLflow
+  (``--asha-trials`` trials, the data decoded once).
+
+Every arm's epochs are counted in the order they finished (across concurrent trials) and only
+the first B count. Reported per arm, as the median over seeds: the fraction of B it spent
+before its best validation Recall@1 first reached random search's best, and the wall-clock
+seconds from the arm's start (Ray's and the store's start-up included) to that moment.
+Target for ``tpe+asha``: median fraction <= 1/3.
+
+    python benchmarks/search_efficiency.py                        # 5 seeds x 5 arms, ~2.5 h on 2 cores
+    python benchmarks/search_efficiency.py --seeds 0 --arms random tpe+asha optuna
 
 Table, results.json and search_efficiency.png go to ``--out`` (default runs/search-efficiency).
 """
@@ -19,101 +31,180 @@ import json
 import math
 import os
 import statistics
+import threading
+import time
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
 
+from search_spaces.loader import define_by_run  # noqa: E402
 from tune_lsd import tracking  # noqa: E402
-from tune_lsd.search import SearchSettings, run_search  # noqa: E402
+from tune_lsd.data.splits import build_splits  # noqa: E402
+from tune_lsd.engine import Trainer  # noqa: E402
+from tune_lsd.search import SearchSettings, prepare_space, run_search  # noqa: E402
 
 METRIC = "val/recall@1"
+RAY_ARMS = {  # arm: (searcher, scheduler, which trial count)
+    "random": ("random", "fifo", "random_trials"),
+    "random+asha": ("random", "asha", "asha_trials"),
+    "tpe": ("optuna", "fifo", "random_trials"),
+    "tpe+asha": ("optuna", "asha", "asha_trials"),
+}
+ARMS = [*RAY_ARMS, "optuna"]
+
+Curve = list[tuple[float, float]]  # (seconds since the arm started, best value so far), one per epoch
 
 
-def best_so_far(tracking_uri: str, search: str) -> list[float]:
-    """Best validation Recall@1 after each epoch the search trained, epochs in finishing order."""
-    points = [(timestamp, value) for run in tracking.trial_runs(tracking_uri, search)
-              for _, value, timestamp in tracking.metric_history(tracking_uri, run.info.run_id, METRIC)]
+def best_so_far(points: list[tuple[float, float]]) -> Curve:
+    """(time, value) of every epoch, any order -> the best value after each epoch, in finishing order."""
     curve, best = [], -math.inf
-    for _, value in sorted(points):
+    for seconds, value in sorted(points):
         best = max(best, value)
-        curve.append(best)
+        curve.append((seconds, best))
     return curve
 
 
-def run_pair(seed: int, args: argparse.Namespace) -> dict[str, list[float]]:
-    """Random + FIFO and TPE + ASHA on one seed; each search's best-so-far curve."""
+def settings_for(arm: str, seed: int, args: argparse.Namespace) -> SearchSettings:
+    searcher, scheduler, trials = RAY_ARMS.get(arm, ("optuna", "asha", "asha_trials"))
+    return SearchSettings(name=f"efficiency-seed{seed}-{arm.replace('+', '-')}", space=args.space,
+                          searcher=searcher, scheduler=scheduler, num_samples=getattr(args, trials),
+                          max_concurrent=args.max_concurrent, seed=seed, runs_dir=str(args.out), overrides=args.set)
+
+
+def run_ray_arm(settings: SearchSettings) -> Curve:
+    """A tune_lsd search; its epochs' times come from the MLflow timestamps of each point."""
+    started = time.time()
+    run_search(settings)
+    uri = settings.resolved_tracking_uri()
+    return best_so_far([(timestamp / 1000 - started, value) for run in tracking.trial_runs(uri, settings.name)
+                        for _, value, timestamp in tracking.metric_history(uri, run.info.run_id, METRIC)])
+
+
+def run_plain_optuna(settings: SearchSettings) -> Curve:
+    """The same search as TPE + ASHA, written as a user would with Optuna alone."""
+    started = time.time()
+    space = prepare_space(settings)
+    base = space.base_config()
+    splits = build_splits(base.data, base.seed)  # decoded once, shared by every trial (as Ray's object store does)
+    epochs, points, lock = base.schedule.epochs, [], threading.Lock()
+    space_dict = {**space.model_dump(), "_base_values": base.flat()}
+
+    def objective(trial: optuna.Trial) -> float:
+        define_by_run(space_dict, trial)
+        config = space.trial_config(trial.params).with_overrides({"runtime.threads": 1, "runtime.progress": False})
+        trainer, best = Trainer(config, splits=splits), -math.inf
+        for epoch in range(1, epochs + 1):
+            value = trainer.run_epoch()[METRIC]
+            with lock:
+                points.append((time.time() - started, value))
+            best = max(best, value)
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return best
+
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(multivariate=True, group=True, seed=settings.seed,
+                                           n_startup_trials=settings.tpe_startup_trials),
+        pruner=optuna.pruners.HyperbandPruner(min_resource=settings.grace_period, max_resource=epochs,
+                                              reduction_factor=int(settings.reduction_factor)))
+    study.optimize(objective, n_trials=settings.num_samples, n_jobs=settings.max_concurrent)
+    return best_so_far(points)
+
+
+def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Curve]:
     curves = {}
-    for label, searcher, scheduler, trials in (("random", "random", "fifo", args.random_trials),
-                                               ("tpe+asha", "optuna", "asha", args.asha_trials)):
-        settings = SearchSettings(name=f"efficiency-seed{seed}-{label.replace('+', '-')}", space=args.space,
-                                  searcher=searcher, scheduler=scheduler, num_samples=trials,
-                                  max_concurrent=args.max_concurrent, seed=seed, runs_dir=str(args.out),
-                                  overrides=args.set)
-        run_search(settings)
-        curves[label] = best_so_far(settings.resolved_tracking_uri(), settings.name)
+    for arm in args.arms:
+        settings = settings_for(arm, seed, args)
+        curves[arm] = run_plain_optuna(settings) if arm == "optuna" else run_ray_arm(settings)
+        print(f"seed {seed} {arm}: {len(curves[arm])} epochs, best {curves[arm][-1][1]:.4f}, "
+              f"{curves[arm][-1][0]:.0f} s", flush=True)
     return curves
 
 
-def fraction_needed(random_curve: list[float], asha_curve: list[float]) -> float:
-    """Share of random search's epoch budget TPE + ASHA used to match random's best (inf: never)."""
-    budget, target = len(random_curve), random_curve[-1]
-    for spent, value in enumerate(asha_curve[:budget], start=1):
+def epochs_and_seconds_to_match(random_curve: Curve, curve: Curve) -> tuple[float, float]:
+    """Share of random search's epoch budget ``curve`` used to match random's best, and the
+    seconds it took (inf, inf: not within the budget)."""
+    budget, target = len(random_curve), random_curve[-1][1]
+    for spent, (seconds, value) in enumerate(curve[:budget], start=1):
         if value >= target:
-            return spent / budget
-    return math.inf
+            return spent / budget, seconds
+    return math.inf, math.inf
 
 
-def plot(results: dict[int, dict[str, list[float]]], path: Path) -> None:
-    figure, axis = plt.subplots(figsize=(7, 4))
-    for index, (seed, curves) in enumerate(sorted(results.items())):
-        for label, style in (("random", "--"), ("tpe+asha", "-")):
-            curve = curves[label][:len(curves["random"])]
-            axis.step(range(1, len(curve) + 1), curve, style, where="post", color=f"C{index}",
-                      label=f"seed {seed}: {label}")
-    axis.set_xlabel("epochs trained (all trials, in finishing order)")
-    axis.set_ylabel(f"best {METRIC} so far")
-    axis.set_title("TPE + ASHA vs random search, same epoch budget")
-    axis.legend(fontsize=8)
+def plot(results: dict[int, dict[str, Curve]], path: Path) -> None:
+    seeds = sorted(results)
+    figure, axes = plt.subplots(1, len(seeds), figsize=(4 * len(seeds), 3.6), squeeze=False, sharey=True)
+    for axis, seed in zip(axes[0], seeds):
+        budget = len(results[seed]["random"])
+        for index, (arm, curve) in enumerate(results[seed].items()):
+            values = [value for _, value in curve[:budget]]
+            axis.step(range(1, len(values) + 1), values, "--" if arm == "random" else "-", where="post",
+                      color=f"C{index}", label=arm)
+        axis.set_title(f"seed {seed}")
+        axis.set_xlabel("epochs trained (finishing order)")
+    axes[0][0].set_ylabel(f"best {METRIC} so far")
+    axes[0][-1].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
+def _median(values: list[float], digits: int = 2) -> str:
+    median = statistics.median(values)
+    return f"{median:.{digits}f}" if math.isfinite(median) else "not reached"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=ARMS, help="random is always run (the target)")
     parser.add_argument("--space", default="lsd")
     parser.add_argument("--random-trials", type=int, default=6, help="random search trials; budget = these x epochs")
-    parser.add_argument("--asha-trials", type=int, default=16, help="TPE + ASHA trials (enough to spend the budget)")
+    parser.add_argument("--asha-trials", type=int, default=16, help="trials of the early-stopping arms")
     parser.add_argument("--max-concurrent", type=int, default=2)
-    parser.add_argument("--set", action="append", default=[], help="base-config overrides for both searches")
+    parser.add_argument("--set", action="append", default=[], help="base-config overrides for every arm")
     parser.add_argument("--out", type=Path, default=Path("runs/search-efficiency"))
     args = parser.parse_args()
+    args.arms = ["random", *[arm for arm in args.arms if arm != "random"]]
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     args.out = args.out.resolve()
 
-    results = {seed: run_pair(seed, args) for seed in args.seeds}
+    results = {seed: run_seed(seed, args) for seed in args.seeds}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, args.out / "search_efficiency.png")
 
     print(f"\nplot: {args.out / 'search_efficiency.png'}\n")
-    print("| seed | budget (epochs) | random best | TPE+ASHA best within budget | TPE+ASHA epochs used | fraction of budget to match random |")
-    print("|---|---|---|---|---|---|")
-    fractions = []
+    print("| seed | budget (epochs) | random best | " + " | ".join(
+        f"{arm}: best in budget / fraction / s" for arm in args.arms[1:]) + " | random s |")
+    print("|---|---|---|" + "---|" * len(args.arms))
+    matched: dict[str, list[tuple[float, float]]] = {arm: [] for arm in args.arms[1:]}
     for seed, curves in sorted(results.items()):
-        budget = len(curves["random"])
-        within = curves["tpe+asha"][:budget]
-        fraction = fraction_needed(curves["random"], curves["tpe+asha"])
-        fractions.append(fraction)
-        shown = f"{fraction:.2f}" if math.isfinite(fraction) else "not reached"
-        print(f"| {seed} | {budget} | {curves['random'][-1]:.4f} | {within[-1]:.4f} | {len(within)} | {shown} |")
-    median = statistics.median(fractions)
-    print(f"ratio (median fraction of random's budget TPE+ASHA needs): "
-          f"{median:.2f}" + (" (target <= 0.33)" if math.isfinite(median) else " (not reached; target <= 0.33)"))
+        random_curve = curves["random"]
+        budget = len(random_curve)
+        cells = []
+        for arm in args.arms[1:]:
+            fraction, seconds = epochs_and_seconds_to_match(random_curve, curves[arm])
+            matched[arm].append((fraction, seconds))
+            shown = f"{fraction:.2f} / {seconds:.0f}" if math.isfinite(fraction) else "not reached / -"
+            cells.append(f"{curves[arm][:budget][-1][1]:.4f} / {shown}")
+        print(f"| {seed} | {budget} | {random_curve[-1][1]:.4f} | " + " | ".join(cells)
+              + f" | {random_curve[-1][0]:.0f} |")
+    print("\n| arm | median fraction of random's budget to match it | median seconds to match it | seeds matched |")
+    print("|---|---|---|---|")
+    for arm, pairs in matched.items():
+        print(f"| {arm} | {_median([f for f, _ in pairs])} | {_median([s for _, s in pairs], digits=0)} | "
+              f"{sum(math.isfinite(f) for f, _ in pairs)}/{len(pairs)} |")
+    if "tpe+asha" in matched:
+        print(f"ratio (median fraction of random's budget TPE+ASHA needs): "
+              f"{_median([f for f, _ in matched['tpe+asha']])} (target <= 0.33)")
 
 
 if __name__ == "__main__":

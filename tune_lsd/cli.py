@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import sys
+import threading
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -504,5 +506,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def run() -> None:
+    """The ``tune-lsd`` command: :func:`main`, then a quick exit.
+
+    After a command has finished, Python's teardown of torch's, Ray's and MLflow's modules
+    takes 0.8-2.5 s on 2 cores. When nothing but daemon threads is left (which a normal exit
+    would not wait for either), the atexit handlers (logging, MLflow's, temporary folders) run,
+    the output is flushed and the process ends without that teardown.
+    """
+    code = main()
+    if all(thread.daemon for thread in threading.enumerate() if thread is not threading.main_thread()):
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
