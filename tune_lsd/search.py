@@ -158,6 +158,7 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
             ray.shutdown()
             raise
     recorder = tracking.search_recorder(context)
+    ending_ray: threading.Thread | None = None
     try:
         _check_resources(settings, ray.cluster_resources())
         _check_storage_visible(settings.runs_path / "ray")
@@ -183,6 +184,9 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
         # The best model is exported at the end with torch: import it while the trials train.
         threading.Thread(target=_import_quietly, args=("tune_lsd.embedder",), daemon=True).start()
         results = tuner.fit()
+        # Ray's processes end (~1.5 s, mostly waiting) while the best model is exported and registered.
+        ending_ray = threading.Thread(target=ray.shutdown, name="ray-shutdown")
+        ending_ray.start()
         _deliver_left_over(settings, log)  # what trials could not deliver while the server was down
         summary = _summarise(settings, results, context, recorder, time.perf_counter() - started)
         summary["spooled_records"] = _close_recorder(settings, recorder, log)
@@ -196,6 +200,8 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
             _close_recorder(settings, recorder, log)
         raise
     finally:
+        if ending_ray is not None:
+            ending_ray.join()
         ray.shutdown()
     _print_summary(summary, log)
     if summary["trials"] and summary["errored"] == summary["trials"]:
