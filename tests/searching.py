@@ -12,7 +12,7 @@ from pathlib import Path
 from tune_lsd.cluster import descendants
 
 # ~1-2 s per trial epoch on one core: 40 glyph classes, 3 batches of 64 per epoch.
-TINY = ["--set", "data.max_classes=40", "--set", "data.batch_size=64", "--set", "schedule.steps_per_epoch=3"]
+TINY = ["--set", "data.max_classes=40", "--set", "data.max_test_classes=40", "--set", "data.batch_size=64", "--set", "schedule.steps_per_epoch=3"]
 
 
 def _command(args: tuple[str, ...], env: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:

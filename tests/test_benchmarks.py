@@ -45,7 +45,7 @@ def test_search_overhead_benchmark_runs():
     assert lines[-1].startswith("ratio search/plain:")
 
 
-TINY_SEARCH = ["--set", "data.max_classes=40", "--set", "schedule.steps_per_epoch=2"]
+TINY_SEARCH = ["--set", "data.max_classes=40", "--set", "data.max_test_classes=40", "--set", "schedule.steps_per_epoch=2"]
 
 
 @pytest.mark.slow
