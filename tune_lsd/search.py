@@ -40,7 +40,7 @@ from tune_lsd import __version__, tracking
 from tune_lsd.config import parse_override
 from tune_lsd.data.datasets import check_root
 from tune_lsd.data.splits import build_splits
-from trainables.dml import record_finished
+from trainables.dml import DMLTrainable, record_finished
 
 SearcherName = Literal["optuna", "random"]
 SchedulerName = Literal["asha", "pbt", "fifo"]
@@ -362,10 +362,9 @@ def _open_search_run(settings: SearchSettings, space: SearchSpace, resume: bool)
 
 
 def _load_trainable_and_data(settings: SearchSettings, base):
-    """The trainable class (importing it imports torch and timm) and the shared data splits:
-    decoded once here and put in Ray's object store once; trials on a node share one copy."""
-    from trainables.dml import DMLTrainable
-
+    """The trainable class and the shared data splits: decoded once here and put in Ray's
+    object store once; trials on a node share one copy. (The trainable imports torch and timm
+    only when a trial builds its trainer.)"""
     return DMLTrainable, build_splits(base.data, base.seed) if settings.share_data else None
 
 
