@@ -41,11 +41,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
-from search_spaces.loader import define_by_run  # noqa: E402
 from tune_lsd import tracking  # noqa: E402
 from tune_lsd.data.splits import build_splits  # noqa: E402
 from tune_lsd.engine import Trainer  # noqa: E402
-from tune_lsd.search import SearchSettings, prepare_space, run_search  # noqa: E402
+from tune_lsd.search import SearchSettings, optuna_sampler, prepare_space, run_search  # noqa: E402
 
 METRIC = "val/recall@1"
 RAY_ARMS = {  # arm: (searcher, scheduler, which trial count)
@@ -91,10 +90,10 @@ def run_plain_optuna(settings: SearchSettings) -> Curve:
     base = space.base_config()
     splits = build_splits(base.data, base.seed)  # decoded once, shared by every trial (as Ray's object store does)
     epochs, points, lock = base.schedule.epochs, [], threading.Lock()
-    space_dict = {**space.model_dump(), "_base_values": base.flat()}
+    suggest = space.optuna_space()  # the search's own define-by-run function
 
     def objective(trial: optuna.Trial) -> float:
-        define_by_run(space_dict, trial)
+        suggest(trial)
         config = space.trial_config(trial.params).with_overrides({"runtime.threads": 1, "runtime.progress": False})
         trainer, best = Trainer(config, splits=splits), -math.inf
         for epoch in range(1, epochs + 1):
@@ -109,8 +108,7 @@ def run_plain_optuna(settings: SearchSettings) -> Curve:
 
     study = optuna.create_study(
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(multivariate=True, group=True, seed=settings.seed,
-                                           n_startup_trials=settings.tpe_startup_trials),
+        sampler=optuna_sampler(settings),  # TPE, as the search's
         pruner=optuna.pruners.HyperbandPruner(min_resource=settings.grace_period, max_resource=epochs,
                                               reduction_factor=int(settings.reduction_factor)))
     study.optimize(objective, n_trials=settings.num_samples, n_jobs=settings.max_concurrent)

@@ -145,15 +145,15 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
         settings.settings_file.write_text(yaml.safe_dump(settings.model_dump(), sort_keys=False))
 
     # Ray's start is mostly waiting for its processes: meanwhile, other threads open the MLflow
-    # store and import + decode what the trials need (a search's fixed cost, paid once).
+    # store and decode the data the trials share (a search's fixed cost, paid once).
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="search-setup") as setup:
         opening_store = setup.submit(_open_search_run, settings, space, resume)
-        loading = setup.submit(_load_trainable_and_data, settings, base)
+        loading = setup.submit(_shared_splits, settings, base)
         _start_ray(settings)
         context = None
         try:
             context = opening_store.result()
-            trainable_class, shared_splits = loading.result()
+            shared_splits = loading.result()
         except BaseException:
             ray.shutdown()
             raise
@@ -165,7 +165,7 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
         log(f"search {settings.name!r}: space {space.name}, {settings.searcher} + {settings.scheduler}, "
             f"{settings.num_samples} trials x {epochs} epochs, {settings.max_concurrent} at a time; "
             f"MLflow {settings.resolved_tracking_uri()}")
-        trainable = _trainable(settings, base, context, trainable_class, shared_splits)
+        trainable = _trainable(settings, base, context, shared_splits)
         experiment_path = settings.experiment_path
         started = time.perf_counter()
         if resume and not any(experiment_path.glob("experiment_state-*.json")) and settings.settings_file.is_file():
@@ -361,20 +361,19 @@ def _open_search_run(settings: SearchSettings, space: SearchSpace, resume: bool)
     return context
 
 
-def _load_trainable_and_data(settings: SearchSettings, base):
-    """The trainable class and the shared data splits: decoded once here and put in Ray's
-    object store once; trials on a node share one copy. (The trainable imports torch and timm
-    only when a trial builds its trainer.)"""
-    return DMLTrainable, build_splits(base.data, base.seed) if settings.share_data else None
+def _shared_splits(settings: SearchSettings, base):
+    """The data splits every trial shares: decoded once here and put in Ray's object store
+    once; trials on a node share one copy (None with --no-shared-data)."""
+    return build_splits(base.data, base.seed) if settings.share_data else None
 
 
-def _trainable(settings: SearchSettings, base, context: tracking.TrackingContext, trainable_class, shared):
+def _trainable(settings: SearchSettings, base, context: tracking.TrackingContext, shared):
     base_config = base.with_overrides({
         "runtime.threads": max(1, int(settings.cpus_per_trial)),
         "runtime.progress": False,
         "runtime.device": "cuda" if settings.gpus_per_trial > 0 else "cpu",
     }).to_dict()
-    with_data = tune.with_parameters(trainable_class, base_config=base_config, tracking=context,
+    with_data = tune.with_parameters(DMLTrainable, base_config=base_config, tracking=context,
                                      select_metric=settings.metric, shared_splits=shared,
                                      finished_dir=str(settings.finished_path))
     return tune.with_resources(with_data, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
@@ -384,14 +383,19 @@ def _param_space(settings: SearchSettings, space: SearchSpace) -> dict[str, Any]
     return space.tune_param_space() if settings.scheduler == "pbt" else None
 
 
+def optuna_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of ``--searcher``: TPE (with its random start-up trials) or random."""
+    if settings.searcher == "optuna":
+        return optuna.samplers.TPESampler(multivariate=True, group=True, seed=settings.seed,
+                                          n_startup_trials=settings.tpe_startup_trials)
+    return optuna.samplers.RandomSampler(seed=settings.seed)
+
+
 def _tune_config(settings: SearchSettings, space: SearchSpace, epochs: int):
     search_alg = None
     if settings.scheduler != "pbt":
-        sampler = (optuna.samplers.TPESampler(multivariate=True, group=True, seed=settings.seed,
-                                              n_startup_trials=settings.tpe_startup_trials)
-                   if settings.searcher == "optuna" else optuna.samplers.RandomSampler(seed=settings.seed))
         searcher = ResumableOptunaSearch(space=space.optuna_space(), metric=settings.metric, mode=settings.mode,
-                                         sampler=sampler)
+                                         sampler=optuna_sampler(settings))
         search_alg = TrialCountedSearch(ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent))
     if settings.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs,
