@@ -98,5 +98,13 @@ def test_unreachable_server_is_one_clear_error(monkeypatch):
     assert "failed after 2 tries" in str(error.value) and "\n" not in str(error.value)
 
 
+def test_a_failure_without_a_message_is_named_by_its_type():
+    def times_out():
+        raise TimeoutError()
+
+    with pytest.raises(tracking.TrackingError, match=r"^MLflow log_batch failed after 2 tries: TimeoutError$"):
+        tracking.retry(times_out, "log_batch", attempts=2, first_wait_s=0.01)
+
+
 def test_mlflow_key():
     assert tracking.mlflow_key("val/recall@1") == "val/recall_at_1"

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tune_lsd.errors import first_line
+
 
 class ConfigError(ValueError):
     """A configuration problem, with a message meant to be shown to the user as one line."""
@@ -271,7 +273,7 @@ def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
     mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    problem = getattr(error, "problem", None) or first_line(error)
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 

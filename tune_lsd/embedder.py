@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from tune_lsd.config import Config
 from tune_lsd.data.datasets import IMAGE_SUFFIXES
 from tune_lsd.data.transforms import MEAN, STD
+from tune_lsd.errors import first_line
 from tune_lsd.models import build_model
 from tune_lsd.pyfunc_model import NETWORK_FILE, PREPROCESSING_FILE, ImageEmbedder
 
@@ -106,7 +107,7 @@ class ImageFolder:
             with Image.open(path) as image:
                 return np.asarray(image.convert("L" if self.channels == 1 else "RGB"))
         except (UnidentifiedImageError, OSError) as error:
-            raise ImageReadError(f"cannot read image {path}: {str(error).splitlines()[0]}") from None
+            raise ImageReadError(f"cannot read image {path}: {first_line(error)}") from None
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return (self[i] for i in range(len(self)))

@@ -40,6 +40,7 @@ from tune_lsd import __version__, tracking
 from tune_lsd.config import parse_override
 from tune_lsd.data.datasets import check_root
 from tune_lsd.data.splits import build_splits
+from tune_lsd.errors import first_line
 from trainables.dml import DMLTrainable, record_finished
 
 SearcherName = Literal["optuna", "random"]
@@ -631,7 +632,7 @@ def _best_and_champion(settings: SearchSettings, context: tracking.TrackingConte
     try:
         found["registered_version"] = _log_champion(context, best.info.run_id, found["registered_model"])
     except Exception as error:  # the registry is a convenience: never lose a finished search over it
-        found["registry_error"] = str(error).splitlines()[0]
+        found["registry_error"] = first_line(error)
     return found
 
 

@@ -28,6 +28,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from tune_lsd.errors import first_line
+
 RECORDS_FILE = "records.jsonl"
 STATE_FILE = "state.json"
 FILES_DIR = "files"
@@ -181,7 +183,7 @@ class SpoolWriter:
                 self.failures, self.last_error, wait = 0, None, self.first_wait_s
             except Exception as error:  # the server or the network failed: try again later
                 self.failures += 1
-                self.last_error = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+                self.last_error = first_line(error)
                 wait = min(wait * 2, self.max_wait_s) if self.failures > 1 else self.first_wait_s
             with self._attempt_done:
                 self._attempts += 1

@@ -31,6 +31,7 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from tune_lsd.errors import first_line
 from tune_lsd.spool import Spool, SpoolWriter, spools_under
 
 SEARCH_TAG = "tune_lsd.search"
@@ -67,7 +68,7 @@ def retry(action: Callable[[], T], what: str, attempts: int = 6, first_wait_s: f
             return action()
         except Exception as error:  # MLflow raises many types for an unreachable server
             if attempt == attempts - 1:
-                raise TrackingError(f"MLflow {what} failed after {attempts} tries: {str(error).splitlines()[0][:200]}") from None
+                raise TrackingError(f"MLflow {what} failed after {attempts} tries: {first_line(error, 200)}") from None
             time.sleep(wait)
             wait *= 2
     raise AssertionError("unreachable")
@@ -351,7 +352,7 @@ def load_embedding_model(model_uri: str, tracking_uri: str | None = None):
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except Exception as error:  # MLflow raises many types for a URI it cannot resolve
-        raise TrackingError(f"cannot load model {model_uri}: {str(error).splitlines()[0][:300]}") from None
+        raise TrackingError(f"cannot load model {model_uri}: {first_line(error)}") from None
     if MODEL_METADATA_KEY not in (model.metadata.metadata or {}):
         raise TrackingError(f"{model_uri} is an MLflow model but not a tune_lsd embedding model")
     return model
@@ -570,7 +571,7 @@ def deliver_spools(spool_dir: Path, log=print, skip: list[str] = ()) -> int:
             count = spool.deliver_pending(functools.partial(deliver_records, files=spool.files))
         except Exception as error:
             raise TrackingError(f"delivering {spool.folder} to {context.tracking_uri} failed: "
-                                f"{str(error).strip().splitlines()[0][:200]}") from None
+                                f"{first_line(error, 200)}") from None
         spool.remove()
         delivered += count
         if count:
