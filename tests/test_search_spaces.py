@@ -13,7 +13,7 @@ from trainables.dml import trial_config
 PRESETS = ["cub", "cars", "sop", "inshop"]
 
 
-@pytest.mark.parametrize("name", ["lsd", "baseline", "lsd_pbt", *PRESETS])
+@pytest.mark.parametrize("name", ["lsd", "baseline", "lsd_pbt", "lsd_pretrained", "baseline_pretrained", *PRESETS])
 def test_shipped_spaces_load_and_produce_valid_trial_configs(name):
     assert name in available_spaces()
     space = load_space(name)
@@ -84,7 +84,7 @@ def test_unknown_space_name():
         load_space("no_such_space")
 
 
-@pytest.mark.parametrize("name", ["lsd", "baseline", "lsd_pbt"])
+@pytest.mark.parametrize("name", ["lsd", "baseline", "lsd_pbt", "lsd_pretrained"])
 def test_optuna_distribution_is_what_define_by_run_suggests(name):
     space = load_space(name)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
