@@ -5,7 +5,7 @@ Two regimes (``--regime``), each with its own pair of search spaces:
 - ``scratch``: resnet10t trained from random weights on 32 px glyphs (spaces ``lsd`` and
   ``baseline``);
 - ``pretrained``: the paper's regime scaled down, EfficientNet-Lite0 with its offline ImageNet
-  weights and frozen BatchNorm fine-tuned on 64 px glyphs (``lsd_pretrained`` and
+  weights and frozen BatchNorm fine-tuned on 48 px glyphs (``lsd_pretrained`` and
   ``baseline_pretrained``).
 
 For each regime and label-noise rate (symmetric noise on the training labels only; validation
