@@ -22,7 +22,7 @@ and test labels stay clean):
 
     python benchmarks/lsd_study.py                          # both regimes, ~80 min on 2 cores
     python benchmarks/lsd_study.py --regime pretrained      # ~40 min on 2 cores
-    python benchmarks/lsd_study.py --regime pretrained --max-concurrent 4   # on one GPU
+    python benchmarks/lsd_study.py --regime pretrained --max-concurrent 4   # on one GPU (4 x 0.25 of it)
     python benchmarks/lsd_study.py --report-only            # the tables and plot again
 
 Results (results.json, study.png) go to ``--out`` (default runs/lsd-study); a regime run later
@@ -42,6 +42,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 import scipy.stats
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -66,7 +67,8 @@ def study_one_noise(regime: str, noise: float, args: argparse.Namespace) -> Summ
     for method, space in REGIMES[regime].items():
         name = f"study-{regime}-noise{noise:g}-{method}"
         settings = SearchSettings(name=name, space=space, num_samples=args.num_samples,
-                                  max_concurrent=args.max_concurrent, seed=args.search_seed, runs_dir=str(args.out),
+                                  max_concurrent=args.max_concurrent, gpus_per_trial=args.gpus_per_trial,
+                                  seed=args.search_seed, runs_dir=str(args.out),
                                   overrides=[f"data.label_noise={noise}", *args.set])
         run_search(settings)
         exported = export_best_config(settings.resolved_tracking_uri(), name, args.out / name / "best.yaml")
@@ -189,6 +191,8 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=8, help="trials per search (the same for both spaces)")
     parser.add_argument("--max-concurrent", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=5, help="paired retrains of each exported config")
+    parser.add_argument("--gpus-per-trial", type=float, default=None,
+                        help="GPU share of each search trial (default: 1 / --max-concurrent with a GPU, else 0)")
     parser.add_argument("--search-seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each retrain")
     parser.add_argument("--steps", type=int, default=0, help="cap retrain steps per epoch (0 = all; for a tiny run)")
@@ -198,6 +202,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args.out = args.out.resolve()
+    if args.gpus_per_trial is None:
+        args.gpus_per_trial = 1 / args.max_concurrent if torch.cuda.is_available() else 0.0
     args.out.mkdir(parents=True, exist_ok=True)
 
     results_file = args.out / "results.json"
