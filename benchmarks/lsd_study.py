@@ -204,13 +204,13 @@ def main() -> None:
     args.out = args.out.resolve()
     if args.gpus_per_trial is None:
         args.gpus_per_trial = 1 / args.max_concurrent if torch.cuda.is_available() else 0.0
-    args.out.mkdir(parents=True, exist_ok=True)
 
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     if args.report_only and not results:
         parser.error(f"no study results in {results_file}: run the study first")
     if not args.report_only:
+        args.out.mkdir(parents=True, exist_ok=True)
         for regime in args.regime:
             results[regime] = study_one_regime(regime, args)
             results_file.write_text(json.dumps(results, indent=2, default=str))  # a finished regime is kept
