@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 import yaml
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
@@ -103,7 +104,7 @@ def test_lsd_study_pairs_every_seed_of_both_winners_and_gives_intervals(tmp_path
                    for a, b in zip(summaries["lsd"], summaries["baseline"])]
     assert mean == pytest.approx(sum(differences) / 2, abs=1e-4)
     assert low - 1e-4 <= min(differences) and max(differences) <= high + 1e-4  # 2 pairs: the interval spans both
-    assert difference_row[2].endswith("LSD wins " if low > 0 else "LSD loses " if high < 0 else "no clear difference ")
+    assert f": {'LSD wins' if low > 0 else 'LSD loses' if high < 0 else 'no clear difference'}" in difference_row[2]
     assert "searched parameters: LSD (tuned) 6" in "\n".join(lines)
     assert (tmp_path / "study.png").stat().st_size > 10_000
     assert lines[-1].startswith("ratio LSD/baseline test R@1, pretrained at 30% noise:")
@@ -120,6 +121,10 @@ def test_paired_bootstrap_interval_matches_the_exact_bootstrap_distribution():
     assert np.quantile(means, 0.015) <= low <= np.quantile(means, 0.035)
     assert np.quantile(means, 0.965) <= high <= np.quantile(means, 0.985)
     assert study.paired_bootstrap_interval([0.01, 0.01, 0.01]) == (0.01, 0.01)
+    # The Student-t check: mean +- t(0.975, n - 1) x standard error, written out.
+    half_width = scipy.stats.t.ppf(0.975, 3) * np.std(differences, ddof=1) / 2
+    assert study.paired_t_interval(differences) == pytest.approx((np.mean(differences) - half_width,
+                                                                  np.mean(differences) + half_width))
     assert [study.verdict(*interval) for interval in ((0.001, 0.02), (-0.02, -0.001), (-0.01, 0.01))] == [
         "LSD wins", "LSD loses", "no clear difference"]
 
