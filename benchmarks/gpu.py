@@ -36,6 +36,7 @@ from tune_lsd.config import Config
 from tune_lsd.data.datasets import LabelledImages
 from tune_lsd.data.splits import DataSplits
 from tune_lsd.engine import Trainer
+from tune_lsd.errors import first_line
 from tune_lsd.losses.base import build_base_loss
 from tune_lsd.metrics import retrieval_metrics
 from tune_lsd.models import build_model
@@ -159,7 +160,7 @@ def part_engine(args, size: dict) -> dict:
         try:
             compiled, warmup = engine_images_per_s(size, True, args.steps, args.device, compile_=True)
         except Exception as error:  # a machine without a working compiler toolchain
-            results["compile"] = {"error": str(error).splitlines()[0][:300]}
+            results["compile"] = {"error": first_line(error)}
             print(f"  runtime.compile failed: {results['compile']['error']}", flush=True)
             return results
         eager = results["LSD (EMA teacher)"]["engine_img_s"]
