@@ -68,3 +68,17 @@ def wait_until_search_started(log: Path, name: str, timeout_s: float = 180) -> N
         if time.time() > deadline:
             raise AssertionError(f"search {name!r} did not start within {timeout_s} s: {log.read_text()[-2000:]}")
         time.sleep(1)
+
+
+def child_runs(runs_dir: Path, name: str):
+    """(client, parent runs, child runs) of search ``name`` in the runs folder's MLflow store."""
+    from mlflow.tracking import MlflowClient
+
+    from tune_lsd.tracking import default_tracking_uri
+
+    client = MlflowClient(default_tracking_uri(runs_dir))
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children

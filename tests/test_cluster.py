@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from searching import TINY, free_port, kill_tree, start_tune_lsd, tune_lsd, wait_until_search_started
-from test_search import child_runs
+from searching import TINY, child_runs, free_port, kill_tree, start_tune_lsd, tune_lsd, wait_until_search_started
 from tune_lsd.cluster import _alive, cluster_down, cluster_up, descendants, end_process_tree
 from tune_lsd.tracking import NODES_TAG, STATE_TAG
 

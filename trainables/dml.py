@@ -7,9 +7,9 @@ loop here: everything is the engine's.
 
 Tracking: the trial logs to its own MLflow child run (params once, metrics every epoch) and,
 when it ends, uploads its best-so-far model (weights + config + history) as the run's
-``checkpoint`` artifact. The records go through the trial's spool (tune_lsd.spool): an epoch
+``checkpoint`` artifact. The records go through the trial's spool (tune_lsd.tracking.spool): an epoch
 never waits for the tracking server. Final states (completed / stopped early / errored) are
-set by the driver's callback in tune_lsd.search, which knows why a trial ended.
+set by the driver's callback in tune_lsd.search.callbacks, which knows why a trial ended.
 
 The engine (and with it torch and timm) is imported in the trial's process when the trial
 starts: the search driver imports this module without them, ~3 s less per search.

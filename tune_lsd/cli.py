@@ -1,4 +1,8 @@
-"""``tune-lsd``: the command line. It parses arguments and calls the library, nothing more."""
+"""``tune-lsd``: the command line. It parses arguments and calls the library, nothing more.
+
+One file for every command: each is an argument parser, its examples and a call into the
+library, so the whole command line reads in one place (longer than the library's modules).
+"""
 
 from __future__ import annotations
 
@@ -119,13 +123,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _load_embedder(args: argparse.Namespace):
     """The model of ``--model``; a models:/ or runs:/ URI is looked up in an existing store."""
-    from tune_lsd.retrieval import is_model_uri, load_embedder
+    from tune_lsd.serving.retrieval import is_model_uri, load_embedder
 
     return load_embedder(args.model, _existing_store(args) if is_model_uri(args.model) else None)
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from tune_lsd.retrieval import embed_folder
+    from tune_lsd.serving.retrieval import embed_folder
 
     embedder = _load_embedder(args)
     count, paths_file = embed_folder(embedder, Path(args.images), Path(args.output))
@@ -134,7 +138,7 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _retrieve(args: argparse.Namespace) -> int:
-    from tune_lsd.retrieval import write_retrieval
+    from tune_lsd.serving.retrieval import write_retrieval
 
     embedder = _load_embedder(args)
     result = write_retrieval(embedder, Path(args.gallery), Path(args.query or args.gallery), args.k, Path(args.output))

@@ -10,7 +10,8 @@ Both the ``tune-lsd train`` command and the Ray trainables drive a :class:`Train
 Reproducibility: every epoch starts by reseeding Python, NumPy and torch from
 ``(config.seed, epoch)``, so the sampler and augmentation of epoch e do not depend on what
 ran before; a checkpoint (:meth:`Trainer.state_dict`) therefore resumes exactly.
-This module knows nothing of Ray or MLflow.
+This module knows nothing of Ray or MLflow. It is longer than the others on purpose: the
+loop is one idea, best read top to bottom in one sitting (as nanoGPT's).
 """
 
 from __future__ import annotations

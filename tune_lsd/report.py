@@ -204,10 +204,10 @@ def retrieval_examples(tracking_uri: str, best: TrialSummary, count: int = EXAMP
     if best.best is None:
         return "<p>No trial has a model yet.</p>"
     from tune_lsd.data.splits import build_splits  # torch: imported only when a report is written
-    from tune_lsd.embedder import embedder_from_snapshot
+    from tune_lsd.serving.embedder import embedder_from_snapshot
     from tune_lsd.engine import load_model_state
     from tune_lsd.metrics import nearest_neighbours
-    from tune_lsd.retrieval import WORST_QUERIES, neighbour_rows_html, worst_queries
+    from tune_lsd.serving.retrieval import WORST_QUERIES, neighbour_rows_html, worst_queries
 
     with tempfile.TemporaryDirectory() as folder:
         try:
@@ -291,7 +291,7 @@ def _page(search: str, parent, trials: list[TrialSummary], metric: str, sections
     config = (f"<h2>Best configuration</h2><p>Retrain it on all training classes and test once: "
               f"<code>tune-lsd export --experiment {html.escape(search)} -o best.yaml &amp;&amp; "
               f"tune-lsd train --config best.yaml</code></p><pre>{html.escape(best_config)}</pre>") if best_config else ""
-    from tune_lsd.retrieval import RETRIEVAL_CSS
+    from tune_lsd.serving.retrieval import RETRIEVAL_CSS
 
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>tune-lsd report: {html.escape(search)}</title>

@@ -1,4 +1,4 @@
-"""tune_lsd/retrieval.py through `tune-lsd embed` / `tune-lsd retrieve` on glyph folders
+"""tune_lsd/serving/retrieval.py through `tune-lsd embed` / `tune-lsd retrieve` on glyph folders
 written here: the engine's embeddings, Recall@1 equal to the metrics', one-line errors."""
 
 from __future__ import annotations

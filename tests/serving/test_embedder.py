@@ -1,4 +1,4 @@
-"""tune_lsd/embedder.py and tune_lsd/pyfunc_model.py: a model file's embeddings are the engine's,
+"""tune_lsd/serving/embedder.py and pyfunc_model.py: a model file's embeddings are the engine's,
 before and after torch.export; preprocessing of any input size and colour; bad files and folders."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from PIL import Image
 
 from tune_lsd.data.transforms import center_crop, normalise, resize
 from tune_lsd.engine import CheckpointError, load_model_state
-from tune_lsd.embedder import (ImageReadError, embed_images, embedder_from_snapshot,
+from tune_lsd.serving.embedder import (ImageReadError, embed_images, embedder_from_snapshot,
                                read_image_folder, write_model_files)
-from tune_lsd.pyfunc_model import ImageEmbedder, to_network_input
+from tune_lsd.serving.pyfunc_model import ImageEmbedder, to_network_input
 
 
 def test_model_file_and_exported_network_give_the_engines_embeddings(trained_model, tmp_path):

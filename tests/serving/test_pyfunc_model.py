@@ -1,4 +1,4 @@
-"""The search's champion as an MLflow model (tune_lsd/pyfunc_model.py, logged by tracking.py):
+"""The search's champion as an MLflow model (tune_lsd/serving/pyfunc_model.py, logged by tune_lsd/tracking/model_log.py):
 loaded in a fresh Python without tune_lsd, and served over HTTP, it gives the engine's embeddings."""
 
 from __future__ import annotations

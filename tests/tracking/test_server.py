@@ -1,4 +1,4 @@
-"""tune_lsd/tracking.py and spool.py over HTTP: `tune-lsd server` (SQLite and PostgreSQL, with
+"""tune_lsd/tracking/ (server, delivery, spool) over HTTP: `tune-lsd server` (SQLite and PostgreSQL, with
 and without --auth), concurrent trials, a minute-long outage mid-search, a server that never
 comes back (then `tune-lsd sync`). Servers are started by the tests and ended by pid."""
 

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from tune_lsd import tracking
-from tune_lsd.embedder import ImageFolder, embed_images, embedder_from_snapshot, read_image_folder
+from tune_lsd.serving.embedder import ImageFolder, embed_images, embedder_from_snapshot, read_image_folder
 from tune_lsd.engine import load_model_state
 from tune_lsd.metrics import nearest_neighbours, retrieval_metrics
 

@@ -1,4 +1,4 @@
-"""tune_lsd/search.py end to end: real Ray Tune searches on the bundled glyphs, tracked in MLflow."""
+"""tune_lsd/search/ (runner, callbacks, lifecycle) end to end: real Ray Tune searches on the bundled glyphs, tracked in MLflow."""
 
 from __future__ import annotations
 
@@ -9,23 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-from searching import TINY, kill_tree, start_tune_lsd, tune_lsd, wait_until_search_started
+from searching import TINY, child_runs, kill_tree, start_tune_lsd, tune_lsd, wait_until_search_started
 from tune_lsd.config import Config
 from tune_lsd.engine import Trainer
-from tune_lsd.tracking import SAMPLED_TAG, STATE_TAG, default_tracking_uri
+from tune_lsd.tracking import SAMPLED_TAG, STATE_TAG
 
 pytestmark = pytest.mark.slow
-
-
-def child_runs(runs_dir: Path, name: str) -> tuple[MlflowClient, list, list]:
-    client = MlflowClient(default_tracking_uri(runs_dir))
-    experiment = client.get_experiment_by_name(name)
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return client, parents, children
 
 
 def test_asha_stops_some_trials_early_and_runs_trials_concurrently(asha_search):
@@ -287,35 +277,6 @@ def test_search_where_every_trial_errors_fails_with_one_line(tmp_path):
     assert separate.returncode == 2
     last = separate.stderr.strip().splitlines()[-1]
     assert last.startswith("error: all 2 trials errored") and "needs 32 classes of 4 samples" in last
-
-
-def test_restored_searcher_tolerates_a_trial_it_never_suggested():
-    """After a driver kill, Tune may restore an in-flight trial the saved searcher does not know."""
-    from search_spaces.loader import load_space
-    from tune_lsd.search import ResumableOptunaSearch
-
-    searcher = ResumableOptunaSearch(space=load_space("lsd").optuna_space(), metric="val/recall@1", mode="max")
-    suggested = searcher.suggest("known")
-    assert "lsd.teacher" in suggested or suggested == {} or isinstance(suggested, dict)
-    searcher.on_trial_result("stranger", {"val/recall@1": 0.5, "training_iteration": 1})  # no KeyError
-    searcher.on_trial_complete("stranger", {"val/recall@1": 0.5})
-    searcher.on_trial_result("known", {"val/recall@1": 0.7, "training_iteration": 1})
-    searcher.on_trial_complete("known", {"val/recall@1": 0.7})
-    assert [t.value for t in searcher._ot_study.trials] == [0.7]  # only the trial it suggested informs TPE
-
-
-@pytest.mark.parametrize("num_samples, startup_trials, expected", [(8, None, 3), (16, None, 4), (100, None, 10),
-                                                                    (8, 0, 0), (8, 5, 5)])
-def test_tpe_starts_using_its_model_after_the_startup_trials(num_samples, startup_trials, expected):
-    """Optuna's default of 10 random start-up trials would make an 8-trial search pure random."""
-    import optuna
-
-    from search_spaces.loader import load_space
-    from tune_lsd.search import SearchSettings, _tune_config
-
-    settings = SearchSettings(name="x", num_samples=num_samples, startup_trials=startup_trials)
-    sampler = _tune_config(settings, load_space("lsd"), epochs=3).search_alg.searcher.searcher._sampler
-    assert isinstance(sampler, optuna.samplers.TPESampler) and sampler._n_startup_trials == expected
 
 
 def test_search_records_its_tpe_startup_trials(asha_search):

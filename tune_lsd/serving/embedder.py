@@ -1,5 +1,5 @@
 """A trained model as an image embedder: from a tune_lsd model file to embeddings, and the
-files of the MLflow model that tracking.py logs.
+files of the MLflow model that tune_lsd.tracking logs.
 
     snapshot = load_model_state("best.pt")             # tune_lsd.engine: a `tune-lsd train` best.pt, or a trial's model.pt
     embedder = embedder_from_snapshot(snapshot)        # the same class MLflow loads
@@ -26,9 +26,11 @@ from tune_lsd.data.datasets import IMAGE_SUFFIXES
 from tune_lsd.data.transforms import MEAN, STD
 from tune_lsd.errors import first_line
 from tune_lsd.models import build_model
-from tune_lsd.pyfunc_model import NETWORK_FILE, PREPROCESSING_FILE, ImageEmbedder
+from tune_lsd.serving import pyfunc_model
+from tune_lsd.serving.pyfunc_model import NETWORK_FILE, PREPROCESSING_FILE, ImageEmbedder
 
 EXAMPLE_IMAGES = 2  # images in a logged model's input example
+MODEL_CODE_FILE = Path(pyfunc_model.__file__)  # what MLflow runs to load a logged model ("models from code")
 
 
 class ImageReadError(ValueError):

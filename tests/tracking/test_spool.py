@@ -1,4 +1,4 @@
-"""tune_lsd/spool.py: records reach the deliverer in order, exactly as appended, whatever fails
+"""tune_lsd/tracking/spool.py: records reach the deliverer in order, exactly as appended, whatever fails
 and whoever (a new process, `sync`) picks the spool up again."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tune_lsd.spool import RECORDS_FILE, Spool, SpoolWriter, spools_under
+from tune_lsd.tracking.spool import RECORDS_FILE, Spool, SpoolWriter, spools_under
 
 
 class Server:

@@ -1,0 +1,70 @@
+"""tune_lsd/search/searchers.py: the TPE sampler's start-up trials and the resumable searcher."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_restored_searcher_tolerates_a_trial_it_never_suggested():
+    """After a driver kill, Tune may restore an in-flight trial the saved searcher does not know."""
+    from search_spaces.loader import load_space
+    from tune_lsd.search import ResumableOptunaSearch
+
+    searcher = ResumableOptunaSearch(space=load_space("lsd").optuna_space(), metric="val/recall@1", mode="max")
+    suggested = searcher.suggest("known")
+    assert "lsd.teacher" in suggested or suggested == {} or isinstance(suggested, dict)
+    searcher.on_trial_result("stranger", {"val/recall@1": 0.5, "training_iteration": 1})  # no KeyError
+    searcher.on_trial_complete("stranger", {"val/recall@1": 0.5})
+    searcher.on_trial_result("known", {"val/recall@1": 0.7, "training_iteration": 1})
+    searcher.on_trial_complete("known", {"val/recall@1": 0.7})
+    assert [t.value for t in searcher._ot_study.trials] == [0.7]  # only the trial it suggested informs TPE
+
+
+@pytest.mark.parametrize("num_samples, startup_trials, expected", [(8, None, 3), (16, None, 4), (100, None, 10),
+                                                                    (8, 0, 0), (8, 5, 5)])
+def test_tpe_starts_using_its_model_after_the_startup_trials(num_samples, startup_trials, expected):
+    """Optuna's default of 10 random start-up trials would make an 8-trial search pure random."""
+    import optuna
+
+    from search_spaces.loader import load_space
+    from tune_lsd.search import SearchSettings, tune_config
+
+    settings = SearchSettings(name="x", num_samples=num_samples, startup_trials=startup_trials)
+    sampler = tune_config(settings, load_space("lsd"), epochs=3).search_alg.searcher.searcher._sampler
+    assert isinstance(sampler, optuna.samplers.TPESampler) and sampler._n_startup_trials == expected
+
+
+def searcher_scheduler_pairs():
+    from typing import get_args
+
+    from tune_lsd.search.settings import SchedulerName, SearcherName
+
+    return [(searcher, scheduler) for searcher in get_args(SearcherName) for scheduler in get_args(SchedulerName)]
+
+
+@pytest.mark.parametrize("searcher, scheduler", searcher_scheduler_pairs())
+def test_every_searcher_and_scheduler_pair_builds_a_tune_config_or_is_refused_in_one_line(searcher, scheduler):
+    """PBT samples its own population (random starts, then mutations): it takes no Optuna searcher."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    from tune_lsd.search import SearchError, SearchSettings, prepare_space, tune_config
+
+    settings = SearchSettings(name="pair", space="lsd_pbt" if scheduler == "pbt" else "lsd", searcher=searcher,
+                              scheduler=scheduler, num_samples=4, max_concurrent=2)
+    if scheduler == "pbt" and searcher == "optuna":
+        with pytest.raises(SearchError, match="^the pbt scheduler samples its own population"):
+            prepare_space(settings)
+        return
+    space = prepare_space(settings)
+    config = tune_config(settings, space, epochs=3)
+    expected = {"asha": ASHAScheduler, "pbt": PopulationBasedTraining, "fifo": FIFOScheduler}[scheduler]
+    assert isinstance(config.scheduler, expected) and config.num_samples == 4
+    if scheduler == "pbt":  # Tune's own generator, limited by the Tuner
+        assert config.search_alg is None and config.max_concurrent_trials == 2
+        return
+    limiter = config.search_alg.searcher
+    assert limiter.max_concurrent == 2 and config.max_concurrent_trials is None
+    sampler = limiter.searcher._sampler
+    assert type(sampler).__name__ == {"optuna": "TPESampler", "random": "RandomSampler"}[searcher]
+    suggested = config.search_alg.searcher.searcher.suggest("t1")  # a first trial from the space
+    assert set(suggested) <= set(space.params) and "lsd.weight" in suggested

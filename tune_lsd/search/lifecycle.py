@@ -1,0 +1,118 @@
+"""A search after its trials: completion, pruning checkpoints, delivering what was spooled.
+
+- :func:`record_completion`: ``completed.json`` next to ``search.yaml`` (``--resume`` then
+  says there is nothing to continue) and the trials' Ray checkpoints deleted.
+- :func:`prune_search`: ``tune-lsd prune NAME``, the checkpoints of finished trials.
+- :func:`sync_search`: ``tune-lsd sync NAME``, what a tracking server that was down missed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Any
+
+from tune_lsd import tracking
+from tune_lsd.search.champion import best_and_champion
+from tune_lsd.search.settings import SearchSettings, load_settings
+
+COMPLETED_FILE = "completed.json"  # next to search.yaml once the search has run to its end
+
+
+def completion_record(settings: SearchSettings) -> dict[str, Any] | None:
+    """What the search wrote when it completed (None while it has not)."""
+    path = settings.settings_file.with_name(COMPLETED_FILE)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def record_completion(settings: SearchSettings, summary: dict[str, Any], log) -> None:
+    """Mark the search complete (so --resume says so) and, unless asked to keep them, delete
+    the trials' Ray checkpoints: every trial has ended and uploaded its best model to MLflow."""
+    if not settings.keep_checkpoints:
+        folders, freed = prune_checkpoints(settings)
+        summary["checkpoints_deleted_mb"] = round(freed / 2**20, 1)
+        if folders:
+            where = "MLflow" if not summary.get("spooled_records") else "MLflow or on their way there (tune-lsd sync)"
+            log(f"deleted {folders} trial checkpoints ({freed / 2**20:.0f} MB); the best models are in {where} "
+                "(--keep-checkpoints keeps them)")
+    record = {key: summary[key] for key in ("name", "state", "trials", "errored", "epochs_run", "wall_s")}
+    record["registered"] = "registered_version" in summary  # else `tune-lsd sync` registers it
+    settings.settings_file.with_name(COMPLETED_FILE).write_text(json.dumps(record, indent=1))
+
+
+def prune_checkpoints(settings: SearchSettings, trial_ids: list[str] | None = None) -> tuple[int, int]:
+    """Delete the Ray checkpoints of the given trials (all trials when None): their best models
+    are in MLflow. Trial results (result.json, progress.csv) stay. Returns (folders, bytes) freed."""
+    folders = freed = 0
+    if not settings.experiment_path.is_dir():
+        return 0, 0
+    for trial_dir in settings.experiment_path.iterdir():
+        if not trial_dir.is_dir() or (trial_ids is not None and not any(f"_{t}_" in trial_dir.name for t in trial_ids)):
+            continue
+        for checkpoint in trial_dir.glob("checkpoint_*"):
+            freed += sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file())
+            shutil.rmtree(checkpoint)
+            folders += 1
+    return folders, freed
+
+
+def prune_search(name: str, runs_dir: str = "runs", log=print) -> tuple[int, int]:
+    """``tune-lsd prune NAME``: delete the checkpoints of the search's finished trials.
+
+    A completed search loses all of them; a search that may still be resumed keeps those of
+    trials that have not finished (MLflow says which have: completed or stopped early).
+    """
+    settings = load_settings(name, runs_dir)
+    trial_ids = None
+    if completion_record(settings) is None:
+        finished = ("completed", "stopped early")
+        trial_ids = [run.data.tags[tracking.TRIAL_ID_TAG] for run in tracking.trial_runs(settings.resolved_tracking_uri(), name)
+                     if run.data.tags.get(tracking.STATE_TAG) in finished]
+    folders, freed = prune_checkpoints(settings, trial_ids)
+    scope = "every trial (the search is complete)" if trial_ids is None else f"{len(trial_ids)} finished trials"
+    log(f"search {name!r}: deleted {folders} checkpoints of {scope}, {freed / 2**20:.0f} MB freed")
+    return folders, freed
+
+
+def deliver_left_over(settings: SearchSettings, log) -> None:
+    """Deliver what trials left in their spools (the server was down when they ended)."""
+    try:
+        tracking.deliver_spools(settings.spool_path, log=log, skip=[tracking.SEARCH_SPOOL])
+    except tracking.TrackingError:
+        pass  # the server is still down: close_recorder says what is kept and how to deliver it
+
+
+def close_recorder(settings: SearchSettings, recorder: tracking.SearchRecorder, log) -> int:
+    """Deliver the driver's records; returns the records of the search left undelivered."""
+    recorder.close()
+    left, spools = tracking.spooled_records(settings.spool_path)
+    tracking.remove_if_empty(settings.spool_path)
+    if left:
+        log(f"warning: the tracking server {settings.resolved_tracking_uri()} did not take {left} records "
+            f"({spools} spools, last error: {recorder.writer.last_error}); they are kept in {settings.spool_path}. "
+            f"Deliver them once it is back with: tune-lsd sync {settings.name}")
+    return left
+
+
+def sync_search(name: str, runs_dir: str = "runs", log=print) -> int:
+    """``tune-lsd sync NAME``: deliver what the search kept on disk while its tracking server
+    was down (metrics, params, checkpoints, trial states); then, for a completed search whose
+    best model was not registered, register it. Returns the number of records delivered."""
+    settings = load_settings(name, runs_dir)
+    left, spools = tracking.spooled_records(settings.spool_path)
+    uri = settings.resolved_tracking_uri()
+    delivered = tracking.deliver_spools(settings.spool_path, log=log) if left else 0
+    log(f"search {name!r}: {delivered} records of {spools} spools delivered to {uri}" if left else
+        f"search {name!r}: nothing to deliver, every record is in {uri}")
+    completed = completion_record(settings)
+    if completed is not None and not completed.get("registered"):
+        parent = tracking.search_parent_run(uri, name)
+        found = best_and_champion(settings, tracking.TrackingContext(uri, parent.info.experiment_id, parent.info.run_id))
+        if "registered_version" in found:
+            completed["registered"] = True
+            settings.settings_file.with_name(COMPLETED_FILE).write_text(json.dumps(completed, indent=1))
+            log(f"registered the best trial {found['best_trial']} ({settings.metric} {found['best_value']:.4f}) "
+                f"as models:/{found['registered_model']}@champion")
+        elif "registry_error" in found:
+            log(f"warning: the best model was not registered: {found['registry_error']}")
+    return delivered

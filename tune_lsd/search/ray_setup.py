@@ -1,0 +1,72 @@
+"""Ray for a search: started locally or joined, and checked before any trial starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import ray
+
+from tune_lsd.search.settings import SearchError, SearchSettings
+
+
+def start_ray(settings: SearchSettings) -> None:
+    """A private local Ray (the default), or the cluster at ``--address`` / ``RAY_ADDRESS``."""
+    # Save Tune's experiment state after every controller step (default: at most every 10 s),
+    # so a driver killed right after a trial finished does not train that trial again on --resume.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    address = settings.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        recorded = settings.runs_path / "cluster" / "nodes.json"
+        if recorded.exists() and json.loads(recorded.read_text())["address"] == address:
+            os.environ.setdefault("RAY_AUTH_MODE", json.loads(recorded.read_text())["auth"])  # as `cluster up` chose
+        # Trials on other machines send the driver's MLflow credentials (a server with --auth).
+        credentials = {k: os.environ[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD") if k in os.environ}
+        ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": credentials} if credentials else None)
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
+        # Trial output (Ray's per-checkpoint INFO lines) stays in the Ray session logs.
+        store = settings.object_store_mb * 2**20 if settings.object_store_mb else None
+        # Ray pre-starts one idle worker per CPU, but Tune's trials are actors, which Ray starts
+        # in processes of their own: the idle workers only compete with the trials' start for the CPU.
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, object_store_memory=store,
+                 _system_config={"enable_worker_prestart": False, "prestart_worker_first_driver": False})
+
+
+def check_resources(settings: SearchSettings, resources: dict[str, float]) -> None:
+    """Ray leaves trials PENDING forever when no node can host them: fail now instead."""
+    if settings.gpus_per_trial > 0 and resources.get("GPU", 0) < settings.gpus_per_trial:
+        raise SearchError(
+            f"--gpus-per-trial {settings.gpus_per_trial} but the Ray cluster has {resources.get('GPU', 0):g} GPUs; "
+            "use --gpus-per-trial 0 on a CPU machine or join a GPU cluster with --address")
+    if resources.get("CPU", 0) < settings.cpus_per_trial:
+        raise SearchError(f"--cpus-per-trial {settings.cpus_per_trial} but the Ray cluster has {resources.get('CPU', 0):g} CPUs")
+
+
+def check_storage_visible(storage: Path) -> None:
+    """Every node must see the storage path (checkpoints are written there): check before trials start."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if len(nodes) < 2:
+        return
+    storage.mkdir(parents=True, exist_ok=True)
+    probe = storage / f".probe-{os.getpid()}-{time.time_ns()}"
+    probe.write_text("tune_lsd")
+    try:
+        checks = {n["NodeManagerAddress"] + " " + n["NodeID"][:8]: _sees_path.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(probe))
+            for n in nodes}
+        blind = [node for node, seen in zip(checks, ray.get(list(checks.values()), timeout=120)) if not seen]
+    finally:
+        probe.unlink()
+    if blind:
+        raise SearchError(f"the storage path {storage} is not visible from node {blind[0]}: "
+                          "use a folder shared by all nodes (NFS) with --runs-dir, or a cluster on one machine")
+
+
+@ray.remote(num_cpus=0)
+def _sees_path(path: str) -> bool:
+    return Path(path).is_file()

@@ -1,0 +1,216 @@
+"""The search runner: a search space + settings -> a Ray Tune Tuner, run, tracked, summarised.
+
+    settings = SearchSettings(name="demo", space="lsd", num_samples=8, max_concurrent=2)
+    result = run_search(settings)        # or resume_search("demo") after the driver died
+
+Layout under ``settings.runs_dir`` (default ``./runs``):
+
+- ``mlflow.db`` + ``mlartifacts/``: the embedded MLflow store (unless ``tracking_uri`` is set),
+- ``ray/<name>/``: Ray Tune's experiment folder (trial checkpoints; what --resume restores),
+- ``searches/<name>/search.yaml``: the settings, so that ``--resume NAME`` needs nothing else,
+- ``searches/<name>/finished/``: the final results of finished trials (never trained again),
+- ``searches/<name>/spool/``: tracking records not yet delivered to MLflow (a folder per trial,
+  deleted once delivered; what a server that stayed down missed waits here for ``sync``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+import yaml
+from ray import tune
+
+from search_spaces.loader import SearchSpace
+from tune_lsd import __version__, tracking
+from tune_lsd.data.datasets import check_root
+from tune_lsd.data.splits import build_splits
+from tune_lsd.search import callbacks
+from tune_lsd.search.lifecycle import close_recorder, completion_record, deliver_left_over, record_completion
+from tune_lsd.search.ray_setup import check_resources, check_storage_visible, start_ray
+from tune_lsd.search.running import RunningSearch, running
+from tune_lsd.search.searchers import TrialCountedSearch, tune_config
+from tune_lsd.search.settings import SearchError, SearchSettings, load_settings, prepare_space
+from tune_lsd.search.summary import print_summary, summarise
+from trainables.dml import DMLTrainable
+
+
+def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dict[str, Any]:
+    """Run (or resume) a search to the end; returns the summary that is also printed."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's group=True
+    space = prepare_space(settings)
+    base = space.base_config()
+    epochs = base.schedule.epochs
+    check_root(base.data.dataset, base.data.root)  # before anything is written
+    tracking.check_tracking_uri(settings.resolved_tracking_uri())
+    settings.settings_file.parent.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        settings.settings_file.write_text(yaml.safe_dump(settings.model_dump(), sort_keys=False))
+
+    # Ray's start is mostly waiting for its processes: meanwhile, other threads open the MLflow
+    # store and decode the data the trials share (a search's fixed cost, paid once).
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="search-setup") as setup:
+        opening_store = setup.submit(_open_search_run, settings, space, resume)
+        loading = setup.submit(_shared_splits, settings, base)
+        start_ray(settings)
+        context = None
+        try:
+            context = opening_store.result()
+            shared_splits = loading.result()
+        except BaseException:
+            ray.shutdown()
+            raise
+    recorder = tracking.search_recorder(context)
+    ending_ray: threading.Thread | None = None
+    try:
+        check_resources(settings, ray.cluster_resources())
+        check_storage_visible(settings.runs_path / "ray")
+        log(f"search {settings.name!r}: space {space.name}, {settings.searcher} + {settings.scheduler}, "
+            f"{settings.num_samples} trials x {epochs} epochs, {settings.max_concurrent} at a time; "
+            f"MLflow {settings.resolved_tracking_uri()}")
+        trainable = _trainable(settings, base, context, shared_splits)
+        experiment_path = settings.experiment_path
+        started = time.perf_counter()
+        if resume and not any(experiment_path.glob("experiment_state-*.json")) and settings.settings_file.is_file():
+            # Killed before Ray Tune saved its first state (no trial had started): start afresh.
+            log(f"search {settings.name!r} was stopped before its first trial started: starting it from the beginning")
+            resume = False
+        if resume:
+            if not tune.Tuner.can_restore(str(experiment_path)):
+                raise SearchError(f"nothing to resume at {experiment_path}")
+            tuner = tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_errored=True,
+                                       param_space=_param_space(settings, space))
+        else:
+            config = tune_config(settings, space, epochs)
+            tuner = tune.Tuner(trainable, param_space=_param_space(settings, space), tune_config=config,
+                               run_config=_run_config(settings, epochs, config.search_alg))
+        # The best model is exported at the end with torch: import it while the trials train.
+        threading.Thread(target=_import_quietly, args=("tune_lsd.serving",), daemon=True).start()
+        with running(RunningSearch(context, epochs, settings.finished_path, storage_path=str(settings.runs_path / "ray"))):
+            results = tuner.fit()
+        # Ray's processes end (~1.5 s, mostly waiting) while the best model is exported and registered.
+        ending_ray = threading.Thread(target=ray.shutdown, name="ray-shutdown")
+        ending_ray.start()
+        deliver_left_over(settings, log)  # what trials could not deliver while the server was down
+        summary = summarise(settings, results, context, recorder, time.perf_counter() - started)
+        summary["spooled_records"] = close_recorder(settings, recorder, log)
+        if summary["state"] == "interrupted":
+            log(f"search {settings.name!r} was interrupted; continue it with: tune-lsd search --resume {settings.name}")
+        else:
+            record_completion(settings, summary, log)
+    except BaseException as error:
+        if not recorder.closed:
+            recorder.search_ended("interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
+            close_recorder(settings, recorder, log)
+        raise
+    finally:
+        if ending_ray is not None:
+            ending_ray.join()
+        ray.shutdown()
+    print_summary(summary, log)
+    if summary["trials"] and summary["errored"] == summary["trials"]:
+        raise SearchError(f"all {summary['trials']} trials errored; the first: {summary['first_error']}")
+    return summary
+
+
+def resume_search(name: str, runs_dir: str = "runs", log=print) -> dict[str, Any]:
+    """Continue a search whose driver died, from the settings it saved (a completed search
+    is only reported: there is nothing to continue)."""
+    settings = load_settings(name, runs_dir)
+    completed = completion_record(settings)
+    if completed is not None:
+        log(f"search {name!r} is complete ({completed['trials']} trials, {completed['errored']} errored); "
+            f"nothing to resume. Its results are in MLflow: tune-lsd report {name}")
+        return completed
+    return run_search(settings, resume=True, log=log)
+
+
+# --- pieces of the Tuner -----------------------------------------------------------------------
+
+
+def _open_search_run(settings: SearchSettings, space: SearchSpace, resume: bool) -> tracking.TrackingContext:
+    """The search's MLflow parent run (the store is created on first use)."""
+    context = tracking.start_search_run(
+        settings.resolved_tracking_uri(), settings.name, _search_params(settings, space),
+        settings.runs_path / "mlartifacts" if settings.tracking_uri is None else None, settings.spool_path)
+    if resume:  # what the interrupted search could not deliver goes first
+        tracking.deliver_spools(settings.spool_path)
+    else:  # what was searched, for the report and for anyone reading the run later
+        tracking.log_search_text(context, yaml.safe_dump(space.model_dump(), sort_keys=False), tracking.SPACE_ARTIFACT)
+    return context
+
+
+def _shared_splits(settings: SearchSettings, base):
+    """The data splits every trial shares: decoded once here and put in Ray's object store
+    once; trials on a node share one copy (None with --no-shared-data)."""
+    return build_splits(base.data, base.seed) if settings.share_data else None
+
+
+def _trainable(settings: SearchSettings, base, context: tracking.TrackingContext, shared):
+    base_config = base.with_overrides({
+        "runtime.threads": max(1, int(settings.cpus_per_trial)),
+        "runtime.progress": False,
+        "runtime.device": "cuda" if settings.gpus_per_trial > 0 else "cpu",
+    }).to_dict()
+    with_data = tune.with_parameters(DMLTrainable, base_config=base_config, tracking=context,
+                                     select_metric=settings.metric, shared_splits=shared,
+                                     finished_dir=str(settings.finished_path))
+    return tune.with_resources(with_data, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+
+
+def _param_space(settings: SearchSettings, space: SearchSpace) -> dict[str, Any] | None:
+    return space.tune_param_space() if settings.scheduler == "pbt" else None
+
+
+def _run_config(settings: SearchSettings, epochs: int, search_alg: TrialCountedSearch | None) -> tune.RunConfig:
+    keep = 3 if settings.scheduler == "pbt" else 2
+    return tune.RunConfig(
+        name=settings.name,
+        storage_path=str(settings.runs_path / "ray"),
+        # A finished trial needs no checkpoint: its best model goes to MLflow when it ends.
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=keep, checkpoint_score_attribute=settings.metric, checkpoint_score_order=settings.mode,
+            checkpoint_frequency=settings.perturbation_interval if settings.scheduler == "pbt" else settings.checkpoint_every,
+            checkpoint_at_end=False),
+        # A GPU trial whose reused actor is refused (memory of the last trial still held) fails to
+        # start; one retry gives it a fresh actor instead of losing it.
+        failure_config=tune.FailureConfig(
+            max_failures=max(settings.max_failures, 1) if settings.gpus_per_trial > 0 else settings.max_failures),
+        callbacks=[*([callbacks.TrialCountCallback(search_alg)] if search_alg is not None else []),
+                   callbacks.TrialStateCallback(),
+                   callbacks.ProgressCallback(settings.metric, epochs, settings.num_samples)],
+        verbose=0,  # ProgressCallback prints one line per event instead of Tune's tables
+    )
+
+
+def _search_params(settings: SearchSettings, space: SearchSpace) -> dict[str, Any]:
+    return {"space": space.name, "space_description": space.description, "dataset": space.base_config().data.dataset,
+            "searcher": settings.searcher, "scheduler": settings.scheduler, "metric": settings.metric,
+            "num_samples": settings.num_samples, "max_concurrent": settings.max_concurrent,
+            **({"startup_trials": settings.tpe_startup_trials} if settings.searcher == "optuna" else {}),
+            "overrides": " ".join(settings.overrides), "code_version": f"{__version__} ({_git_revision()})"}
+
+
+def _git_revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _import_quietly(module: str) -> None:
+    """Import ``module`` ahead of its use; a failure shows later, where it is used."""
+    try:
+        importlib.import_module(module)
+    except Exception:
+        pass

@@ -1,0 +1,110 @@
+"""How a search picks its trials and stops them: the Optuna searcher and the Tune scheduler.
+
+``--searcher optuna`` (TPE) or ``random`` feed Ray's OptunaSearch; ``--scheduler asha``,
+``pbt`` or ``fifo`` decide which trials go on. The two wrappers below make a search that was
+killed at any instant resume to exactly ``num_samples`` trials.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator
+from ray.tune.search.optuna import OptunaSearch
+
+from search_spaces.loader import SearchSpace
+from tune_lsd.search.running import running_search
+from tune_lsd.search.settings import SearchSettings
+
+
+def optuna_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of ``--searcher``: TPE (with its random start-up trials) or random."""
+    if settings.searcher == "optuna":
+        return optuna.samplers.TPESampler(multivariate=True, group=True, seed=settings.seed,
+                                          n_startup_trials=settings.tpe_startup_trials)
+    return optuna.samplers.RandomSampler(seed=settings.seed)
+
+
+def tune_config(settings: SearchSettings, space: SearchSpace, epochs: int) -> tune.TuneConfig:
+    """Searcher + scheduler + trial count of the search (PBT samples its own population)."""
+    search_alg = None
+    if settings.scheduler != "pbt":
+        searcher = ResumableOptunaSearch(space=space.optuna_space(), metric=settings.metric, mode=settings.mode,
+                                         sampler=optuna_sampler(settings))
+        search_alg = TrialCountedSearch(ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent))
+    if settings.scheduler == "asha":
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs,
+                                  grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
+    elif settings.scheduler == "pbt":
+        scheduler = PopulationBasedTraining(time_attr="training_iteration",
+                                            perturbation_interval=settings.perturbation_interval,
+                                            hyperparam_mutations=space.pbt_mutations())
+    else:
+        scheduler = FIFOScheduler()
+    return tune.TuneConfig(metric=settings.metric, mode=settings.mode, search_alg=search_alg, scheduler=scheduler,
+                           num_samples=settings.num_samples,
+                           # (PBT's generator takes the limit; the searcher's is in its ConcurrencyLimiter)
+                           max_concurrent_trials=settings.max_concurrent if search_alg is None else None,
+                           time_budget_s=settings.time_budget_s,
+                           # A finished trial's actor takes the next trial (and a PBT exploit
+                           # continues in its own actor): no process start, imports or CUDA context
+                           # per trial. reset_config rebuilds everything and refuses the actor when
+                           # the previous trial's GPU memory was not released.
+                           reuse_actors=True)
+
+
+class TrialCountedSearch(SearchGenerator):
+    """Ray's SearchGenerator, whose count of the trials it created follows Tune's trial list.
+
+    Tune saves its trial list, then the searcher's state. A driver killed between the two
+    restores a count that disagrees with the list, and the resumed search ends a trial short
+    or long. :class:`~tune_lsd.search.callbacks.TrialCountCallback` hands over the list's
+    length at the start of every controller step (before Tune asks for new trials), so a
+    search ends with ``num_samples`` trials whatever the instant it was killed.
+
+    On ``--resume`` Ray also restores the experiment it saved when the search started, and
+    creates the trials still to come in that run's storage path (a folder that may no longer
+    exist where the search resumes): :meth:`set_state` moves them to the running search's.
+    """
+
+    def follow(self, trials_in_tune: int) -> None:
+        self._counter = trials_in_tune  # Ray's count of created trials (no public setter)
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        # New trials take their storage from the restored experiment's spec (Ray has no public way
+        # to change it): moved to the running search's path as Ray moves the restored trials'
+        # (TuneController._restore_trials), keeping the rest (its timestamp names the driver's
+        # staging folder, which the controller takes over from the restored trials).
+        import copy
+
+        from ray.train._internal.storage import get_fs_and_path
+
+        moved = copy.copy(self._experiment.spec["storage"])
+        moved.storage_filesystem, fs_path = get_fs_and_path(running_search().storage_path, None)
+        moved.storage_fs_path = Path(fs_path).as_posix()
+        self._experiment.spec["storage"] = moved
+
+
+class ResumableOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch, tolerant of trials it does not know after ``--resume``.
+
+    A driver killed between Tune writing its trial list and the searcher's state can come back
+    with an in-flight trial that the restored searcher never suggested; Ray's OptunaSearch then
+    raises KeyError on that trial's first result and the whole search stops. Such a trial still
+    trains to the end; its result just does not inform the sampler.
+    """
+
+    def _knows(self, trial_id: str) -> bool:
+        return trial_id in self._ot_trials or trial_id in self._completed_trials
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self._knows(trial_id):
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if self._knows(trial_id):
+            super().on_trial_complete(trial_id, result, error)

@@ -1,0 +1,109 @@
+"""What a search is asked to do: :class:`SearchSettings`, saved as ``search.yaml`` so that
+``--resume NAME`` needs nothing else, and the search space they name, checked before Ray starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from search_spaces.loader import SearchSpace, SearchSpaceError, load_space, validate_space
+from tune_lsd.config import parse_override
+from tune_lsd.tracking import default_tracking_uri
+
+SearcherName = Literal["optuna", "random"]
+SchedulerName = Literal["asha", "pbt", "fifo"]
+
+
+class SearchError(RuntimeError):
+    """The search cannot start or continue (message is one line)."""
+
+
+class SearchSettings(BaseModel):
+    """Everything a search needs; saved next to the results so that --resume can rebuild it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                      description="MLflow experiment and folder name: letters, digits, '.', '_' and '-'")
+    space: str = "lsd"
+    overrides: list[str] = Field(default_factory=list, description="--set key=value applied to the base config")
+    searcher: SearcherName = "optuna"
+    scheduler: SchedulerName = "asha"
+    metric: str = "val/recall@1"
+    mode: Literal["max", "min"] = "max"
+    num_samples: int = Field(8, ge=1)
+    max_concurrent: int = Field(2, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    seed: int = 0
+    startup_trials: int | None = Field(
+        None, ge=0, description="TPE: trials sampled at random before its model is used "
+        "(default: a quarter of num_samples, at least 3 and at most Optuna's 10)")
+    grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial can be stopped")
+    reduction_factor: float = Field(2.0, gt=1)
+    perturbation_interval: int = Field(2, ge=1, description="PBT: epochs between exploit/explore")
+    max_failures: int = Field(0, ge=0)
+    checkpoint_every: int = Field(1, ge=1, description="epochs between a trial's checkpoints (PBT: its perturbation interval)")
+    keep_checkpoints: bool = Field(False, description="keep the Ray checkpoints of finished trials when the search completes")
+    share_data: bool = Field(True, description="decode the dataset once per search into Ray's object store")
+    object_store_mb: int | None = Field(None, gt=0, description="local Ray only: object store size (default: Ray's, ~30% of RAM)")
+    time_budget_s: float | None = None
+    address: str | None = None
+    tracking_uri: str | None = None
+    runs_dir: str = "runs"
+
+    @property
+    def tpe_startup_trials(self) -> int:
+        """Optuna's 10 random start-up trials would leave TPE unused in an 8-trial search."""
+        return self.startup_trials if self.startup_trials is not None else min(10, max(3, self.num_samples // 4))
+
+    @property
+    def runs_path(self) -> Path:
+        return Path(self.runs_dir).resolve()
+
+    @property
+    def settings_file(self) -> Path:
+        return self.runs_path / "searches" / self.name / "search.yaml"
+
+    @property
+    def finished_path(self) -> Path:
+        """Final results of finished trials (what --resume must not train again)."""
+        return self.settings_file.parent / "finished"
+
+    @property
+    def spool_path(self) -> Path:
+        """Tracking records on their way to MLflow (see tune_lsd.tracking.spool)."""
+        return self.settings_file.parent / "spool"
+
+    @property
+    def experiment_path(self) -> Path:
+        """Ray Tune's folder of this search: trial results and checkpoints."""
+        return self.runs_path / "ray" / self.name
+
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or default_tracking_uri(self.runs_path)
+
+
+def load_settings(name: str, runs_dir: str = "runs") -> SearchSettings:
+    """The settings a search saved when it started."""
+    settings_file = Path(runs_dir).resolve() / "searches" / name / "search.yaml"
+    if not settings_file.is_file():
+        raise SearchError(f"no search named {name!r} under {Path(runs_dir).resolve()} (looked for {settings_file})")
+    return SearchSettings.model_validate(yaml.safe_load(settings_file.read_text()))
+
+
+def prepare_space(settings: SearchSettings) -> SearchSpace:
+    """Load the space and apply --set overrides to its fixed part; validated before Ray starts."""
+    space = load_space(settings.space)
+    if settings.overrides:
+        space.fixed = {**space.fixed, **dict(parse_override(o) for o in settings.overrides)}
+        try:
+            validate_space(space)
+        except SearchSpaceError as error:
+            raise SearchSpaceError(str(error).replace("base/fixed", "--set")) from None
+    if settings.scheduler == "pbt" and settings.searcher == "optuna":
+        raise SearchError("the pbt scheduler samples its own population: use --searcher random with --scheduler pbt")
+    return space

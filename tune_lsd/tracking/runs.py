@@ -1,0 +1,101 @@
+"""The write side: a search's parent run and its trials' child runs, created and ended.
+
+The trials' own records (params, metrics, checkpoints) and the driver's (trial states, the
+search's end) reach these functions through spools (:mod:`tune_lsd.tracking.delivery`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from tune_lsd.tracking.names import (ERROR_TAG, NODES_TAG, PARENT_TAG, SAMPLED_TAG, SEARCH_TAG, STATE_TAG, TRIAL_ID_TAG,
+                                     mlflow_key, param_value)
+from tune_lsd.tracking.queries import find_trial_run, parent_run
+from tune_lsd.tracking.store import TrackingContext, TrackingError, ensure_experiment, open_store, retry
+
+RUN_GRACE_S = 60.0  # how long a trial state waits for the run of a trial that reported nothing
+
+
+def start_search_run(
+    tracking_uri: str, search_name: str, params: dict[str, Any], artifact_root: Path | None,
+    spool_dir: Path | None = None,
+) -> TrackingContext:
+    """Create (or, on --resume, reopen) the parent run of search ``search_name``; its records
+    are spooled under ``spool_dir`` (default: a folder in the system's temporary folder)."""
+    open_store(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    experiment_id = ensure_experiment(client, search_name, artifact_root)
+    existing = parent_run(client, experiment_id)
+    if existing is not None:
+        run_id = existing.info.run_id
+        client.update_run(run_id, status="RUNNING")
+    else:
+        run = client.create_run(experiment_id, run_name=search_name, tags={SEARCH_TAG: "parent", STATE_TAG: "running"})
+        run_id = run.info.run_id
+        client.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
+    return TrackingContext(tracking_uri, experiment_id, run_id, str(spool_dir) if spool_dir else "")
+
+
+def log_search_text(context: TrackingContext, text: str, artifact_file: str) -> None:
+    """A text artifact on the search's parent run (e.g. the search space it ran)."""
+    client = MlflowClient(context.tracking_uri)
+    retry(lambda: client.log_text(context.parent_run_id, text, artifact_file), "log_text")
+
+
+def log_folder(tracking_uri: str, run_id: str, folder: Path, artifact_path: str) -> None:
+    """Upload every file of ``folder`` as artifacts of run ``run_id`` under ``artifact_path``."""
+    client = MlflowClient(tracking_uri)
+    retry(lambda: client.log_artifacts(run_id, str(folder), artifact_path), "log_artifacts")
+
+
+def open_trial_run(client: MlflowClient, context: TrackingContext, trial_id: str, record: dict[str, Any],
+                   run_id: str | None) -> str:
+    """The trial's run: created with its params and tags, or (a restarted trial) reopened."""
+    existing = client.get_run(run_id) if run_id else find_trial_run(client, context, trial_id)
+    if existing is not None:
+        nodes = [n for n in existing.data.tags.get(NODES_TAG, "").split(",") if n] + [record["node_id"]]
+        client.update_run(existing.info.run_id, status="RUNNING")
+        client.set_tag(existing.info.run_id, NODES_TAG, ",".join(nodes))
+        return existing.info.run_id
+    tags = {PARENT_TAG: context.parent_run_id, TRIAL_ID_TAG: trial_id, SEARCH_TAG: "trial", STATE_TAG: "running",
+            SAMPLED_TAG: record["sampled"], NODES_TAG: record["node_id"]}
+    run = client.create_run(context.experiment_id, run_name=record["trial_name"], tags=tags)
+    params = [Param(k, v) for k, v in record["params"].items()]
+    for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run.info.run_id, params=params[start:start + 100])
+    return run.info.run_id
+
+
+def end_trial_run(client: MlflowClient, context: TrackingContext, record: dict[str, Any], final: bool = True) -> None:
+    """Set a trial's final state (and error) on its run.
+
+    The trial's run appears when the trial's own spool delivers it: while the search runs
+    (``final`` False) a missing run is a failure to retry later, for a trial that reported
+    results (``has_run``) until it appears, for one that did not (it may have died before
+    opening one) for RUN_GRACE_S. Once every trial's spool is delivered (``final``), a
+    missing run is skipped."""
+    run = find_trial_run(client, context, record["trial_id"])
+    if run is None:
+        if not final and (record["has_run"] or time.time() - record.get("time", 0) < RUN_GRACE_S):
+            raise TrackingError(f"the run of trial {record['trial_id']} is not recorded yet")
+        return
+    tags = [RunTag(STATE_TAG, record["state"])]
+    if record["reason"]:
+        tags.append(RunTag(ERROR_TAG, record["reason"][:5000]))
+    client.log_batch(run.info.run_id, tags=tags)
+    # A trial the scheduler stopped early finished normally (the MLflow UI draws KILLED as a failure).
+    status = {"completed": "FINISHED", "stopped early": "FINISHED", "errored": "FAILED"}[record["state"]]
+    client.set_terminated(run.info.run_id, status=status)
+
+
+def end_search_run(client: MlflowClient, context: TrackingContext, record: dict[str, Any]) -> None:
+    """The search's end on its parent run: summary metrics, state tag and run status."""
+    now = int(time.time() * 1000)
+    metrics = [Metric(mlflow_key(k), float(v), now, 0) for k, v in record["summary"].items()]
+    client.log_batch(context.parent_run_id, metrics=metrics, tags=[RunTag(STATE_TAG, record["state"])])
+    client.set_terminated(context.parent_run_id, status="FINISHED" if record["state"].startswith("completed") else "FAILED")
