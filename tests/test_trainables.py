@@ -99,6 +99,8 @@ def test_process_memory_does_not_grow_over_reused_trials(base_config):
 
 
 def test_pbt_exploit_in_place_keeps_the_trials_mlflow_run(base_config, tmp_path):
+    from mlflow.tracking import MlflowClient
+
     from tune_lsd import tracking
 
     context = tracking.start_search_run(tracking.default_tracking_uri(tmp_path), "inplace", {}, tmp_path / "artifacts")
@@ -119,7 +121,7 @@ def test_pbt_exploit_in_place_keeps_the_trials_mlflow_run(base_config, tmp_path)
     trial.load_checkpoint(str(tmp_path))
     assert trial.tracker is tracker and trial.tracker.run_id == run_id
     assert trial.trainer.epoch == 1 and trial.run_config.optim.lr == 4e-3
-    client = tracking.MlflowClient(context.tracking_uri)
+    client = MlflowClient(context.tracking_uri)
     trial.tracker.flush()
     assert client.list_artifacts(run_id, tracking.CHECKPOINT_DIR) == []  # the trial goes on: nothing uploaded yet
     trial.step()
