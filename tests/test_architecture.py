@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tune_lsd", "trainables", "search_spaces")
 CORE = ("tune_lsd", "tune_lsd.config", "tune_lsd.data", "tune_lsd.models", "tune_lsd.losses", "tune_lsd.engine",
-        "tune_lsd.metrics", "tune_lsd.train", "tune_lsd.errors")
+        "tune_lsd.metrics", "tune_lsd.train", "tune_lsd.errors", "tune_lsd.storage")
 
 # part -> the parts it may import (the diagram in docs/architecture.md)
 ALLOWED = {

