@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from tune_lsd.cluster import descendants
@@ -82,3 +84,28 @@ def child_runs(runs_dir: Path, name: str):
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return client, parents, children
+
+
+def start_server(folder: Path, port: int, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`tune-lsd server` on 127.0.0.1:PORT with its runs folder in FOLDER/server, once it answers /health."""
+    server = start_tune_lsd("server", "--port", str(port), "--runs-dir", str(folder / "server"), *extra,
+                            cwd=folder, log=folder / f"server-{time.time_ns()}.log", env=env)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
+                return server
+        except OSError:
+            time.sleep(0.5)
+    kill_tree(server)
+    raise AssertionError("tracking server did not come up")
+
+
+def node_ids(address: str) -> dict[str, str]:
+    """{"head": id, "worker": id} from the cluster itself (the head has node:__internal_head__)."""
+    script = (f"import ray, json; ray.init(address={address!r}, log_to_driver=False); "
+              "print(json.dumps({('head' if 'node:__internal_head__' in n['Resources'] else 'worker'): n['NodeID'] "
+              "for n in ray.nodes() if n['Alive']}))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={"RAY_AUTH_MODE": "disabled", "PATH": "/usr/bin:/bin"})
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from searching import TINY, child_runs, free_port, kill_tree, start_tune_lsd, tune_lsd, wait_until_search_started
+from searching import TINY, child_runs, free_port, kill_tree, node_ids, start_tune_lsd, tune_lsd, wait_until_search_started
 from tune_lsd.cluster import _alive, cluster_down, cluster_up, descendants, end_process_tree
 from tune_lsd.tracking import NODES_TAG, STATE_TAG
 
@@ -29,16 +27,6 @@ def cluster(tmp_path):
         cluster_down(runs)
     time.sleep(1)
     assert not any(_alive(pid) for tree in trees.values() for pid in tree), "a Ray process outlived cluster down"
-
-
-def node_ids(address: str) -> dict[str, str]:
-    """{"head": id, "worker": id} from the cluster itself (the head has node:__internal_head__)."""
-    script = (f"import ray, json; ray.init(address={address!r}, log_to_driver=False); "
-              "print(json.dumps({('head' if 'node:__internal_head__' in n['Resources'] else 'worker'): n['NodeID'] "
-              "for n in ray.nodes() if n['Alive']}))")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         env={"RAY_AUTH_MODE": "disabled", "PATH": "/usr/bin:/bin"})
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def wait_for_runs(runs: Path, name: str, condition, driver_log: Path, timeout: float = 300):

@@ -30,6 +30,7 @@ from ray import tune
 
 from tune_lsd.config import Config, apply_overrides
 from tune_lsd.data.splits import DataSplits, split_key
+from tune_lsd.storage import Location
 from tune_lsd.tracking import MODEL_FILE, TrackingContext, TrialTracker, prefer_own_retries
 
 STATE_FILE = "trainer.pt"
@@ -61,8 +62,9 @@ def trial_config(base_config: dict[str, Any], sampled: dict[str, Any]) -> Config
 REPLAYED = "replayed"  # in a result: the trial had finished before a driver crash; nothing was trained
 
 
-def record_finished(folder: Path | None, trial_id: str, result: dict[str, Any]) -> None:
-    """Leave a finished trial's final result in ``folder``, durably, before Ray hears of it.
+def record_finished(folder: Location | None, trial_id: str, result: dict[str, Any]) -> None:
+    """Leave a finished trial's final result in ``folder`` (local, NFS or object storage), whole,
+    before Ray hears of it.
 
     Ray Tune saves its trial states after processing a result: a driver killed in between
     would restore the trial as running and train its last epochs again. The trial finds this
@@ -71,18 +73,13 @@ def record_finished(folder: Path | None, trial_id: str, result: dict[str, Any]) 
     """
     if folder is None:
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    temporary = folder / f".{trial_id}.{os.getpid()}"
-    with open(temporary, "w") as handle:
-        json.dump({k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, folder / f"{trial_id}.json")
+    values = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
+    (folder / f"{trial_id}.json").write_text(json.dumps(values))
 
 
-def finished_result(folder: Path | None, trial_id: str) -> dict[str, Any] | None:
+def finished_result(folder: Location | None, trial_id: str) -> dict[str, Any] | None:
     """The final result a trial recorded with :func:`record_finished`, or None."""
-    if folder is None or not (folder / f"{trial_id}.json").is_file():
+    if folder is None or not (folder / f"{trial_id}.json").exists():
         return None
     return json.loads((folder / f"{trial_id}.json").read_text())
 
@@ -103,7 +100,7 @@ class DMLTrainable(tune.Trainable):
         from Ray's object store; used when this trial's data settings give the same split.
         ``finished_dir``: where finished trials leave their final result (see :func:`record_finished`)."""
         started = time.perf_counter()
-        self.finished_dir = Path(finished_dir) if finished_dir else None
+        self.finished_dir = Location(finished_dir) if finished_dir else None
         self.replay = finished_result(self.finished_dir, self.trial_id)
         if self.replay is not None:  # it finished before the driver died: report that, train nothing
             self.tracker, self.trainer, self.best_model = None, None, None

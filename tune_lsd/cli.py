@@ -29,6 +29,9 @@ EPILOG_SEARCH = """examples:
   tune-lsd search --space lsd_pbt --searcher random --scheduler pbt --name pbt
   tune-lsd search --space my_space.yaml --set data.dataset=cub --set data.root=/data/CUB_200_2011
   tune-lsd search --resume demo          # continue a search whose driver died
+  tune-lsd search --space lsd --name big --address HEAD:6379 --storage s3://bucket/tune-lsd
+      (a cluster without a shared folder; AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment)
+  tune-lsd search --resume big --storage s3://bucket/tune-lsd   # from any machine, any folder
 """
 EPILOG_EXPORT = """examples:
   tune-lsd export --experiment demo -o best.yaml && tune-lsd train --config best.yaml
@@ -66,6 +69,8 @@ EPILOG_SERVER = """examples:
   tune-lsd search --space lsd --tracking-uri http://127.0.0.1:5000
   MLFLOW_TRACKING_USERNAME=team MLFLOW_TRACKING_PASSWORD=... tune-lsd server --auth --host 0.0.0.0
       (every client, trials included, sends the same two variables or ~/.mlflow/credentials)
+  AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... tune-lsd server --artifacts-destination s3://bucket/mlflow
+      (artifacts in object storage; only the server needs the S3 credentials)
 """
 EPILOG_CLUSTER = """examples:
   tune-lsd cluster up --workers 2 --cpus-per-node 1     # head + 2 workers on 127.0.0.1
@@ -153,7 +158,7 @@ def _search(args: argparse.Namespace) -> int:
     from tune_lsd.search import SearchSettings, resume_search, run_search
 
     if args.resume:
-        summary = resume_search(args.resume, runs_dir=args.runs_dir)
+        summary = resume_search(args.resume, runs_dir=args.runs_dir, storage=args.storage)
         return 130 if summary["state"] == "interrupted" else 0
     settings = _validated(SearchSettings,
         name=args.name or datetime.now().strftime("search-%Y%m%d-%H%M%S"), space=args.space, overrides=args.set,
@@ -165,9 +170,11 @@ def _search(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
         time_budget_s=args.time_budget_s, share_data=not args.no_shared_data, object_store_mb=args.object_store_mb,
         address=args.address,
-        tracking_uri=args.tracking_uri, runs_dir=args.runs_dir)
-    if settings.settings_file.exists():
-        raise ConfigError(f"a search named {settings.name!r} already exists under {settings.runs_path}: "
+        tracking_uri=args.tracking_uri, runs_dir=args.runs_dir, storage=args.storage)
+    if settings.storage_location.is_remote:
+        settings.storage_location.check_writable()  # one line, before anything else, when it cannot be used
+    if settings.settings_location.exists():
+        raise ConfigError(f"a search named {settings.name!r} already exists in {settings.storage_location.uri}: "
                           f"pick another --name or continue it with --resume {settings.name}")
     summary = run_search(settings)
     return 130 if summary["state"] == "interrupted" else 0
@@ -191,14 +198,14 @@ def _validated(model, **values):
 def _prune(args: argparse.Namespace) -> int:
     from tune_lsd.search import prune_search
 
-    prune_search(args.name, runs_dir=args.runs_dir)
+    prune_search(args.name, runs_dir=args.runs_dir, storage=args.storage)
     return 0
 
 
 def _sync(args: argparse.Namespace) -> int:
     from tune_lsd.search import sync_search
 
-    sync_search(args.name, runs_dir=args.runs_dir)
+    sync_search(args.name, runs_dir=args.runs_dir, storage=args.storage)
     return 0
 
 
@@ -301,14 +308,14 @@ def _serve(command: list[str], environment: dict[str, str] | None = None) -> int
 
 
 def _server(args: argparse.Namespace) -> int:
-    from tune_lsd.tracking import auth_server_environment, server_command
+    from tune_lsd.tracking import artifact_store, auth_server_environment, server_command
 
     _check_port_free(args.host, args.port)
     runs_dir = Path(args.runs_dir).resolve()
-    environment = auth_server_environment(runs_dir / "server-auth") if args.auth else {}
+    artifacts, artifact_environment = artifact_store(args.artifacts_destination or str(runs_dir / "server-artifacts"))
+    environment = {**artifact_environment, **(auth_server_environment(runs_dir / "server-auth") if args.auth else {})}
     runs_dir.mkdir(parents=True, exist_ok=True)
     backend = args.backend_store_uri or f"sqlite:///{runs_dir / 'mlflow-server.db'}"
-    artifacts = Path(args.artifacts_destination or runs_dir / "server-artifacts").resolve()
     command = server_command(backend, artifacts, args.host, args.port, auth=args.auth)
     loopback = args.host in ("127.0.0.1", "localhost", "::1")
     if not loopback:
@@ -391,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
     search.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file in --runs-dir)")
     search.add_argument("--runs-dir", default="runs", help="where results, checkpoints and the MLflow store go")
+    search.add_argument("--storage", metavar="URI", help="where the search keeps what every node and a later driver read (Ray's checkpoints, the search's "
+                        "records): a folder all nodes see, or s3://BUCKET/PREFIX (endpoint: AWS_ENDPOINT_URL_S3 or "
+                        "?endpoint_override=HOST:PORT&scheme=http; credentials: AWS_ACCESS_KEY_ID / "
+                        "AWS_SECRET_ACCESS_KEY or ~/.aws), gs://...; default: --runs-dir")
     search.set_defaults(handler=_search)
 
     export = commands.add_parser("export", help="write the best trial's config as YAML for the final retrain",
@@ -423,12 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=EPILOG_PRUNE, formatter_class=argparse.RawDescriptionHelpFormatter)
     prune.add_argument("name", help="the search name")
     prune.add_argument("--runs-dir", default="runs", help="the runs folder of the search")
+    prune.add_argument("--storage", metavar="URI", help="the --storage the search was started with")
     prune.set_defaults(handler=_prune)
 
     sync = commands.add_parser("sync", help="deliver to MLflow what a search kept while its tracking server was down",
                                epilog=EPILOG_SYNC, formatter_class=argparse.RawDescriptionHelpFormatter)
     sync.add_argument("name", help="the search name")
     sync.add_argument("--runs-dir", default="runs", help="the runs folder of the search")
+    sync.add_argument("--storage", metavar="URI", help="the --storage the search was started with")
     sync.set_defaults(handler=_sync)
 
     ls = commands.add_parser("ls", help="list the searches with state, trial count and best metric",
@@ -440,7 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     server = commands.add_parser("server", help="run a shared MLflow tracking server for a cluster's trials",
                                  epilog=EPILOG_SERVER, formatter_class=argparse.RawDescriptionHelpFormatter)
     server.add_argument("--backend-store-uri", help="sqlite:///... (default: runs/mlflow-server.db) or postgresql://...")
-    server.add_argument("--artifacts-destination", help="where artifacts are stored (default: runs/server-artifacts)")
+    server.add_argument("--artifacts-destination", help="where artifacts are stored: a folder (default: "
+                        "runs/server-artifacts) or s3://BUCKET/PREFIX (as --storage of search; the server needs "
+                        "the S3 credentials, trials and the UI do not)")
     server.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 to serve other machines")
     server.add_argument("--port", type=int, default=5000)
     server.add_argument("--allowed-hosts", help="with a non-local --host: comma-separated Host headers to accept")

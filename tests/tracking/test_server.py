@@ -11,30 +11,15 @@ import statistics
 import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from searching import TINY, free_port, kill_tree, start_tune_lsd, tune_lsd
+from searching import TINY, free_port, kill_tree, start_server, start_tune_lsd, tune_lsd
 from tune_lsd.tracking import STATE_TAG
 
 pytestmark = pytest.mark.slow
-
-
-def start_server(folder: Path, port: int, *extra: str, env: dict[str, str] | None = None):
-    server = start_tune_lsd("server", "--port", str(port), "--runs-dir", str(folder / "server"), *extra,
-                            cwd=folder, log=folder / f"server-{time.time_ns()}.log", env=env)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
-                return server
-        except OSError:
-            time.sleep(0.5)
-    kill_tree(server)
-    raise AssertionError("tracking server did not come up")
 
 
 def trials(uri: str, name: str) -> tuple[MlflowClient, list]:
@@ -157,6 +142,7 @@ def test_a_server_that_never_comes_back_ends_the_search_and_sync_delivers_everyt
 def http_status(url: str, credentials: tuple[str, str] | None = None) -> int:
     import base64
     import urllib.error
+    import urllib.request
 
     request = urllib.request.Request(url)
     if credentials:
@@ -205,6 +191,11 @@ def test_server_with_auth_refuses_anonymous_requests_and_four_trials_log_with_cr
         assert list((tmp_path / "server" / "server-artifacts").rglob("model.pt"))
         listed = tune_lsd("ls", "--tracking-uri", uri, cwd=tmp_path, env=TEAM)
         assert listed.returncode == 0 and "private" in listed.stdout, listed.stdout + listed.stderr
+        # The users, password hashes and signing key are the owner's only (MLflow made them 0644 in 0755).
+        auth = tmp_path / "server" / "server-auth"
+        assert {p.name for p in auth.iterdir()} >= {"users.db", "basic_auth.ini", "secret_key"}
+        assert (auth.stat().st_mode & 0o777) == 0o700
+        assert all((p.stat().st_mode & 0o077) == 0 for p in auth.rglob("*")), {p.name: oct(p.stat().st_mode) for p in auth.rglob("*")}
     finally:
         kill_tree(server)
 
@@ -274,3 +265,37 @@ def test_unreachable_tracking_server_fails_fast_with_one_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "is unreachable" in lines[0] and "tune-lsd server" in lines[0]
     assert not (tmp_path / "runs" / "ray").exists()
+
+
+def test_server_keeps_artifacts_in_object_storage_and_clients_need_no_s3_credentials(tmp_path, object_store):
+    """`--artifacts-destination s3://...`: the server (alone) holds the S3 credentials and proxies."""
+    port = free_port()
+    destination = object_store.uri(f"mlflow-{tmp_path.name}")
+    server = start_server(tmp_path, port, "--artifacts-destination", destination, env=object_store.credentials())
+    try:
+        client = MlflowClient(f"http://127.0.0.1:{port}")  # this process has no AWS variables
+        assert "AWS_SECRET_ACCESS_KEY" not in os.environ
+        experiment = client.create_experiment("proxied")
+        run = client.create_run(experiment)
+        client.log_text(run.info.run_id, "weights", "checkpoint/model.pt")
+        assert client.download_artifacts(run.info.run_id, "checkpoint/model.pt", str(tmp_path)).endswith("model.pt")
+        assert not list((tmp_path / "server").rglob("model.pt"))  # not on the server's disk
+    finally:
+        kill_tree(server)
+    import pyarrow.fs
+
+    bucket = pyarrow.fs.S3FileSystem(access_key=object_store.access_key, secret_key=object_store.secret_key,
+                                     endpoint_override=object_store.endpoint, scheme="http")
+    stored = [info.path for info in bucket.get_file_info(pyarrow.fs.FileSelector(
+        f"{object_store.bucket}/mlflow-{tmp_path.name}", recursive=True)) if info.type == pyarrow.fs.FileType.File]
+    assert [path for path in stored if path.endswith("/checkpoint/model.pt")], stored
+    with bucket.open_input_stream(next(p for p in stored if p.endswith("model.pt"))) as stream:
+        assert stream.read() == b"weights"
+
+
+def test_server_refuses_an_object_store_it_cannot_write_in_one_line(tmp_path, object_store):
+    refused = tune_lsd("server", "--port", str(free_port()), "--artifacts-destination",
+                       f"s3://missing-bucket/x?endpoint_override={object_store.endpoint}&scheme=http",
+                       cwd=tmp_path, env=object_store.credentials(), timeout=60)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "the bucket does not exist" in refused.stderr

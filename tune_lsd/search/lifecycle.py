@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from typing import Any
 
 from tune_lsd import tracking
@@ -21,8 +20,8 @@ COMPLETED_FILE = "completed.json"  # next to search.yaml once the search has run
 
 def completion_record(settings: SearchSettings) -> dict[str, Any] | None:
     """What the search wrote when it completed (None while it has not)."""
-    path = settings.settings_file.with_name(COMPLETED_FILE)
-    return json.loads(path.read_text()) if path.is_file() else None
+    record = settings.search_location / COMPLETED_FILE
+    return json.loads(record.read_text()) if record.exists() else None
 
 
 def record_completion(settings: SearchSettings, summary: dict[str, Any], log) -> None:
@@ -37,32 +36,33 @@ def record_completion(settings: SearchSettings, summary: dict[str, Any], log) ->
                 "(--keep-checkpoints keeps them)")
     record = {key: summary[key] for key in ("name", "state", "trials", "errored", "epochs_run", "wall_s")}
     record["registered"] = "registered_version" in summary  # else `tune-lsd sync` registers it
-    settings.settings_file.with_name(COMPLETED_FILE).write_text(json.dumps(record, indent=1))
+    (settings.search_location / COMPLETED_FILE).write_text(json.dumps(record, indent=1))
 
 
 def prune_checkpoints(settings: SearchSettings, trial_ids: list[str] | None = None) -> tuple[int, int]:
     """Delete the Ray checkpoints of the given trials (all trials when None): their best models
     are in MLflow. Trial results (result.json, progress.csv) stay. Returns (folders, bytes) freed."""
     folders = freed = 0
-    if not settings.experiment_path.is_dir():
-        return 0, 0
-    for trial_dir in settings.experiment_path.iterdir():
-        if not trial_dir.is_dir() or (trial_ids is not None and not any(f"_{t}_" in trial_dir.name for t in trial_ids)):
+    experiment = settings.experiment_location
+    for trial_dir in experiment.folders():
+        if trial_ids is not None and not any(f"_{t}_" in trial_dir for t in trial_ids):
             continue
-        for checkpoint in trial_dir.glob("checkpoint_*"):
-            freed += sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file())
-            shutil.rmtree(checkpoint)
-            folders += 1
+        for name in (experiment / trial_dir).folders():
+            if name.startswith("checkpoint_"):
+                checkpoint = experiment / trial_dir / name
+                freed += checkpoint.size()[1]
+                checkpoint.delete()
+                folders += 1
     return folders, freed
 
 
-def prune_search(name: str, runs_dir: str = "runs", log=print) -> tuple[int, int]:
+def prune_search(name: str, runs_dir: str = "runs", log=print, storage: str | None = None) -> tuple[int, int]:
     """``tune-lsd prune NAME``: delete the checkpoints of the search's finished trials.
 
     A completed search loses all of them; a search that may still be resumed keeps those of
     trials that have not finished (MLflow says which have: completed or stopped early).
     """
-    settings = load_settings(name, runs_dir)
+    settings = load_settings(name, runs_dir, storage)
     trial_ids = None
     if completion_record(settings) is None:
         finished = ("completed", "stopped early")
@@ -94,11 +94,11 @@ def close_recorder(settings: SearchSettings, recorder: tracking.SearchRecorder, 
     return left
 
 
-def sync_search(name: str, runs_dir: str = "runs", log=print) -> int:
+def sync_search(name: str, runs_dir: str = "runs", log=print, storage: str | None = None) -> int:
     """``tune-lsd sync NAME``: deliver what the search kept on disk while its tracking server
     was down (metrics, params, checkpoints, trial states); then, for a completed search whose
     best model was not registered, register it. Returns the number of records delivered."""
-    settings = load_settings(name, runs_dir)
+    settings = load_settings(name, runs_dir, storage)
     left, spools = tracking.spooled_records(settings.spool_path)
     uri = settings.resolved_tracking_uri()
     delivered = tracking.deliver_spools(settings.spool_path, log=log) if left else 0
@@ -110,7 +110,7 @@ def sync_search(name: str, runs_dir: str = "runs", log=print) -> int:
         found = best_and_champion(settings, tracking.TrackingContext(uri, parent.info.experiment_id, parent.info.run_id))
         if "registered_version" in found:
             completed["registered"] = True
-            settings.settings_file.with_name(COMPLETED_FILE).write_text(json.dumps(completed, indent=1))
+            (settings.search_location / COMPLETED_FILE).write_text(json.dumps(completed, indent=1))
             log(f"registered the best trial {found['best_trial']} ({settings.metric} {found['best_value']:.4f}) "
                 f"as models:/{found['registered_model']}@champion")
         elif "registry_error" in found:

@@ -10,6 +10,14 @@ from pathlib import Path
 import ray
 
 from tune_lsd.search.settings import SearchError, SearchSettings
+from tune_lsd.storage import Location, StorageError
+
+# What trials on other machines need from the driver's environment: MLflow's credentials (a
+# server with --auth) and the object store's (AWS's standard variables). Sent through Ray's
+# runtime environment, never written to the search's files or logs by tune_lsd.
+FORWARDED_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "AWS_ACCESS_KEY_ID",
+                       "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
+                       "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 
 
 def start_ray(settings: SearchSettings) -> None:
@@ -22,8 +30,7 @@ def start_ray(settings: SearchSettings) -> None:
         recorded = settings.runs_path / "cluster" / "nodes.json"
         if recorded.exists() and json.loads(recorded.read_text())["address"] == address:
             os.environ.setdefault("RAY_AUTH_MODE", json.loads(recorded.read_text())["auth"])  # as `cluster up` chose
-        # Trials on other machines send the driver's MLflow credentials (a server with --auth).
-        credentials = {k: os.environ[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD") if k in os.environ}
+        credentials = {k: os.environ[k] for k in FORWARDED_VARIABLES if k in os.environ}
         ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": credentials} if credentials else None)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
@@ -45,28 +52,44 @@ def check_resources(settings: SearchSettings, resources: dict[str, float]) -> No
         raise SearchError(f"--cpus-per-trial {settings.cpus_per_trial} but the Ray cluster has {resources.get('CPU', 0):g} CPUs")
 
 
-def check_storage_visible(storage: Path) -> None:
-    """Every node must see the storage path (checkpoints are written there): check before trials start."""
+def check_storage_visible(storage: Location) -> None:
+    """Every node writes checkpoints to the storage: check from each node that it sees the
+    storage folder (local / NFS) or can write to it (object storage) before any trial starts."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = [n for n in ray.nodes() if n["Alive"]]
     if len(nodes) < 2:
         return
-    storage.mkdir(parents=True, exist_ok=True)
-    probe = storage / f".probe-{os.getpid()}-{time.time_ns()}"
-    probe.write_text("tune_lsd")
+    probe = None
+    if not storage.is_remote:
+        storage.local_path.mkdir(parents=True, exist_ok=True)
+        probe = storage.local_path / f".probe-{os.getpid()}-{time.time_ns()}"
+        probe.write_text("tune_lsd")
     try:
-        checks = {n["NodeManagerAddress"] + " " + n["NodeID"][:8]: _sees_path.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(probe))
+        checks = {n["NodeManagerAddress"] + " " + n["NodeID"][:8]: _node_check.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                storage, str(probe) if probe else None)
             for n in nodes}
-        blind = [node for node, seen in zip(checks, ray.get(list(checks.values()), timeout=120)) if not seen]
+        problems = {node: problem for node, problem in zip(checks, ray.get(list(checks.values()), timeout=120))
+                    if problem}
     finally:
-        probe.unlink()
-    if blind:
-        raise SearchError(f"the storage path {storage} is not visible from node {blind[0]}: "
-                          "use a folder shared by all nodes (NFS) with --runs-dir, or a cluster on one machine")
+        if probe is not None:
+            probe.unlink()
+    if problems:
+        node, problem = next(iter(problems.items()))
+        if storage.is_remote:
+            raise SearchError(f"node {node} cannot use the storage: {problem}")
+        raise SearchError(f"the storage path {storage.uri} is not visible from node {node}: use a folder shared by "
+                          "all nodes (NFS) or object storage (--storage s3://...), or a cluster on one machine")
 
 
 @ray.remote(num_cpus=0)
-def _sees_path(path: str) -> bool:
-    return Path(path).is_file()
+def _node_check(storage: Location, probe: str | None) -> str | None:
+    """On one node: None when it sees ``probe`` (local storage) or can write to the storage, else why not."""
+    if probe is not None:
+        return None if Path(probe).is_file() else "not visible"
+    try:
+        storage.check_writable()
+    except StorageError as error:
+        return str(error)
+    return None

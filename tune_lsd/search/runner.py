@@ -52,9 +52,10 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
     epochs = base.schedule.epochs
     check_root(base.data.dataset, base.data.root)  # before anything is written
     tracking.check_tracking_uri(settings.resolved_tracking_uri())
-    settings.settings_file.parent.mkdir(parents=True, exist_ok=True)
+    if settings.storage_location.is_remote:
+        settings.storage_location.check_writable()
     if not resume:
-        settings.settings_file.write_text(yaml.safe_dump(settings.model_dump(), sort_keys=False))
+        settings.settings_location.write_text(yaml.safe_dump(settings.model_dump(), sort_keys=False))
 
     # Ray's start is mostly waiting for its processes: meanwhile, other threads open the MLflow
     # store and decode the data the trials share (a search's fixed cost, paid once).
@@ -73,21 +74,21 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
     ending_ray: threading.Thread | None = None
     try:
         check_resources(settings, ray.cluster_resources())
-        check_storage_visible(settings.runs_path / "ray")
+        check_storage_visible(settings.ray_storage)
         log(f"search {settings.name!r}: space {space.name}, {settings.searcher} + {settings.scheduler}, "
             f"{settings.num_samples} trials x {epochs} epochs, {settings.max_concurrent} at a time; "
             f"MLflow {settings.resolved_tracking_uri()}")
         trainable = _trainable(settings, base, context, shared_splits)
-        experiment_path = settings.experiment_path
+        experiment = settings.experiment_location
         started = time.perf_counter()
-        if resume and not any(experiment_path.glob("experiment_state-*.json")) and settings.settings_file.is_file():
+        if resume and not any(name.startswith("experiment_state-") for name in experiment.names(".json")):
             # Killed before Ray Tune saved its first state (no trial had started): start afresh.
             log(f"search {settings.name!r} was stopped before its first trial started: starting it from the beginning")
             resume = False
         if resume:
-            if not tune.Tuner.can_restore(str(experiment_path)):
-                raise SearchError(f"nothing to resume at {experiment_path}")
-            tuner = tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_errored=True,
+            if not tune.Tuner.can_restore(experiment.uri):
+                raise SearchError(f"nothing to resume at {experiment.uri}")
+            tuner = tune.Tuner.restore(experiment.uri, trainable=trainable, resume_errored=True,
                                        param_space=_param_space(settings, space))
         else:
             config = tune_config(settings, space, epochs)
@@ -95,7 +96,7 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
                                run_config=_run_config(settings, epochs, config.search_alg))
         # The best model is exported at the end with torch: import it while the trials train.
         threading.Thread(target=_import_quietly, args=("tune_lsd.serving",), daemon=True).start()
-        with running(RunningSearch(context, epochs, settings.finished_path, storage_path=str(settings.runs_path / "ray"))):
+        with running(RunningSearch(context, epochs, settings.finished_location, settings.ray_storage.uri)):
             results = tuner.fit()
         # Ray's processes end (~1.5 s, mostly waiting) while the best model is exported and registered.
         ending_ray = threading.Thread(target=ray.shutdown, name="ray-shutdown")
@@ -122,10 +123,10 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
     return summary
 
 
-def resume_search(name: str, runs_dir: str = "runs", log=print) -> dict[str, Any]:
-    """Continue a search whose driver died, from the settings it saved (a completed search
-    is only reported: there is nothing to continue)."""
-    settings = load_settings(name, runs_dir)
+def resume_search(name: str, runs_dir: str = "runs", log=print, storage: str | None = None) -> dict[str, Any]:
+    """Continue a search whose driver died, from the settings it saved in ``storage`` (default:
+    the runs folder); a completed search is only reported: there is nothing to continue."""
+    settings = load_settings(name, runs_dir, storage)
     completed = completion_record(settings)
     if completed is not None:
         log(f"search {name!r} is complete ({completed['trials']} trials, {completed['errored']} errored); "
@@ -163,7 +164,7 @@ def _trainable(settings: SearchSettings, base, context: tracking.TrackingContext
     }).to_dict()
     with_data = tune.with_parameters(DMLTrainable, base_config=base_config, tracking=context,
                                      select_metric=settings.metric, shared_splits=shared,
-                                     finished_dir=str(settings.finished_path))
+                                     finished_dir=settings.finished_location.uri)
     return tune.with_resources(with_data, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
 
 
@@ -175,7 +176,7 @@ def _run_config(settings: SearchSettings, epochs: int, search_alg: TrialCountedS
     keep = 3 if settings.scheduler == "pbt" else 2
     return tune.RunConfig(
         name=settings.name,
-        storage_path=str(settings.runs_path / "ray"),
+        storage_path=settings.ray_storage.uri,
         # A finished trial needs no checkpoint: its best model goes to MLflow when it ends.
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=keep, checkpoint_score_attribute=settings.metric, checkpoint_score_order=settings.mode,

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
+from tune_lsd.storage import Location
 from tune_lsd.tracking import TrackingContext
 
 
@@ -26,7 +26,7 @@ class RunningSearch:
 
     context: TrackingContext
     epochs: int
-    finished_dir: Path
+    finished_dir: Location
     storage_path: str
 
 

@@ -11,10 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from search_spaces.loader import SearchSpace, SearchSpaceError, load_space, validate_space
 from tune_lsd.config import parse_override
+from tune_lsd.storage import Location
 from tune_lsd.tracking import default_tracking_uri
 
 SearcherName = Literal["optuna", "random"]
 SchedulerName = Literal["asha", "pbt", "fifo"]
+SETTINGS_FILE = "search.yaml"
 
 
 class SearchError(RuntimeError):
@@ -54,6 +56,9 @@ class SearchSettings(BaseModel):
     address: str | None = None
     tracking_uri: str | None = None
     runs_dir: str = "runs"
+    storage: str | None = Field(
+        None, description="where Ray's checkpoints and the search's records go (a folder every node sees, or "
+        "s3://bucket/prefix, gs://...); default: the runs folder")
 
     @property
     def tpe_startup_trials(self) -> int:
@@ -62,37 +67,61 @@ class SearchSettings(BaseModel):
 
     @property
     def runs_path(self) -> Path:
+        """This machine's runs folder: the default MLflow store, the tracking spools."""
         return Path(self.runs_dir).resolve()
 
     @property
-    def settings_file(self) -> Path:
-        return self.runs_path / "searches" / self.name / "search.yaml"
+    def storage_location(self) -> Location:
+        """What every node and a later driver read: ``ray/`` (Ray Tune's experiment folders) and
+        ``searches/`` (each search's settings and records); the runs folder unless ``storage``."""
+        return Location(self.storage or self.runs_dir)
 
     @property
-    def finished_path(self) -> Path:
+    def search_location(self) -> Location:
+        return self.storage_location / "searches" / self.name
+
+    @property
+    def settings_location(self) -> Location:
+        """``search.yaml``: these settings, so that ``--resume NAME`` needs nothing else."""
+        return self.search_location / SETTINGS_FILE
+
+    @property
+    def finished_location(self) -> Location:
         """Final results of finished trials (what --resume must not train again)."""
-        return self.settings_file.parent / "finished"
+        return self.search_location / "finished"
+
+    @property
+    def ray_storage(self) -> Location:
+        """Ray Tune's ``storage_path``."""
+        return self.storage_location / "ray"
+
+    @property
+    def experiment_location(self) -> Location:
+        """Ray Tune's folder of this search: trial results and checkpoints."""
+        return self.ray_storage / self.name
 
     @property
     def spool_path(self) -> Path:
-        """Tracking records on their way to MLflow (see tune_lsd.tracking.spool)."""
-        return self.settings_file.parent / "spool"
-
-    @property
-    def experiment_path(self) -> Path:
-        """Ray Tune's folder of this search: trial results and checkpoints."""
-        return self.runs_path / "ray" / self.name
+        """Tracking records on their way to MLflow (see tune_lsd.tracking.spool), on this machine."""
+        return self.runs_path / "searches" / self.name / "spool"
 
     def resolved_tracking_uri(self) -> str:
         return self.tracking_uri or default_tracking_uri(self.runs_path)
 
 
-def load_settings(name: str, runs_dir: str = "runs") -> SearchSettings:
-    """The settings a search saved when it started."""
-    settings_file = Path(runs_dir).resolve() / "searches" / name / "search.yaml"
-    if not settings_file.is_file():
-        raise SearchError(f"no search named {name!r} under {Path(runs_dir).resolve()} (looked for {settings_file})")
-    return SearchSettings.model_validate(yaml.safe_load(settings_file.read_text()))
+def load_settings(name: str, runs_dir: str = "runs", storage: str | None = None) -> SearchSettings:
+    """The settings search ``name`` saved when it started, found in ``storage`` (default: the
+    runs folder); continued here, with this runs folder and storage."""
+    where = Location(storage or runs_dir)
+    settings_location = where / "searches" / name / SETTINGS_FILE
+    try:
+        text = settings_location.read_text()
+    except (OSError, FileNotFoundError):
+        if where.is_remote:
+            where.check_writable()  # one line on an unreachable endpoint, a missing bucket, refused credentials
+        raise SearchError(f"no search named {name!r} in {where.uri} (looked for {settings_location.uri})") from None
+    saved = yaml.safe_load(text)
+    return SearchSettings.model_validate({**saved, "runs_dir": runs_dir, "storage": storage})
 
 
 def prepare_space(settings: SearchSettings) -> SearchSpace:

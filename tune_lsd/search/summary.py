@@ -18,13 +18,13 @@ def summarise(settings: SearchSettings, results, context: tracking.TrackingConte
     summary: dict[str, Any] = {
         "name": settings.name, "trials": len(results), "errored": len(errors),
         "epochs_run": sum(epochs_run), "wall_s": round(wall_s, 1),
-        "tracking_uri": settings.resolved_tracking_uri(), "ray_results": str(settings.experiment_path),
+        "tracking_uri": settings.resolved_tracking_uri(), "ray_results": settings.experiment_location.uri,
         "first_error": str(errors[0].error).strip().splitlines()[-1] if errors else None,
     }
     summary.update(best_and_champion(settings, context))
     # Ray Tune returns normally from an interrupted fit (Ctrl-C), its running trials marked
     # terminated: a trial ended only if it errored or left its final result (trainables.dml).
-    finished = {path.stem for path in settings.finished_path.glob("*.json")}
+    finished = {name.removesuffix(".json") for name in settings.finished_location.names(".json")}
     ended = all(r.error is not None or (r.metrics or {}).get("trial_id") in finished for r in results)
     if settings.time_budget_s is not None:  # the budget stops trials where they are: that is their end
         ended = results.num_terminated + results.num_errors == len(results)

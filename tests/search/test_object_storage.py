@@ -1,0 +1,199 @@
+"""A search whose only shared place is object storage (``--storage s3://...``, a real SeaweedFS):
+killed, then resumed from another working directory on an empty runs folder, and its secret
+nowhere but in the environment."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import pytest
+
+from searching import TINY, kill_tree, node_ids, start_tune_lsd, tune_lsd, wait_until_search_started
+from tune_lsd.storage import Location
+
+pytestmark = pytest.mark.slow
+FAST = [*TINY, "--set", "model.backbone=test_efficientnet", "--set", "model.embedding_dim=32",
+        "--set", "schedule.steps_per_epoch=30", "--set", "schedule.epochs=3"]
+
+
+def bucket_epochs(experiment: Location) -> dict[str, list[int]]:
+    """Each trial's trained epochs as the bucket holds them (replayed results are not training)."""
+    found = {}
+    for trial in experiment.folders():
+        if (experiment / trial / "result.json").exists():
+            lines = (experiment / trial / "result.json").read_text().splitlines()
+            found[trial.split("_")[1]] = [json.loads(line)["epoch"] for line in lines
+                                          if line and not json.loads(line).get("replayed")]
+    return found
+
+
+def test_a_search_on_object_storage_resumes_elsewhere_with_only_its_name_and_storage(object_store, tmp_path,
+                                                                                     monkeypatch):
+    storage = object_store.uri(f"searches-{tmp_path.name}")
+    for key, value in object_store.credentials().items():  # the driver's (and this test's) environment only
+        monkeypatch.setenv(key, value)
+    first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
+    first.mkdir(), elsewhere.mkdir()
+    log = first / "driver.log"
+    driver = start_tune_lsd("search", "--space", "lsd", "--name", "s3", "--num-samples", "3", "--max-concurrent", "1",
+                            "--scheduler", "fifo", "--storage", storage, *FAST, cwd=first, log=log)
+    try:
+        wait_until_search_started(log, "s3")
+        deadline = time.time() + 240
+        while True:  # one trial completed and the next one an epoch in: kill the driver
+            text = log.read_text().split("search 's3':", 1)[1]
+            if " completed " in text and " epoch 1/3" in text.split(" completed ", 1)[1]:
+                break
+            assert driver.poll() is None and time.time() < deadline, text[-3000:]
+            time.sleep(0.05)
+    finally:
+        kill_tree(driver)
+    experiment = Location(storage) / "ray" / "s3"
+    at_kill = bucket_epochs(experiment)
+    finished = {trial for trial, epochs in at_kill.items() if epochs and epochs[-1] == 3}
+    assert finished, at_kill
+    assert not (elsewhere / "runs").exists()
+
+    resumed = tune_lsd("search", "--resume", "s3", "--storage", storage, cwd=elsewhere, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "search 's3' completed: 3 trials (0 errored)" in resumed.stdout, resumed.stdout[-3000:]
+    after = bucket_epochs(experiment)
+    assert len(after) == 3 and all(epochs[-1] == 3 for epochs in after.values()), after
+    for trial in finished:  # finished before the kill: never trained again
+        assert after[trial] == at_kill[trial], (trial, at_kill[trial], after[trial])
+    assert (Location(storage) / "searches" / "s3" / "completed.json").exists()
+    assert not [name for trial in experiment.folders() for name in (experiment / trial).folders()]  # checkpoints pruned
+    for command in (["prune", "s3"], ["sync", "s3"]):  # found again from the storage alone
+        done = tune_lsd(*command, "--storage", storage, cwd=elsewhere, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert "deleted 0 checkpoints of every trial (the search is complete)" in tune_lsd(
+        "prune", "s3", "--storage", storage, cwd=elsewhere, timeout=120).stdout
+    assert not list((elsewhere / "runs").glob("ray")) and not list((elsewhere / "runs").glob("searches/s3/*.yaml"))
+
+    # The secret is in no output, no file the search wrote, no MLflow store and no object of the bucket.
+    secret = object_store.secret_key.encode()
+    assert secret not in log.read_bytes() and secret not in (resumed.stdout + resumed.stderr).encode()
+    for runs in (first / "runs", elsewhere / "runs"):
+        for path in runs.rglob("*"):
+            assert not path.is_file() or secret not in path.read_bytes(), path
+        for database in runs.glob("*.db"):
+            dump = "\n".join(sqlite3.connect(database).iterdump()).encode()
+            assert secret not in dump
+    bucket = Location(object_store.uri(""))
+    import pyarrow.fs
+
+    filesystem, root = bucket._fs()
+    objects = [info.path for info in filesystem.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
+               if info.type == pyarrow.fs.FileType.File]
+    assert len(objects) > 10
+    for path in objects:
+        with filesystem.open_input_stream(path) as stream:
+            assert secret not in stream.read(), path
+
+
+def can_hide_folders() -> bool:
+    """Root with mount namespaces: a process can get an empty tmpfs over a folder only it sees."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not can_hide_folders(), reason="needs root and mount namespaces (unshare -m) to hide a folder")
+def test_two_nodes_sharing_only_the_bucket_complete_a_search_and_a_killed_worker_s_trial_resumes(
+        object_store, tmp_path, monkeypatch):
+    """The worker node has its own HOME and temporary folder, no S3 credentials of its own (the
+    trials get them through Ray's runtime environment), and an empty tmpfs over the driver's runs
+    folder: the bucket and the tracking server are all the nodes share. SIGKILL of the worker
+    node mid-trial: the trial continues on the head from its checkpoint in the bucket."""
+    import os
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+
+    from searching import free_port, start_server
+    from tune_lsd.cluster import cluster_down, cluster_up, end_process_tree, node_command
+    from tune_lsd.tracking import NODES_TAG, STATE_TAG
+
+    for key, value in object_store.credentials().items():
+        monkeypatch.setenv(key, value)
+    runs, worker_home = tmp_path / "runs", tmp_path / "worker-home"
+    runs.mkdir(), worker_home.mkdir(), (worker_home / "tmp").mkdir()
+    storage = object_store.uri(f"two-nodes-{tmp_path.name}")
+    port = free_port()
+    server = start_server(tmp_path, port)
+    address = cluster_up(tmp_path / "head", port=free_port(), workers=0, cpus_per_node=1, object_store_mb=150)
+    worker_command = node_command(address, 0, 1, None, 150 * 2**20)
+    worker_env = {"PATH": os.environ["PATH"], "HOME": str(worker_home), "TMPDIR": str(worker_home / "tmp"),
+                  "RAY_AUTH_MODE": "disabled",  # (and the same Python and tune_lsd as the head, as on real machines)
+                  **{k: os.environ[k] for k in ("PYTHONPATH", "VIRTUAL_ENV") if k in os.environ}}
+    hide_runs = f"mount -t tmpfs none {runs} && exec \"$@\""
+    worker = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", hide_runs, "sh", *worker_command],
+                              env=worker_env, stdout=open(tmp_path / "worker.log", "w"), stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    log = tmp_path / "driver.log"
+    driver = None
+    try:
+        worker_id = wait_for_nodes(address, 2)["worker"]
+        driver = start_tune_lsd("search", "--space", "lsd", "--name", "nodes", "--num-samples", "3",
+                                "--max-concurrent", "2", "--scheduler", "fifo", "--max-failures", "2",
+                                "--address", address, "--storage", storage, "--tracking-uri", f"http://127.0.0.1:{port}",
+                                *FAST, "--set", "schedule.epochs=5", cwd=tmp_path, log=log)
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        deadline = time.time() + 300
+        while True:  # a trial with two epochs done on the worker node: kill that node
+            trials = trial_runs(client, "nodes")
+            on_worker = [r for r in trials if r.data.tags.get(NODES_TAG) == worker_id
+                         and len(client.get_metric_history(r.info.run_id, "val/recall_at_1")) >= 2]
+            if on_worker:
+                break
+            assert driver.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+        end_process_tree(worker.pid, grace_s=0)
+        driver.wait(timeout=400)
+        assert driver.returncode == 0, log.read_text()[-3000:]
+    finally:
+        if driver is not None:
+            kill_tree(driver)
+        end_process_tree(worker.pid, grace_s=0)
+        cluster_down(tmp_path / "head")
+    try:
+        trials = trial_runs(client, "nodes")
+        steps = {r.info.run_id: sorted(m.step for m in client.get_metric_history(r.info.run_id, "val/recall_at_1"))
+                 for r in trials}
+    finally:
+        kill_tree(server)
+    assert len(trials) == 3 and {r.data.tags[STATE_TAG] for r in trials} == {"completed"}
+    moved = [r for r in trials if r.data.tags[NODES_TAG].startswith(worker_id + ",")]  # then on the head
+    assert moved, [r.data.tags[NODES_TAG] for r in trials]
+    for run in moved:  # from its checkpoint: at most the epoch in flight again
+        assert set(steps[run.info.run_id]) == set(range(1, 6)) and len(steps[run.info.run_id]) <= 6, steps
+    experiment = Location(storage) / "ray" / "nodes"
+    assert len(bucket_epochs(experiment)) == 3
+    assert not list(runs.glob("ray")), "Ray wrote to the runs folder instead of the bucket"
+
+
+def wait_for_nodes(address: str, count: int, timeout_s: float = 120) -> dict[str, str]:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            ids = node_ids(address)
+        except (ValueError, IndexError):
+            ids = {}
+        if len(ids) >= count:
+            return ids
+        time.sleep(2)
+    raise AssertionError(f"{count} nodes did not join {address}")
+
+
+def trial_runs(client, name: str) -> list:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], "tags.`tune_lsd.search` = 'trial'")
