@@ -21,19 +21,18 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 # The main job: a real search (Optuna TPE + ASHA, 8 trials, 2 at a time) on the bundled glyphs,
-# then export of the best config, its final retrain on all training classes and one test,
-# and the search's HTML report.
+# then `finalize` (the best config retrained on all training classes, tested once, registered
+# as the champion, compared with the untrained network and raw pixels) and the HTML report.
 DEMO    := demo-$(shell date +%Y%m%d-%H%M%S)
 TUNE    := $(VENV)/bin/tune-lsd
 demo: $(STAMP)
 	$(TUNE) search --space lsd --name $(DEMO) --num-samples 8 --max-concurrent 2
-	$(TUNE) export --experiment $(DEMO) -o runs/$(DEMO)/best.yaml
-	$(TUNE) train --config runs/$(DEMO)/best.yaml -o runs/$(DEMO)/final
 	$(TUNE) report $(DEMO)
+	$(TUNE) finalize $(DEMO)
 	@echo
 	@echo "Browse every trial, its curves and checkpoint in MLflow:  $(TUNE) ui   -> http://127.0.0.1:5000"
 	@echo "Neighbours of your own images:  $(TUNE) retrieve --model models:/$(DEMO)-best@champion --gallery DIR -o retrieval/"
-	@echo "The best model in Python (needs torch, numpy and mlflow, not tune_lsd):"
+	@echo "The final model (the champion) in Python (needs torch, numpy and mlflow, not tune_lsd):"
 	@echo "  import mlflow; mlflow.set_tracking_uri('sqlite:///$(CURDIR)/runs/mlflow.db')"
 	@echo "  model = mlflow.pyfunc.load_model('models:/$(DEMO)-best@champion')"
 	@echo "  embeddings = model.predict(images)  # uint8 N x H x W x C -> float32 N x 128, unit length"

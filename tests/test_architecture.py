@@ -23,7 +23,7 @@ ALLOWED = {
     "tracking": {"core"},
     "serving": {"core", "tracking"},
     "trainables": {"core", "tracking"},
-    "search": {"core", "tracking", "serving", "trainables", "search_spaces"},
+    "search": {"core", "tracking", "serving", "trainables", "search_spaces", "export"},
     "report": {"core", "tracking", "serving", "search_spaces"},
     "export": {"core", "tracking"},
     "cluster": set(),

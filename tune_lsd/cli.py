@@ -59,6 +59,17 @@ is back, and registers the best model if the search could not. `--resume` does i
 examples:
   tune-lsd sync demo
 """
+EPILOG_FINALIZE = """The search's best trial was trained on its training classes minus the validation ones (and,
+with ASHA, maybe stopped early). This exports its config (runs/final/NAME/best.yaml), retrains
+it on all training classes with the full schedule, tests it once on the test classes, logs the
+run NAME-final to the search's MLflow experiment and registers its model as a new version of
+NAME-best with the alias champion (the best trial keeps @search-best). Its last lines compare
+the final model's test Recall@1 and MAP@R with the untrained network's and raw pixels'.
+
+examples:
+  tune-lsd finalize demo
+  tune-lsd finalize demo --set schedule.epochs=10
+"""
 EPILOG_LS = """examples:
   tune-lsd ls
   tune-lsd ls --tracking-uri http://head:5000
@@ -206,6 +217,13 @@ def _sync(args: argparse.Namespace) -> int:
     from tune_lsd.search import sync_search
 
     sync_search(args.name, runs_dir=args.runs_dir, storage=args.storage)
+    return 0
+
+
+def _finalize(args: argparse.Namespace) -> int:
+    from tune_lsd.search import finalize_search
+
+    finalize_search(args.name, runs_dir=args.runs_dir, storage=args.storage, overrides=args.set)
     return 0
 
 
@@ -443,6 +461,16 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--runs-dir", default="runs", help="the runs folder of the search")
     sync.add_argument("--storage", metavar="URI", help="the --storage the search was started with")
     sync.set_defaults(handler=_sync)
+
+    finalize = commands.add_parser("finalize", help="retrain the best config on all training classes, test it once "
+                                   "and register it as the champion", epilog=EPILOG_FINALIZE,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    finalize.add_argument("name", help="the search name")
+    finalize.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="override of the exported config, e.g. schedule.epochs=10")
+    finalize.add_argument("--runs-dir", default="runs", help="the runs folder of the search")
+    finalize.add_argument("--storage", metavar="URI", help="the --storage the search was started with")
+    finalize.set_defaults(handler=_finalize)
 
     ls = commands.add_parser("ls", help="list the searches with state, trial count and best metric",
                              epilog=EPILOG_LS, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -28,7 +28,7 @@ def test_asha_stops_some_trials_early_and_runs_trials_concurrently(asha_search):
     assert states <= {"completed", "stopped early"} and "stopped early" in states
     intervals = sorted((r.info.start_time, r.info.end_time) for r in children)
     assert any(later[0] < earlier[1] for earlier, later in zip(intervals, intervals[1:]))  # overlap
-    assert "best trial" in result.stdout and "tune-lsd export" in result.stdout
+    assert "best trial" in result.stdout and "tune-lsd finalize asha" in result.stdout
 
 
 def test_completed_search_leaves_no_checkpoints(asha_search):

@@ -46,11 +46,12 @@ def print_summary(summary: dict[str, Any], log) -> None:
             log(f"  {key} = {value}")
     log(f"MLflow: {summary['tracking_uri']}    Ray results: {summary['ray_results']}")
     if "registered_version" in summary:
-        log(f"the best model, in Python (needs torch, numpy and mlflow; not tune_lsd):\n"
+        log(f"the best trial's model (@search-best, @champion until finalize), in Python (needs torch, numpy and mlflow; not tune_lsd):\n"
             f"  import mlflow\n"
             f"  mlflow.set_tracking_uri({summary['tracking_uri']!r})\n"
             f"  model = mlflow.pyfunc.load_model('models:/{summary['registered_model']}@champion')"
             f"  # model.predict(uint8 images N x H x W x C) -> embeddings")
     elif "registry_error" in summary:
         log(f"warning: the best model was not registered in MLflow: {summary['registry_error']}")
-    log(f"next: tune-lsd export --experiment {summary['name']} -o best.yaml && tune-lsd train --config best.yaml")
+    log(f"next: tune-lsd finalize {summary['name']}   (retrains the best config on all training classes, tests it "
+        "once and registers that model as the champion)")

@@ -22,7 +22,7 @@ from tune_lsd.tracking.names import (CHECKPOINT_DIR, ERROR_TAG, MODEL_DIR, MODEL
                                      mlflow_key)
 from tune_lsd.tracking.queries import (best_trial_run, download_trial_file, download_trial_model, find_trial_run,
                                        metric_history, search_parent_run, search_parent_runs, trial_runs)
-from tune_lsd.tracking.runs import log_folder, log_search_text, start_search_run
+from tune_lsd.tracking.runs import log_final_run, log_folder, log_search_text, start_search_run
 from tune_lsd.tracking.server import artifact_store, auth_server_environment, server_command
 from tune_lsd.tracking.store import (CREDENTIALS_HELP, TrackingContext, TrackingError, check_tracking_uri,
                                      client_credentials, default_tracking_uri, open_store, prefer_own_retries, retry)
@@ -33,7 +33,7 @@ __all__ = [
     "STATE_TAG", "TRIAL_ID_TAG", "SearchRecorder", "TrackingContext", "TrackingError", "TrialTracker",
     "artifact_store", "auth_server_environment", "best_trial_run", "check_tracking_uri", "client_credentials", "default_tracking_uri",
     "deliver_records", "deliver_spools", "download_trial_file", "download_trial_model", "find_trial_run",
-    "load_embedding_model", "log_best_model", "log_folder", "log_search_text", "metric_history", "mlflow_key",
+    "load_embedding_model", "log_best_model", "log_final_run", "log_folder", "log_search_text", "metric_history", "mlflow_key",
     "open_store", "prefer_own_retries", "remove_if_empty", "retry", "search_parent_run", "search_parent_runs",
     "search_recorder", "server_command", "spooled_records", "start_search_run", "trial_runs",
 ]

@@ -19,10 +19,11 @@ from tune_lsd.tracking.store import TrackingContext, TrackingError, retry
 
 
 def log_best_model(context: TrackingContext, run_id: str, model_name: str, code_file: Path, files: dict[str, Path],
-                   input_example, description: dict[str, Any]) -> int:
+                   input_example, description: dict[str, Any], aliases: tuple[str, ...] = ("champion",)) -> int:
     """Log an embedding model (``code_file`` run by MLflow when the model is loaded, ``files``
     from :func:`tune_lsd.serving.write_model_files`) as an MLflow pyfunc model of run
-    ``run_id``, register it as ``model_name`` with alias ``champion``; returns the version."""
+    ``run_id``, register it as a new version of ``model_name`` with ``aliases`` (an alias
+    moves to this version); returns the version."""
     import numpy as np
     import torch
     from mlflow.models import Model, ModelSignature
@@ -41,7 +42,8 @@ def log_best_model(context: TrackingContext, run_id: str, model_name: str, code_
         pip_requirements=requirements, metadata={MODEL_METADATA_KEY: description},
         registered_model_name=model_name), "log_model", attempts=2)
     client = MlflowClient(context.tracking_uri)
-    client.set_registered_model_alias(model_name, "champion", info.registered_model_version)
+    for alias in aliases:
+        client.set_registered_model_alias(model_name, alias, info.registered_model_version)
     return int(info.registered_model_version)
 
 

@@ -99,3 +99,24 @@ def end_search_run(client: MlflowClient, context: TrackingContext, record: dict[
     metrics = [Metric(mlflow_key(k), float(v), now, 0) for k, v in record["summary"].items()]
     client.log_batch(context.parent_run_id, metrics=metrics, tags=[RunTag(STATE_TAG, record["state"])])
     client.set_terminated(context.parent_run_id, status="FINISHED" if record["state"].startswith("completed") else "FAILED")
+
+
+def log_final_run(context: TrackingContext, run_name: str, params: dict[str, Any], metrics: dict[str, float],
+                  folder: Path) -> str:
+    """The search's final model as a finished run nested in its parent run (tag
+    ``tune_lsd.search`` = ``final``): its config as params, its test metrics, the files of
+    ``folder`` as artifacts (a model file under ``checkpoint/``, as a trial's). Returns its id."""
+    client = MlflowClient(context.tracking_uri)
+    run = retry(lambda: client.create_run(context.experiment_id, run_name=run_name, tags={
+        PARENT_TAG: context.parent_run_id, SEARCH_TAG: "final", STATE_TAG: "completed"}), "create_run")
+    run_id = run.info.run_id
+    params_list = [Param(k, param_value(v)) for k, v in params.items()]
+    now = int(time.time() * 1000)
+    points = [Metric(mlflow_key(k), float(v), now, 0) for k, v in metrics.items()]
+    for start in range(0, max(len(params_list), len(points)), 100):  # MLflow: at most 100 params per batch
+        retry(lambda: client.log_batch(run_id, params=params_list[start:start + 100],
+                                       metrics=points[start:start + 100]), "log_batch")
+    retry(lambda: client.log_artifacts(run_id, str(folder)), "log_artifacts")
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id
+
