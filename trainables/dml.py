@@ -95,12 +95,16 @@ class DMLTrainable(tune.Trainable):
         select_metric: str = "val/recall@1",
         shared_splits: DataSplits | None = None,
         finished_dir: str | None = None,
+        undelivered_dir: str | None = None,
     ) -> None:
         """``shared_splits``: the base config's data, decoded once per search and read zero-copy
         from Ray's object store; used when this trial's data settings give the same split.
-        ``finished_dir``: where finished trials leave their final result (see :func:`record_finished`)."""
+        ``finished_dir``: where finished trials leave their final result (see :func:`record_finished`).
+        ``undelivered_dir``: where a tracked trial says which node holds its spool until every
+        record reached MLflow (see :meth:`_mark_spool`)."""
         started = time.perf_counter()
         self.finished_dir = Location(finished_dir) if finished_dir else None
+        self.undelivered_dir = Location(undelivered_dir) if undelivered_dir else None
         self.replay = finished_result(self.finished_dir, self.trial_id)
         if self.replay is not None:  # it finished before the driver died: report that, train nothing
             self.tracker, self.trainer, self.best_model = None, None, None
@@ -139,7 +143,19 @@ class DMLTrainable(tune.Trainable):
         tracker = TrialTracker(tracking, self.trial_id, self.trial_name, self.run_config.flat(), sampled,
                                node_id=node_id)
         tracker.log_text(self.run_config.to_yaml(), "config.yaml")
+        self._mark_spool(tracker, node_id)
         return tracker
+
+    def _mark_spool(self, tracker: TrialTracker, node_id: str, records_left: int | None = None) -> None:
+        """Say in the search's storage which node holds this trial's spool, until it is delivered:
+        on a cluster without a shared folder, what a tracking server that stayed down missed is
+        on that node's disk, and the search's end names the node (``tune-lsd sync`` there)."""
+        if self.undelivered_dir is None:
+            return
+        marker = {"trial_id": tracker.trial_id, "node_id": node_id, "spool": str(tracker.writer.spool.folder),
+                  "node_ip": ray.util.get_node_ip_address() if ray.is_initialized() else "localhost",
+                  "records_left": records_left}
+        (self.undelivered_dir / f"{tracker.trial_id}.json").write_text(json.dumps(marker))
 
     def step(self) -> dict[str, Any]:
         if self.replay is not None:
@@ -235,6 +251,10 @@ class DMLTrainable(tune.Trainable):
             if left:
                 warnings.warn(f"trial {self.tracker.trial_id}: the tracking server did not take {left} records "
                               f"({self.tracker.writer.last_error}); they are kept for `tune-lsd sync`", stacklevel=1)
+                node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "no-ray"
+                self._mark_spool(self.tracker, node_id, records_left=left)
+            elif self.undelivered_dir is not None:
+                (self.undelivered_dir / f"{self.tracker.trial_id}.json").delete()
         compiled = getattr(self, "trainer", None) is not None and self.trainer.config.runtime.compile
         self.best_model = None
         self.trainer = None

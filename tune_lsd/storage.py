@@ -154,9 +154,14 @@ class Location:
         return len(files), sum(entry.size for entry in files)
 
     def delete(self) -> None:
-        """Delete this folder and everything in it (nothing if it is missing)."""
-        if self.exists():
-            filesystem, path = self._fs()
+        """Delete this file, or this folder and everything in it (nothing if it is missing)."""
+        import pyarrow.fs
+
+        filesystem, path = self._fs()
+        kind = filesystem.get_file_info(path).type
+        if kind == pyarrow.fs.FileType.File:
+            filesystem.delete_file(path)
+        elif kind == pyarrow.fs.FileType.Directory:
             filesystem.delete_dir(path)
 
     def check_writable(self) -> None:

@@ -7,11 +7,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
-from searching import TINY, kill_tree, node_ids, start_tune_lsd, tune_lsd, wait_until_search_started
+from searching import (TINY, free_port, kill_tree, node_ids, start_server, start_tune_lsd, tune_lsd,
+                       wait_until_search_started)
 from tune_lsd.storage import Location
+from tune_lsd.tracking import NODES_TAG, STATE_TAG
 
 pytestmark = pytest.mark.slow
 FAST = [*TINY, "--set", "model.backbone=test_efficientnet", "--set", "model.embedding_dim=32",
@@ -105,65 +110,70 @@ def can_hide_folders() -> bool:
     return probe.returncode == 0
 
 
-@pytest.mark.skipif(not can_hide_folders(), reason="needs root and mount namespaces (unshare -m) to hide a folder")
-def test_two_nodes_sharing_only_the_bucket_complete_a_search_and_a_killed_worker_s_trial_resumes(
-        object_store, tmp_path, monkeypatch):
-    """The worker node has its own HOME and temporary folder, no S3 credentials of its own (the
-    trials get them through Ray's runtime environment), and an empty tmpfs over the driver's runs
-    folder: the bucket and the tracking server are all the nodes share. SIGKILL of the worker
-    node mid-trial: the trial continues on the head from its checkpoint in the bucket."""
+@contextmanager
+def two_nodes(tmp_path: Path):
+    """A head (this machine's view) and a worker node that sees an empty tmpfs over the
+    driver's runs folder, with its own HOME and temporary folder and no S3 or MLflow
+    credentials of its own. Yields (address, the worker's node id, the worker's process)."""
     import os
     import subprocess
 
-    from mlflow.tracking import MlflowClient
-
-    from searching import free_port, start_server
     from tune_lsd.cluster import cluster_down, cluster_up, end_process_tree, node_command
-    from tune_lsd.tracking import NODES_TAG, STATE_TAG
 
-    for key, value in object_store.credentials().items():
-        monkeypatch.setenv(key, value)
     runs, worker_home = tmp_path / "runs", tmp_path / "worker-home"
-    runs.mkdir(), worker_home.mkdir(), (worker_home / "tmp").mkdir()
-    storage = object_store.uri(f"two-nodes-{tmp_path.name}")
-    port = free_port()
-    server = start_server(tmp_path, port)
+    runs.mkdir(exist_ok=True), (worker_home / "tmp").mkdir(parents=True)
     address = cluster_up(tmp_path / "head", port=free_port(), workers=0, cpus_per_node=1, object_store_mb=150)
-    worker_command = node_command(address, 0, 1, None, 150 * 2**20)
     worker_env = {"PATH": os.environ["PATH"], "HOME": str(worker_home), "TMPDIR": str(worker_home / "tmp"),
                   "RAY_AUTH_MODE": "disabled",  # (and the same Python and tune_lsd as the head, as on real machines)
                   **{k: os.environ[k] for k in ("PYTHONPATH", "VIRTUAL_ENV") if k in os.environ}}
     hide_runs = f"mount -t tmpfs none {runs} && exec \"$@\""
-    worker = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", hide_runs, "sh", *worker_command],
+    worker = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", hide_runs, "sh",
+                               *node_command(address, 0, 1, None, 150 * 2**20)],
                               env=worker_env, stdout=open(tmp_path / "worker.log", "w"), stderr=subprocess.STDOUT,
                               start_new_session=True)
-    log = tmp_path / "driver.log"
-    driver = None
     try:
-        worker_id = wait_for_nodes(address, 2)["worker"]
-        driver = start_tune_lsd("search", "--space", "lsd", "--name", "nodes", "--num-samples", "3",
-                                "--max-concurrent", "2", "--scheduler", "fifo", "--max-failures", "2",
-                                "--address", address, "--storage", storage, "--tracking-uri", f"http://127.0.0.1:{port}",
-                                *FAST, "--set", "schedule.epochs=5", cwd=tmp_path, log=log)
-        client = MlflowClient(f"http://127.0.0.1:{port}")
-        deadline = time.time() + 300
-        while True:  # a trial with two epochs done on the worker node: kill that node
-            trials = trial_runs(client, "nodes")
-            on_worker = [r for r in trials if r.data.tags.get(NODES_TAG) == worker_id
-                         and len(client.get_metric_history(r.info.run_id, "val/recall_at_1")) >= 2]
-            if on_worker:
-                break
-            assert driver.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-            time.sleep(1)
-        end_process_tree(worker.pid, grace_s=0)
-        driver.wait(timeout=400)
-        assert driver.returncode == 0, log.read_text()[-3000:]
+        yield address, wait_for_nodes(address, 2)["worker"], worker
     finally:
-        if driver is not None:
-            kill_tree(driver)
         end_process_tree(worker.pid, grace_s=0)
         cluster_down(tmp_path / "head")
+
+
+@pytest.mark.skipif(not can_hide_folders(), reason="needs root and mount namespaces (unshare -m) to hide a folder")
+def test_two_nodes_sharing_only_the_bucket_complete_a_search_and_a_killed_worker_s_trial_resumes(
+        object_store, tmp_path, monkeypatch):
+    """The bucket and the tracking server are all the nodes share; the trials on the worker get
+    the S3 credentials through Ray's runtime environment. SIGKILL of the worker node mid-trial:
+    the trial continues on the head from its checkpoint in the bucket."""
+    from tune_lsd.cluster import end_process_tree
+
+    for key, value in object_store.credentials().items():
+        monkeypatch.setenv(key, value)
+    storage = object_store.uri(f"two-nodes-{tmp_path.name}")
+    port = free_port()
+    server = start_server(tmp_path, port)
+    client = MlflowClient(f"http://127.0.0.1:{port}")
+    log = tmp_path / "driver.log"
     try:
+        with two_nodes(tmp_path) as (address, worker_id, worker):
+            driver = start_tune_lsd("search", "--space", "lsd", "--name", "nodes", "--num-samples", "3",
+                                    "--max-concurrent", "2", "--scheduler", "fifo", "--max-failures", "2",
+                                    "--address", address, "--storage", storage,
+                                    "--tracking-uri", f"http://127.0.0.1:{port}",
+                                    *FAST, "--set", "schedule.epochs=5", cwd=tmp_path, log=log)
+            try:
+                deadline = time.time() + 300
+                while True:  # a trial with two epochs done on the worker node: kill that node
+                    on_worker = [r for r in trial_runs(client, "nodes") if r.data.tags.get(NODES_TAG) == worker_id
+                                 and len(client.get_metric_history(r.info.run_id, "val/recall_at_1")) >= 2]
+                    if on_worker:
+                        break
+                    assert driver.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+                    time.sleep(1)
+                end_process_tree(worker.pid, grace_s=0)
+                driver.wait(timeout=400)
+                assert driver.returncode == 0, log.read_text()[-3000:]
+            finally:
+                kill_tree(driver)
         trials = trial_runs(client, "nodes")
         steps = {r.info.run_id: sorted(m.step for m in client.get_metric_history(r.info.run_id, "val/recall_at_1"))
                  for r in trials}
@@ -176,7 +186,72 @@ def test_two_nodes_sharing_only_the_bucket_complete_a_search_and_a_killed_worker
         assert set(steps[run.info.run_id]) == set(range(1, 6)) and len(steps[run.info.run_id]) <= 6, steps
     experiment = Location(storage) / "ray" / "nodes"
     assert len(bucket_epochs(experiment)) == 3
-    assert not list(runs.glob("ray")), "Ray wrote to the runs folder instead of the bucket"
+    assert not list((tmp_path / "runs").glob("ray")), "Ray wrote to the runs folder instead of the bucket"
+
+
+@pytest.mark.skipif(not can_hide_folders(), reason="needs root and mount namespaces (unshare -m) to hide a folder")
+def test_records_a_worker_kept_while_the_server_was_down_are_named_and_synced_on_that_node(
+        object_store, tmp_path, monkeypatch):
+    """The tracking server goes down once both trials (one per node) have reported an epoch and
+    comes back only after the search ended: the search names the worker node that keeps records
+    and the command to run there; `tune-lsd sync` on the head and on the worker (in its mount
+    namespace, through nsenter) then delivers every epoch and checkpoint."""
+    import subprocess
+    import sys
+
+    for key, value in object_store.credentials().items():
+        monkeypatch.setenv(key, value)
+    storage = object_store.uri(f"outage-{tmp_path.name}")
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, port)
+    client = MlflowClient(uri)
+    log = tmp_path / "driver.log"
+    with two_nodes(tmp_path) as (address, worker_id, worker):
+        driver = start_tune_lsd("search", "--space", "lsd", "--name", "down", "--num-samples", "2",
+                                "--max-concurrent", "2", "--scheduler", "fifo", "--address", address,
+                                "--storage", storage, "--tracking-uri", uri, *FAST, "--set", "schedule.epochs=4",
+                                cwd=tmp_path, log=log)
+        try:
+            deadline = time.time() + 300
+            while True:  # both trials running and recorded: the server goes away for the rest of the search
+                runs = trial_runs(client, "down")
+                if len(runs) == 2 and all(client.get_metric_history(r.info.run_id, "val/recall_at_1") for r in runs):
+                    break
+                assert driver.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+                time.sleep(0.5)
+            kill_tree(server)
+            driver.wait(timeout=600)
+        finally:
+            kill_tree(driver)
+        output = log.read_text()
+        assert driver.returncode == 0, output[-3000:]
+        named = [line for line in output.splitlines() if line.startswith("warning: node ")]
+        assert len(named) == 1 and f"({worker_id[:8]}) keeps tracking records of 1 trial (" in named[0], output[-3000:]
+        assert f"run on that node: tune-lsd sync down --storage {storage}" in named[0]
+        assert len((Location(storage) / "searches" / "down" / "undelivered").names(".json")) >= 1
+
+        server = start_server(tmp_path, port)  # back, with the same store
+        try:
+            on_head = tune_lsd("sync", "down", "--storage", storage, cwd=tmp_path, timeout=300)
+            assert on_head.returncode == 0, on_head.stdout[-2000:] + on_head.stderr[-2000:]
+            on_worker = subprocess.run(
+                ["nsenter", "-t", str(worker.pid), "-m", "--", sys.executable, "-m", "tune_lsd.cli", "sync", "down",
+                 "--storage", storage], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+            assert on_worker.returncode == 0, on_worker.stdout[-2000:] + on_worker.stderr[-2000:]
+            assert "records of 1 spools delivered" in on_worker.stdout, on_worker.stdout
+            runs = trial_runs(client, "down")
+            steps = {r.info.run_id: sorted({m.step for m in client.get_metric_history(r.info.run_id,
+                                                                                     "val/recall_at_1")}) for r in runs}
+            checkpoints = {r.info.run_id: [a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")]
+                           for r in runs}
+            states = {r.data.tags.get(NODES_TAG): r.data.tags.get(STATE_TAG) for r in runs}
+        finally:
+            kill_tree(server)
+    assert all(s == [1, 2, 3, 4] for s in steps.values()), steps
+    assert all(c == ["checkpoint/model.pt"] for c in checkpoints.values()), checkpoints
+    assert worker_id in states and set(states.values()) == {"completed"}, states
+    assert (Location(storage) / "searches" / "down" / "undelivered").names(".json") == []
 
 
 def wait_for_nodes(address: str, count: int, timeout_s: float = 120) -> dict[str, str]:

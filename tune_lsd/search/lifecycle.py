@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from tune_lsd import tracking
@@ -74,12 +75,41 @@ def prune_search(name: str, runs_dir: str = "runs", log=print, storage: str | No
     return folders, freed
 
 
-def deliver_left_over(settings: SearchSettings, log) -> None:
-    """Deliver what trials left in their spools (the server was down when they ended)."""
+def deliver_left_over(settings: SearchSettings, log, driver_node: str | None = None) -> None:
+    """Deliver what trials on this machine left in their spools (the server was down when they
+    ended), and say which other nodes keep records of theirs (see :func:`undelivered_elsewhere`)."""
     try:
         tracking.deliver_spools(settings.spool_path, log=log, skip=[tracking.SEARCH_SPOOL])
     except tracking.TrackingError:
         pass  # the server is still down: close_recorder says what is kept and how to deliver it
+    if driver_node is not None:
+        undelivered_elsewhere(settings, driver_node, log)
+
+
+def undelivered_elsewhere(settings: SearchSettings, driver_node: str, log) -> int:
+    """Trials record a marker in the storage while their spool holds records (the trainable's
+    ``_mark_spool``). Those of this node whose spool is gone were delivered: their markers go.
+    Those of other nodes are named, with the command to run there; returns how many."""
+    by_node: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for marker in _markers(settings):
+        if marker["node_id"] == driver_node:
+            if not Path(marker["spool"]).exists():
+                (settings.undelivered_location / f"{marker['trial_id']}.json").delete()
+        else:
+            by_node.setdefault((marker["node_ip"], marker["node_id"]), []).append(marker)
+    storage = f" --storage {settings.storage}" if settings.storage else ""
+    for (node_ip, node_id), markers in sorted(by_node.items()):
+        trials = ", ".join(sorted(m["trial_id"] for m in markers))
+        count = f"{len(markers)} trial{'s' if len(markers) > 1 else ''}"
+        log(f"warning: node {node_ip} ({node_id[:8]}) keeps tracking records of {count} ({trials}) "
+            f"that {settings.resolved_tracking_uri()} did not take, in {Path(markers[0]['spool']).parent}; "
+            f"once it is back, run on that node: tune-lsd sync {settings.name}{storage}")
+    return sum(len(markers) for markers in by_node.values())
+
+
+def _markers(settings: SearchSettings) -> list[dict[str, Any]]:
+    folder = settings.undelivered_location
+    return [json.loads((folder / name).read_text()) for name in folder.names(".json")]
 
 
 def close_recorder(settings: SearchSettings, recorder: tracking.SearchRecorder, log) -> int:
@@ -99,9 +129,17 @@ def sync_search(name: str, runs_dir: str = "runs", log=print, storage: str | Non
     was down (metrics, params, checkpoints, trial states); then, for a completed search whose
     best model was not registered, register it. Returns the number of records delivered."""
     settings = load_settings(name, runs_dir, storage)
-    left, spools = tracking.spooled_records(settings.spool_path)
+    # This machine's spools: the runs folder's, and those trials of the search left here (their
+    # markers name the folder: on another node of a cluster it is the driver's path).
+    markers = [m for m in _markers(settings) if Path(m["spool"]).exists()]
+    folders = sorted({settings.spool_path, *(Path(m["spool"]).parent for m in markers)})
+    counts = [tracking.spooled_records(folder) for folder in folders]
+    left, spools = sum(c[0] for c in counts), sum(c[1] for c in counts)
     uri = settings.resolved_tracking_uri()
-    delivered = tracking.deliver_spools(settings.spool_path, log=log) if left else 0
+    delivered = sum(tracking.deliver_spools(folder, log=log) for folder in folders) if left else 0
+    for marker in markers:
+        if not Path(marker["spool"]).exists():
+            (settings.undelivered_location / f"{marker['trial_id']}.json").delete()
     log(f"search {name!r}: {delivered} records of {spools} spools delivered to {uri}" if left else
         f"search {name!r}: nothing to deliver, every record is in {uri}")
     completed = completion_record(settings)

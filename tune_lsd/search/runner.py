@@ -75,6 +75,7 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
     try:
         check_resources(settings, ray.cluster_resources())
         check_storage_visible(settings.ray_storage)
+        driver_node = ray.get_runtime_context().get_node_id()
         log(f"search {settings.name!r}: space {space.name}, {settings.searcher} + {settings.scheduler}, "
             f"{settings.num_samples} trials x {epochs} epochs, {settings.max_concurrent} at a time; "
             f"MLflow {settings.resolved_tracking_uri()}")
@@ -101,7 +102,7 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
         # Ray's processes end (~1.5 s, mostly waiting) while the best model is exported and registered.
         ending_ray = threading.Thread(target=ray.shutdown, name="ray-shutdown")
         ending_ray.start()
-        deliver_left_over(settings, log)  # what trials could not deliver while the server was down
+        deliver_left_over(settings, log, driver_node)  # what trials could not deliver while the server was down
         summary = summarise(settings, results, context, recorder, time.perf_counter() - started)
         summary["spooled_records"] = close_recorder(settings, recorder, log)
         if summary["state"] == "interrupted":
@@ -164,7 +165,8 @@ def _trainable(settings: SearchSettings, base, context: tracking.TrackingContext
     }).to_dict()
     with_data = tune.with_parameters(DMLTrainable, base_config=base_config, tracking=context,
                                      select_metric=settings.metric, shared_splits=shared,
-                                     finished_dir=settings.finished_location.uri)
+                                     finished_dir=settings.finished_location.uri,
+                                     undelivered_dir=settings.undelivered_location.uri)
     return tune.with_resources(with_data, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
 
 

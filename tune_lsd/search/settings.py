@@ -91,6 +91,11 @@ class SearchSettings(BaseModel):
         return self.search_location / "finished"
 
     @property
+    def undelivered_location(self) -> Location:
+        """One file per trial whose tracking records are still spooled on some node."""
+        return self.search_location / "undelivered"
+
+    @property
     def ray_storage(self) -> Location:
         """Ray Tune's ``storage_path``."""
         return self.storage_location / "ray"
