@@ -53,7 +53,8 @@ def cluster_up(runs_dir: Path, port: int = 6390, workers: int = 1, cpus_per_node
     if _port_open(port):
         raise ClusterError(f"port {port} is in use: pick another with --port")
     state_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "RAY_AUTH_MODE": auth}
+    # WARNING: Ray's runtime-env agent would log the trials' credentials (AWS, MLflow) at INFO.
+    env = {"RAY_LOGGER_LEVEL": "warning", **os.environ, "RAY_AUTH_MODE": auth}
     address = f"127.0.0.1:{port}"
     store = object_store_mb * 2**20
     nodes: list[dict] = []

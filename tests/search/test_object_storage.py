@@ -86,6 +86,8 @@ def test_a_search_on_object_storage_resumes_elsewhere_with_only_its_name_and_sto
         for database in runs.glob("*.db"):
             dump = "\n".join(sqlite3.connect(database).iterdump()).encode()
             assert secret not in dump
+    ray_logs = Path("/tmp/ray/session_latest/logs")  # the resumed search's local Ray
+    assert ray_logs.is_dir() and not [p for p in ray_logs.rglob("*") if p.is_file() and secret in p.read_bytes()]
     bucket = Location(object_store.uri(""))
     import pyarrow.fs
 
@@ -186,6 +188,9 @@ def test_two_nodes_sharing_only_the_bucket_complete_a_search_and_a_killed_worker
         assert set(steps[run.info.run_id]) == set(range(1, 6)) and len(steps[run.info.run_id]) <= 6, steps
     experiment = Location(storage) / "ray" / "nodes"
     assert len(bucket_epochs(experiment)) == 3
+    secret = object_store.secret_key.encode()  # handed to the trials; in no log of the nodes' Ray
+    ray_logs = [*Path("/tmp/ray/session_latest/logs").rglob("*"), *(tmp_path / "worker-home").rglob("*")]
+    assert ray_logs and not [p for p in ray_logs if p.is_file() and secret in p.read_bytes()]
     assert not list((tmp_path / "runs").glob("ray")), "Ray wrote to the runs folder instead of the bucket"
 
 

@@ -12,6 +12,11 @@ import ray
 from tune_lsd.search.settings import SearchError, SearchSettings
 from tune_lsd.storage import Location, StorageError
 
+# Ray's runtime-env agent logs every actor's environment variables at INFO, in each node's
+# session logs, and Ray Tune hands the driver's AWS credentials to every trial that way: the
+# processes of the nodes tune_lsd starts log from WARNING on (docs/cluster.md: for `ray start`).
+QUIET_RAY_LOGS = "warning"
+
 # What trials on other machines need from the driver's environment: MLflow's credentials (a
 # server with --auth) and the object store's (AWS's standard variables). Sent through Ray's
 # runtime environment, never written to the search's files or logs by tune_lsd.
@@ -34,6 +39,7 @@ def start_ray(settings: SearchSettings) -> None:
         ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": credentials} if credentials else None)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
+        os.environ.setdefault("RAY_LOGGER_LEVEL", QUIET_RAY_LOGS)
         # Trial output (Ray's per-checkpoint INFO lines) stays in the Ray session logs.
         store = settings.object_store_mb * 2**20 if settings.object_store_mb else None
         # Ray pre-starts one idle worker per CPU, but Tune's trials are actors, which Ray starts
