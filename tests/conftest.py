@@ -56,9 +56,10 @@ def trained_model(tmp_path_factory):
     return trainer, path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def object_store(tmp_path_factory):
-    """A SeaweedFS S3 gateway on loopback with one bucket (skipped when the test extra is not installed)."""
+    """A SeaweedFS S3 gateway on loopback with one bucket (skipped when the test extra is not
+    installed), per test module: idle, it still takes ~20 % of a core."""
     from object_store import start_object_store, stop_object_store, weed
 
     if weed() is None:

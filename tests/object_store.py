@@ -63,7 +63,8 @@ def start_object_store(folder: Path, bucket: str = "tune-lsd", secret: str = "s3
     command = [weed(), "mini", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                *(f"-{name}.port={port}" for name, port in ports.items()),
                f"-debug.port={_free_port_pair()}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-               "-s3.autoCreateBucket=false"]  # as S3: writing to a missing bucket is an error
+               "-s3.autoCreateBucket=false",  # as S3: writing to a missing bucket is an error
+               "-webdav=false", "-admin.ui=false"]  # (parts the tests do not use)
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "tune-lsd-test", "AWS_SECRET_ACCESS_KEY": secret, "S3_BUCKET": bucket}
     log = open(folder / "weed.log", "w")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
