@@ -8,6 +8,7 @@
 - :mod:`~tune_lsd.search.ray_setup`: Ray started or joined, resources and storage checked.
 - :mod:`~tune_lsd.search.searchers`: the Optuna sampler, the scheduler, resumable searchers.
 - :mod:`~tune_lsd.search.callbacks`: progress lines, trial states, the trial count.
+- :mod:`~tune_lsd.search.running`: the running search that restored callbacks and searchers read.
 - :mod:`~tune_lsd.search.summary`: the search's state and printed summary.
 - :mod:`~tune_lsd.search.champion`: the best trial's model registered as ``NAME-best@champion``.
 - :mod:`~tune_lsd.search.lifecycle`: completion, ``prune``, ``sync``.
