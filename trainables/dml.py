@@ -118,8 +118,8 @@ class DMLTrainable(tune.Trainable):
             self.tracker = None
         elif not self._continues_tracked_trial():  # (a PBT exploit continues its trial's run)
             prefer_own_retries()
-            node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "no-ray"
-            self.tracker = self._open_tracker(tracking, config, node_id)
+            self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "no-ray"
+            self.tracker = self._open_tracker(tracking, config, self.node_id)
         # Where a trial's start goes (reported with every result): the actor's process start
         # and imports (first trial of an actor only), the engine's import, data + model + optimiser.
         self.timings = {"time/process_start_s": _process_age_s() if first_in_actor else 0.0}
@@ -251,8 +251,7 @@ class DMLTrainable(tune.Trainable):
             if left:
                 warnings.warn(f"trial {self.tracker.trial_id}: the tracking server did not take {left} records "
                               f"({self.tracker.writer.last_error}); they are kept for `tune-lsd sync`", stacklevel=1)
-                node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "no-ray"
-                self._mark_spool(self.tracker, node_id, records_left=left)
+                self._mark_spool(self.tracker, self.node_id, records_left=left)
             elif self.undelivered_dir is not None:
                 (self.undelivered_dir / f"{self.tracker.trial_id}.json").delete()
         compiled = getattr(self, "trainer", None) is not None and self.trainer.config.runtime.compile

@@ -128,29 +128,28 @@ class Location:
         with filesystem.open_output_stream(path) as stream:
             stream.write(text.encode())
 
-    def names(self, suffix: str = "") -> list[str]:
-        """Names of the entries directly in this folder that end with ``suffix`` (none if it is missing)."""
+    def _entries(self, recursive: bool = False) -> list:
+        """pyarrow's FileInfo of what is in this folder (directly, or below); none if it is missing."""
         import pyarrow.fs
 
         filesystem, path = self._fs()
-        entries = filesystem.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
-        return sorted(entry.base_name for entry in entries if entry.base_name.endswith(suffix))
+        return filesystem.get_file_info(pyarrow.fs.FileSelector(path, recursive=recursive, allow_not_found=True))
+
+    def names(self, suffix: str = "") -> list[str]:
+        """Names of the entries directly in this folder that end with ``suffix`` (none if it is missing)."""
+        return sorted(entry.base_name for entry in self._entries() if entry.base_name.endswith(suffix))
 
     def folders(self) -> list[str]:
         """Names of the sub-folders directly in this folder."""
         import pyarrow.fs
 
-        filesystem, path = self._fs()
-        entries = filesystem.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
-        return sorted(entry.base_name for entry in entries if entry.type == pyarrow.fs.FileType.Directory)
+        return sorted(entry.base_name for entry in self._entries() if entry.type == pyarrow.fs.FileType.Directory)
 
     def size(self) -> tuple[int, int]:
         """(files, bytes) in this folder and below."""
         import pyarrow.fs
 
-        filesystem, path = self._fs()
-        entries = filesystem.get_file_info(pyarrow.fs.FileSelector(path, recursive=True, allow_not_found=True))
-        files = [entry for entry in entries if entry.type == pyarrow.fs.FileType.File]
+        files = [entry for entry in self._entries(recursive=True) if entry.type == pyarrow.fs.FileType.File]
         return len(files), sum(entry.size for entry in files)
 
     def delete(self) -> None:
