@@ -28,6 +28,19 @@ def quick_config(**overrides) -> Config:
     return Config().with_overrides(base)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def decode_cache(tmp_path_factory):
+    """The tests' own decode cache (never the user's ~/.cache), inherited by every command they run."""
+    folder = tmp_path_factory.mktemp("decode_cache")
+    previous = os.environ.get("TUNE_LSD_CACHE")
+    os.environ["TUNE_LSD_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("TUNE_LSD_CACHE", None)
+    else:
+        os.environ["TUNE_LSD_CACHE"] = previous
+
+
 @pytest.fixture
 def config_factory():
     return quick_config

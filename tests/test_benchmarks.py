@@ -157,3 +157,10 @@ def test_champion_benchmark_agrees_with_the_engine(asha_search):
     recalls = re.findall(r"test through the (?:engine|pyfunc): Recall@1 (\S+)", text)
     assert len(recalls) == 2 and recalls[0] == recalls[1]
     assert lines[-1].startswith("ratio pyfunc/engine embedding time:")
+
+
+def test_decode_cache_benchmark_runs():
+    lines = run("decode_cache.py", "--images", "60", "--slice", "20", "--size", "32")
+    assert any(line.startswith("first load (decode into the cache") for line in lines)
+    assert sum("draft margin" in line for line in lines) == 4
+    assert lines[-1].startswith("ratio first/second load:")

@@ -70,6 +70,15 @@ examples:
   tune-lsd finalize demo
   tune-lsd finalize demo --set schedule.epochs=10
 """
+EPILOG_CACHE = """Folder datasets (CUB, Cars, SOP, In-Shop, your own) are decoded once per machine at their
+data.load_size and kept in $TUNE_LSD_CACHE (default ~/.cache/tune_lsd); the next search or
+train memory-maps them. An image added, changed or removed makes a new entry: clear the old ones.
+
+examples:
+  tune-lsd cache ls
+  tune-lsd cache clear
+"""
+NO_CACHE_HELP = "decode the images again and keep them only in memory (the same as --set data.cache=false)"
 EPILOG_LS = """examples:
   tune-lsd ls
   tune-lsd ls --tracking-uri http://head:5000
@@ -119,7 +128,8 @@ def resolve_config_path(name: str) -> Path:
 def _train(args: argparse.Namespace) -> int:
     from tune_lsd.train import train_and_test
 
-    config = Config.load(resolve_config_path(args.config), args.set) if args.config else Config().with_overrides(args.set)
+    overrides = [*args.set, *(["data.cache=false"] if args.no_cache else [])]
+    config = Config.load(resolve_config_path(args.config), overrides) if args.config else Config().with_overrides(overrides)
     run_dir = Path(args.output) if args.output else Path("runs/train") / (args.name or datetime.now().strftime("%Y%m%d-%H%M%S"))
     summary = train_and_test(config, run_dir, baselines=not args.no_baselines)
     print(json.dumps({"test": summary["test"], "best_epoch": summary["best_epoch"], "run_dir": str(run_dir)}, indent=2))
@@ -172,7 +182,8 @@ def _search(args: argparse.Namespace) -> int:
         summary = resume_search(args.resume, runs_dir=args.runs_dir, storage=args.storage)
         return 130 if summary["state"] == "interrupted" else 0
     settings = _validated(SearchSettings,
-        name=args.name or datetime.now().strftime("search-%Y%m%d-%H%M%S"), space=args.space, overrides=args.set,
+        name=args.name or datetime.now().strftime("search-%Y%m%d-%H%M%S"), space=args.space,
+        overrides=[*args.set, *(["data.cache=false"] if args.no_cache else [])],
         searcher=args.searcher, scheduler=args.scheduler, metric=args.metric, mode=args.mode,
         num_samples=args.num_samples, max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, seed=args.seed, startup_trials=args.startup_trials,
@@ -263,6 +274,24 @@ def _report(args: argparse.Namespace) -> int:
     report = write_report(uri, args.name, out, args.metric, args.mode, log_to_mlflow=not args.no_mlflow)
     print(f"wrote {report}" + ("" if args.no_mlflow else " (also logged to the search's MLflow parent run, report/)"))
     print(f"open it: {report.as_uri()}")
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from tune_lsd.data import cache
+    from tune_lsd.data.memory import gigabytes
+
+    if args.action == "clear":
+        count, size = cache.clear()
+        print(f"removed {count} decoded datasets ({gigabytes(size)}) from {cache.cache_root()}")
+        return 0
+    entries = cache.list_entries()
+    print(f"{len(entries)} decoded datasets in {cache.cache_root()}, {gigabytes(sum(e.bytes for e in entries))} in all")
+    width = max((len(entry.description) for entry in entries), default=0)
+    for entry in entries:
+        created = datetime.fromtimestamp(entry.created).strftime("%Y-%m-%d %H:%M")
+        print(f"  {entry.description:<{width}}  {entry.images:>9,} images at {entry.size:>4} px  {gigabytes(entry.bytes):>9}  "
+              f"decoded {created} in {entry.decode_seconds:,.0f} s  {entry.path.name}")
     return 0
 
 
@@ -381,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", "-o", help="run folder (default: runs/train/<name or time>)")
     train.add_argument("--name", help="run name under runs/train/")
     train.add_argument("--no-baselines", action="store_true", help="skip the untrained and raw-pixel baselines")
+    train.add_argument("--no-cache", action="store_true", help=NO_CACHE_HELP)
     train.set_defaults(handler=_train)
 
     search = commands.add_parser("search", help="run a hyperparameter search on Ray Tune, tracked in MLflow",
@@ -412,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--time-budget-s", type=float, help="stop starting/continuing trials after this many seconds")
     search.add_argument("--no-shared-data", action="store_true",
                         help="every trial decodes its own copy of the data (default: once per search, shared per node)")
+    search.add_argument("--no-cache", action="store_true", help=NO_CACHE_HELP)
     search.add_argument("--object-store-mb", type=int, help="local Ray only: object store size (default: ~30%% of RAM)")
     search.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
     search.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file in --runs-dir)")
@@ -505,6 +536,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Ray 2.60 token authentication; every node and driver must agree")
     cluster.add_argument("--runs-dir", default="runs")
     cluster.set_defaults(handler=_cluster)
+
+    cache = commands.add_parser("cache", help="show (ls) or remove (clear) this machine's decoded datasets",
+                                epilog=EPILOG_CACHE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cache.add_argument("action", choices=["ls", "clear"])
+    cache.set_defaults(handler=_cache)
 
     evaluate = commands.add_parser("evaluate", help="retrieval metrics of a checkpoint",
                                    epilog=EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)

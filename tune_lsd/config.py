@@ -37,8 +37,11 @@ class DataConfig(_Section):
     root: str | None = Field(None, description="Dataset folder; None uses the bundled glyph sample.")
     image_size: int = Field(32, gt=0, description="Side of the square images the network sees.")
     load_size: int | None = Field(
-        None, gt=0, description="Side at which images are decoded and kept in memory (default: image_size)."
-    )
+        None, gt=0, description="Side of the square images are decoded to and kept in memory: the shorter side is "
+        "resized to it and the centre square kept, never squashed (default: image_size).")
+    cache: bool = Field(
+        True, description="Keep decoded folder datasets in this machine's decode cache and memory-map them from "
+        "there next time ($TUNE_LSD_CACHE, else ~/.cache/tune_lsd; `tune-lsd cache ls|clear`).")
     max_classes: int | None = Field(
         None, gt=1, description="Use only this many (seeded, random) training classes; None = all."
     )

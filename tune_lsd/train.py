@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from tune_lsd.config import Config
-from tune_lsd.data.datasets import LabelledImages
+from tune_lsd.data.datasets import LabelledImages, data_footprint
+from tune_lsd.data.memory import check_memory
 from tune_lsd.data.transforms import resize, to_tensor
 from tune_lsd.engine import Trainer
 from tune_lsd.metrics import retrieval_metrics
@@ -38,6 +39,10 @@ def train_and_test(
     """Train ``config``, keep the best checkpoint, test it once; returns the summary."""
     run_dir = Path(run_dir)
     started = time.perf_counter()
+    data = config.data
+    footprint = data_footprint(data.dataset, data.root, data.stored_size)
+    log(f"data: {footprint.describe()}")
+    check_memory(footprint)
     trainer = Trainer(config)  # data and model first: a bad dataset leaves no run folder behind
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / "config.yaml")

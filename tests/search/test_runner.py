@@ -283,3 +283,30 @@ def test_search_records_its_tpe_startup_trials(asha_search):
     folder, _ = asha_search
     _, parents, _ = child_runs(folder / "runs", "asha")
     assert parents[0].data.params["startup_trials"] == "3"  # 6 trials: max(3, 6 // 4)
+
+
+def test_search_on_a_folder_dataset_decodes_it_once_per_machine(tmp_path):
+    """A CUB-format tree: the search decodes it into the machine's cache (memory-mapped, then
+    shared through Ray's object store); a later `train` on the same files decodes nothing."""
+    from fake_datasets import write_fake_dataset
+
+    write_fake_dataset("cub", tmp_path / "cub", classes=20, per_class=4, size=40)
+    data = ["--set", "data.dataset=cub", "--set", f"data.root={tmp_path / 'cub'}", "--set", "data.image_size=24",
+            "--set", "data.load_size=32", "--set", "data.batch_size=16", "--set", "data.samples_per_class=2",
+            "--set", "schedule.steps_per_epoch=2", "--set", "schedule.epochs=2"]
+    env = {"TUNE_LSD_CACHE": str(tmp_path / "cache")}
+
+    searched = tune_lsd("search", "--space", "lsd", "--name", "birds", "--num-samples", "2", *data, cwd=tmp_path, env=env)
+
+    assert searched.returncode == 0, searched.stderr[-2000:]
+    assert "data: cub at 32 px: 40 train + 40 test images = 0.2 MB decoded" in searched.stdout
+    assert "search 'birds' completed: 2 trials (0 errored)" in searched.stdout
+    entries = sorted((tmp_path / "cache" / "decoded").glob("*/images.npy"))
+    assert len(entries) == 2
+    decoded_at = [entry.stat().st_mtime_ns for entry in entries]
+
+    trained = tune_lsd("train", "--no-baselines", "-o", str(tmp_path / "one"), *data, cwd=tmp_path, env=env)
+
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert sorted((tmp_path / "cache" / "decoded").glob("*/images.npy")) == entries
+    assert [entry.stat().st_mtime_ns for entry in entries] == decoded_at

@@ -1,8 +1,10 @@
 """Datasets as decoded uint8 arrays in memory, with their standard train/test class split.
 
 Every loader returns a :class:`LabelledImages` for the training classes and one for the test
-classes. Images are decoded once, resized to a fixed square side and kept as a
-``(N, H, W, C)`` uint8 array; transforms run later on tensors (see transforms.py).
+classes. Images are decoded once per machine (their shorter side resized to a fixed side and
+the centre square kept; decoding.py, cache.py) and kept as a ``(N, H, W, C)`` uint8 array;
+transforms run later on tensors (see transforms.py). :func:`data_footprint` says what that
+array will take from the dataset's listing alone, before anything is decoded.
 
 Supported folder layouts (users download the datasets themselves):
 
@@ -22,14 +24,16 @@ Supported folder layouts (users download the datasets themselves):
 from __future__ import annotations
 
 import gzip
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from tune_lsd.data.cache import cached_decode
+from tune_lsd.data.decoding import MissingImageError, decode_all
 from tune_lsd.data.glyphs import BUNDLED_PATH, load_glyph_set
+from tune_lsd.data.memory import DataFootprint
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -76,6 +80,28 @@ class LabelledImages:
 
 
 @dataclass
+class FileSet:
+    """Image files not yet decoded, with their labels (and In-Shop's query/gallery roles)."""
+
+    files: list[Path]
+    labels: np.ndarray
+    is_query: np.ndarray | None = None
+
+    @classmethod
+    def select(cls, files: list[Path], labels: np.ndarray, mask: np.ndarray,
+               is_query: np.ndarray | None = None) -> "FileSet":
+        return cls([path for path, keep in zip(files, mask) if keep], labels[mask], is_query)
+
+
+@dataclass
+class FileListing:
+    """A folder dataset's standard split, before decoding: what its listing files say."""
+
+    train: FileSet
+    test: FileSet
+
+
+@dataclass
 class ClassSplit:
     """A dataset's standard split: training classes and (disjoint) test classes."""
 
@@ -83,78 +109,116 @@ class ClassSplit:
     test: LabelledImages
 
 
-def load_dataset(name: str, root: str | None, size: int) -> ClassSplit:
-    """Load a dataset by name at square side ``size``; errors are one-line DatasetErrors."""
-    loaders = {
-        "glyphs": _load_glyphs,
-        "cub": _load_cub,
-        "cars": _load_cars,
-        "sop": _load_sop,
-        "inshop": _load_inshop,
-        "fashion_mnist": _load_fashion_mnist,
-        "folder": _load_folder,
-    }
-    if name not in loaders:
-        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(loaders)}")
+def load_dataset(name: str, root: str | None, size: int, cache: bool = True, log=None) -> ClassSplit:
+    """Load a dataset by name at side ``size``; errors are one-line DatasetErrors.
+
+    Folder datasets are listed, then decoded (shorter side -> ``size``, centre square kept; see
+    decoding.py) through this machine's decode cache unless ``cache`` is False (cache.py).
+    """
+    _check_name(name)
     check_root(name, root)
-    return loaders[name](Path(root) if root else None, size)
+    path = Path(root) if root else None
+    if name in ARRAY_DATASETS:
+        return ARRAY_DATASETS[name](path, size)
+    listing = FILE_DATASETS[name](path)
+    return ClassSplit(train=_decode_set(listing.train, size, f"{name} train in {root}", cache, log),
+                      test=_decode_set(listing.test, size, f"{name} test in {root}", cache, log))
+
+
+def data_footprint(name: str, root: str | None, size: int) -> DataFootprint:
+    """What the dataset will take decoded at ``size``, from its listing alone (nothing decoded)."""
+    _check_name(name)
+    check_root(name, root)
+    path = Path(root) if root else None
+    if name in ARRAY_DATASETS:
+        _, is_test, channels = _array_labels(name, path)
+        return DataFootprint(name, size, channels, int((~is_test).sum()), int(is_test.sum()))
+    listing = FILE_DATASETS[name](path)
+    return DataFootprint(name, size, 3, len(listing.train.files), len(listing.test.files))
 
 
 def check_root(name: str, root: str | None) -> None:
     """The cheap check of ``data.root`` (before a search writes anything): given when needed, existing."""
     if root is not None and not Path(root).exists():
         raise DatasetError(f"data.root for dataset {name!r} does not exist: {root}")
-    if root is None and name not in ("glyphs", "fashion_mnist"):
+    if root is None and name not in ARRAY_DATASETS:
         raise DatasetError(f"dataset {name!r} needs data.root (the folder you downloaded it to)")
 
 
-# --- bundled / generated data ----------------------------------------------------------------
+def _check_name(name: str) -> None:
+    if name not in ARRAY_DATASETS and name not in FILE_DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join([*ARRAY_DATASETS, *FILE_DATASETS])}")
+
+
+# --- bundled / generated data: arrays, not files ------------------------------------------------
 
 
 def _load_glyphs(root: Path | None, size: int) -> ClassSplit:
-    path = BUNDLED_PATH if root is None else (root if root.suffix == ".npz" else root / "glyphs.npz")
-    if not path.is_file():
-        raise DatasetError(f"glyph file not found: {path}")
-    glyphs = load_glyph_set(path)
-    images = _resize_all(glyphs["images"], size)
+    glyphs = load_glyph_set(_glyph_path(root))
     is_test = glyphs["is_test_class"][glyphs["labels"]]
-    data = LabelledImages(images, glyphs["labels"])
+    data = LabelledImages(_resize_all(glyphs["images"], size), glyphs["labels"])
     return ClassSplit(train=data.subset(~is_test), test=data.subset(is_test))
 
 
+def _glyph_path(root: Path | None) -> Path:
+    path = BUNDLED_PATH if root is None else (root if root.suffix == ".npz" else root / "glyphs.npz")
+    if not path.is_file():
+        raise DatasetError(f"glyph file not found: {path}")
+    return path
+
+
 def _load_fashion_mnist(root: Path | None, size: int) -> ClassSplit:
-    root = root or FASHION_MNIST_ROOT
-    parts = []
-    for prefix in ("train", "t10k"):
-        image_file = root / f"{prefix}-images-idx3-ubyte.gz"
-        label_file = root / f"{prefix}-labels-idx1-ubyte.gz"
-        if not image_file.is_file() or not label_file.is_file():
-            raise DatasetError(f"Fashion-MNIST files missing in {root} (apt-get install dataset-fashion-mnist)")
-        with gzip.open(image_file) as f:
-            images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28, 1)
-        with gzip.open(label_file) as f:
-            labels = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
-        parts.append((images, labels))
-    images = _resize_all(np.concatenate([p[0] for p in parts]), size)
-    labels = np.concatenate([p[1] for p in parts])
+    images = _resize_all(np.concatenate([_idx_file(root, prefix, "images") for prefix in ("train", "t10k")]), size)
+    labels = np.concatenate([_idx_file(root, prefix, "labels") for prefix in ("train", "t10k")])
     data = LabelledImages(images, labels)
     return ClassSplit(train=data.subset(labels < 5), test=data.subset(labels >= 5))
 
 
-# --- standard DML benchmarks -----------------------------------------------------------------
+def _idx_file(root: Path | None, prefix: str, kind: str) -> np.ndarray:
+    path = (root or FASHION_MNIST_ROOT) / f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz"
+    if not path.is_file():
+        raise DatasetError(f"Fashion-MNIST files missing in {path.parent} (apt-get install dataset-fashion-mnist)")
+    with gzip.open(path) as f:
+        if kind == "images":
+            return np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28, 1)
+        return np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
 
 
-def _load_cub(root: Path, size: int) -> ClassSplit:
+def _array_labels(name: str, root: Path | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(labels, is_test, channels) of an array dataset, without its images."""
+    if name == "glyphs":
+        with np.load(_glyph_path(root)) as archive:
+            labels = archive["labels"]
+            return labels, archive["is_test_class"][labels], archive["images"].shape[-1]
+    labels = np.concatenate([_idx_file(root, prefix, "labels") for prefix in ("train", "t10k")])
+    return labels, labels >= 5, 1
+
+
+def _resize_all(images: np.ndarray, size: int) -> np.ndarray:
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    mode = "L" if images.shape[3] == 1 else "RGB"
+    resized = [
+        np.asarray(Image.fromarray(image.squeeze(-1) if mode == "L" else image).resize((size, size), Image.Resampling.BILINEAR))
+        for image in images
+    ]
+    stacked = np.stack(resized)
+    return stacked[..., None] if mode == "L" else stacked
+
+
+# --- standard DML benchmarks and your own folders: file listings ---------------------------------
+
+
+def _list_cub(root: Path) -> FileListing:
     image_root = _first_existing(root, ["images", "CUB_200_2011/images"])
     class_dirs = sorted(d for d in image_root.iterdir() if d.is_dir())
     if len(class_dirs) < 2:
         raise DatasetError(f"no class folders in {image_root} (expected images/001.Name/*.jpg)")
     files, labels = _files_by_class_dir(class_dirs)
-    half = len(class_dirs) // 2  # 100 of 200 in the real dataset
-    return _split_by_label(files, labels, is_test_label=lambda label: label >= half, size=size)
+    return _split_by_label(files, labels, first_test_label=len(class_dirs) // 2)  # 100 of 200
 
 
-def _load_cars(root: Path, size: int) -> ClassSplit:
+def _list_cars(root: Path) -> FileListing:
     annotations = root / "cars_annos.mat"
     if not annotations.is_file():
         raise DatasetError(f"cars_annos.mat not found in {root} (expected car_ims/ and cars_annos.mat)")
@@ -163,24 +227,21 @@ def _load_cars(root: Path, size: int) -> ClassSplit:
     records = loadmat(annotations, squeeze_me=True)["annotations"]
     files = [root / str(r["relative_im_path"]) for r in records]
     labels = np.asarray([int(r["class"]) - 1 for r in records], dtype=np.int64)
-    half = (labels.max() + 1) // 2  # 98 of 196
-    return _split_by_label(files, labels, is_test_label=lambda label: label >= half, size=size)
+    return _split_by_label(files, labels, first_test_label=(labels.max() + 1) // 2)  # 98 of 196
 
 
-def _load_sop(root: Path, size: int) -> ClassSplit:
-    splits = {}
+def _list_sop(root: Path) -> FileListing:
+    parts = {}
     for part in ("train", "test"):
         listing = root / f"Ebay_{part}.txt"
         if not listing.is_file():
             raise DatasetError(f"{listing.name} not found in {root} (Stanford Online Products layout)")
         rows = [line.split() for line in listing.read_text().splitlines()[1:] if line.strip()]
-        files = [root / row[3] for row in rows]
-        labels = np.asarray([int(row[1]) for row in rows], dtype=np.int64)
-        splits[part] = LabelledImages(_decode_all(files, size), labels)
-    return ClassSplit(train=splits["train"], test=splits["test"])
+        parts[part] = FileSet([root / row[3] for row in rows], np.asarray([int(row[1]) for row in rows], dtype=np.int64))
+    return FileListing(**parts)
 
 
-def _load_inshop(root: Path, size: int) -> ClassSplit:
+def _list_inshop(root: Path) -> FileListing:
     """In-Shop: train items vs the query and gallery items, evaluated query -> gallery."""
     listing = _first_existing(root, ["list_eval_partition.txt", "Eval/list_eval_partition.txt"])
     rows = [line.split() for line in listing.read_text().splitlines()[2:] if line.strip()]
@@ -192,25 +253,26 @@ def _load_inshop(root: Path, size: int) -> ClassSplit:
     unknown = sorted(set(status) - {"train", "query", "gallery"})
     if unknown:
         raise DatasetError(f"{listing}: unknown evaluation_status {unknown[0]!r} (expected train, query or gallery)")
-    images = _decode_all(files, size)
     is_test = status != "train"
-    return ClassSplit(train=LabelledImages(images[~is_test], labels[~is_test]),
-                      test=LabelledImages(images[is_test], labels[is_test], is_query=status[is_test] == "query"))
+    return FileListing(train=FileSet.select(files, labels, ~is_test),
+                       test=FileSet.select(files, labels, is_test, is_query=status[is_test] == "query"))
 
 
-def _load_folder(root: Path, size: int) -> ClassSplit:
+def _list_folder(root: Path) -> FileListing:
     parts = {}
     for part in ("train", "test"):
         folder = root / part
         if not folder.is_dir():
             raise DatasetError(f"{folder} not found (expected {root}/train/<class>/* and {root}/test/<class>/*)")
-        class_dirs = sorted(d for d in folder.iterdir() if d.is_dir())
-        files, labels = _files_by_class_dir(class_dirs)
-        parts[part] = LabelledImages(_decode_all(files, size), labels)
-    return ClassSplit(train=parts["train"], test=parts["test"])
+        parts[part] = FileSet(*_files_by_class_dir(sorted(d for d in folder.iterdir() if d.is_dir())))
+    return FileListing(**parts)
 
 
-# --- helpers ---------------------------------------------------------------------------------
+ARRAY_DATASETS = {"glyphs": _load_glyphs, "fashion_mnist": _load_fashion_mnist}
+FILE_DATASETS = {"cub": _list_cub, "cars": _list_cars, "sop": _list_sop, "inshop": _list_inshop, "folder": _list_folder}
+
+
+# --- helpers -------------------------------------------------------------------------------------
 
 
 def _first_existing(root: Path, candidates: list[str]) -> Path:
@@ -232,32 +294,14 @@ def _files_by_class_dir(class_dirs: list[Path]) -> tuple[list[Path], np.ndarray]
     return files, np.asarray(labels, dtype=np.int64)
 
 
-def _split_by_label(files: list[Path], labels: np.ndarray, is_test_label, size: int) -> ClassSplit:
-    data = LabelledImages(_decode_all(files, size), labels)
-    is_test = np.asarray([is_test_label(label) for label in labels])
-    return ClassSplit(train=data.subset(~is_test), test=data.subset(is_test))
+def _split_by_label(files: list[Path], labels: np.ndarray, first_test_label: int) -> FileListing:
+    is_test = labels >= first_test_label
+    return FileListing(train=FileSet.select(files, labels, ~is_test), test=FileSet.select(files, labels, is_test))
 
 
-def _decode(path: Path, size: int) -> np.ndarray:
-    if not path.is_file():
-        raise DatasetError(f"image listed by the dataset is missing: {path}")
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
-
-
-def _decode_all(files: list[Path], size: int) -> np.ndarray:
-    """Decode (with threads: PIL releases the GIL) into one (N, size, size, 3) uint8 array."""
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return np.stack(list(pool.map(lambda p: _decode(p, size), files)))
-
-
-def _resize_all(images: np.ndarray, size: int) -> np.ndarray:
-    if images.shape[1] == size and images.shape[2] == size:
-        return images
-    mode = "L" if images.shape[3] == 1 else "RGB"
-    resized = [
-        np.asarray(Image.fromarray(image.squeeze(-1) if mode == "L" else image).resize((size, size), Image.Resampling.BILINEAR))
-        for image in images
-    ]
-    stacked = np.stack(resized)
-    return stacked[..., None] if mode == "L" else stacked
+def _decode_set(files: FileSet, size: int, description: str, cache: bool, log) -> LabelledImages:
+    try:
+        images = cached_decode(files.files, size, description, log) if cache else decode_all(files.files, size, description, log)
+    except MissingImageError as error:
+        raise DatasetError(str(error)) from None
+    return LabelledImages(images, files.labels, files.is_query)

@@ -32,7 +32,7 @@ class DataSplits:
 
 def build_splits(config: DataConfig, seed: int, dataset: ClassSplit | None = None) -> DataSplits:
     """Load (unless given) and split a dataset as ``config`` says. Labels become 0..C-1."""
-    dataset = dataset or load_dataset(config.dataset, config.root, config.stored_size)
+    dataset = dataset or load_dataset(config.dataset, config.root, config.stored_size, cache=config.cache)
     rng = np.random.default_rng(config.split_seed)
     train_pool = _keep_classes(dataset.train, config.max_classes, rng)
     test = relabel(_keep_classes(dataset.test, config.max_test_classes, rng))

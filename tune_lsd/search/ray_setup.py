@@ -58,6 +58,13 @@ def check_resources(settings: SearchSettings, resources: dict[str, float]) -> No
         raise SearchError(f"--cpus-per-trial {settings.cpus_per_trial} but the Ray cluster has {resources.get('CPU', 0):g} CPUs")
 
 
+def smallest_object_store() -> int | None:
+    """Bytes of the smallest object store among the cluster's live nodes: shared data is held
+    once per node that runs a trial, so it must fit the smallest one."""
+    sizes = [node["Resources"].get("object_store_memory", 0) for node in ray.nodes() if node["Alive"]]
+    return int(min(sizes)) if sizes and min(sizes) > 0 else None
+
+
 def check_storage_visible(storage: Location) -> None:
     """Every node writes checkpoints to the storage: check from each node that it sees the
     storage folder (local / NFS) or can write to it (object storage) before any trial starts."""

@@ -16,6 +16,7 @@ Layout under ``settings.runs_dir`` (default ``./runs``):
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import threading
 import time
@@ -31,11 +32,12 @@ from ray import tune
 
 from search_spaces.loader import SearchSpace
 from tune_lsd import __version__, tracking
-from tune_lsd.data.datasets import check_root
+from tune_lsd.data.datasets import data_footprint
+from tune_lsd.data.memory import check_memory, check_object_store, default_object_store
 from tune_lsd.data.splits import build_splits
 from tune_lsd.search import callbacks
 from tune_lsd.search.lifecycle import close_recorder, completion_record, deliver_left_over, record_completion
-from tune_lsd.search.ray_setup import check_resources, check_storage_visible, start_ray
+from tune_lsd.search.ray_setup import check_resources, check_storage_visible, smallest_object_store, start_ray
 from tune_lsd.search.running import RunningSearch, running
 from tune_lsd.search.searchers import TrialCountedSearch, tune_config
 from tune_lsd.search.settings import SearchError, SearchSettings, load_settings, prepare_space
@@ -50,7 +52,11 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
     space = prepare_space(settings)
     base = space.base_config()
     epochs = base.schedule.epochs
-    check_root(base.data.dataset, base.data.root)  # before anything is written
+    footprint = data_footprint(base.data.dataset, base.data.root, base.data.stored_size)  # before anything is written
+    log(f"data: {footprint.describe()}")
+    check_memory(footprint, copies=1 if settings.share_data else settings.max_concurrent)
+    if settings.share_data and not (settings.address or os.environ.get("RAY_ADDRESS")):
+        check_object_store(footprint, default_object_store(settings.object_store_mb))  # before decoding
     tracking.check_tracking_uri(settings.resolved_tracking_uri())
     if settings.storage_location.is_remote:
         settings.storage_location.check_writable()
@@ -74,6 +80,8 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
     ending_ray: threading.Thread | None = None
     try:
         check_resources(settings, ray.cluster_resources())
+        if shared_splits is not None and (object_store := smallest_object_store()) is not None:
+            check_object_store(footprint, object_store)  # the store Ray really has, before the data goes in
         check_storage_visible(settings.ray_storage)
         driver_node = ray.get_runtime_context().get_node_id()
         log(f"search {settings.name!r}: space {space.name}, {settings.searcher} + {settings.scheduler}, "
