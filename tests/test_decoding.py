@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from tune_lsd.data import decoding
-from tune_lsd.data.decoding import MissingImageError, centre_square, decode_all, decode_image
+from tune_lsd.data.decoding import MissingImageError, UnreadableImageError, centre_square, decode_all, decode_image
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -92,6 +92,13 @@ def test_decode_all_reports_progress_and_keeps_the_order(tmp_path, monkeypatch):
 def test_a_missing_image_is_named(tmp_path):
     with pytest.raises(MissingImageError, match="missing: .*gone.jpg"):
         decode_all([tmp_path / "gone.jpg"], 8)
+
+
+def test_a_file_that_is_no_image_is_named(tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"not a JPEG at all")
+
+    with pytest.raises(UnreadableImageError, match=r"cannot be decoded: .*broken.jpg \(cannot identify image file"):
+        decode_all([tmp_path / "broken.jpg"], 8)
 
 
 def test_decoding_uses_every_usable_core():

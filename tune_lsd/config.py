@@ -34,7 +34,8 @@ class DataConfig(_Section):
     """Which images, how they are split into train/val/test classes and how batches are built."""
 
     dataset: DatasetName = Field("glyphs", description="Which loader reads data.root (see docs/data.md).")
-    root: str | None = Field(None, description="Dataset folder; None uses the bundled glyph sample.")
+    root: str | None = Field(None, description="Dataset folder, or its URI in object storage (s3://bucket/CUB_200_2011: "
+                             "fetched once to this machine's cache); None uses the bundled glyph sample.")
     image_size: int = Field(32, gt=0, description="Side of the square images the network sees.")
     load_size: int | None = Field(
         None, gt=0, description="Side of the square images are decoded to and kept in memory: the shorter side is "

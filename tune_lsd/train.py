@@ -40,7 +40,7 @@ def train_and_test(
     run_dir = Path(run_dir)
     started = time.perf_counter()
     data = config.data
-    footprint = data_footprint(data.dataset, data.root, data.stored_size)
+    footprint = data_footprint(data.dataset, data.root, data.stored_size, log)
     log(f"data: {footprint.describe()}")
     check_memory(footprint)
     trainer = Trainer(config)  # data and model first: a bad dataset leaves no run folder behind

@@ -146,14 +146,24 @@ def two_nodes(tmp_path: Path):
 def test_two_nodes_sharing_only_the_bucket_complete_a_search_and_a_killed_worker_s_trial_resumes(
         object_store, tmp_path, monkeypatch):
     """The bucket and the tracking server are all the nodes share; the trials on the worker get
-    the S3 credentials through Ray's runtime environment. SIGKILL of the worker node mid-trial:
-    the trial continues on the head from its checkpoint in the bucket."""
+    the S3 credentials through Ray's runtime environment. The dataset is in the bucket too: the
+    driver fetches and decodes it, the worker's trials get it through Ray's object store. SIGKILL
+    of the worker node mid-trial: the trial continues on the head from its checkpoint in the bucket."""
+    import pyarrow.fs
+
+    from fake_datasets import write_fake_dataset
     from tune_lsd.cluster import end_process_tree
 
     for key, value in object_store.credentials().items():
         monkeypatch.setenv(key, value)
     started = time.time()
     storage = object_store.uri(f"two-nodes-{tmp_path.name}")
+    write_fake_dataset("cub", tmp_path / "cub", classes=100, per_class=4, size=32)
+    dataset = object_store.uri(f"datasets-{tmp_path.name}/CUB_200_2011")
+    filesystem, path = Location(dataset)._fs()
+    pyarrow.fs.copy_files(str(tmp_path / "cub"), path, source_filesystem=pyarrow.fs.LocalFileSystem(),
+                          destination_filesystem=filesystem)
+    data = ["--set", "data.dataset=cub", "--set", f"data.root={dataset}"]
     port = free_port()
     server = start_server(tmp_path, port)
     client = MlflowClient(f"http://127.0.0.1:{port}")
@@ -164,7 +174,7 @@ def test_two_nodes_sharing_only_the_bucket_complete_a_search_and_a_killed_worker
                                     "--max-concurrent", "2", "--scheduler", "fifo", "--max-failures", "2",
                                     "--address", address, "--storage", storage,
                                     "--tracking-uri", f"http://127.0.0.1:{port}",
-                                    *FAST, "--set", "schedule.epochs=5", cwd=tmp_path, log=log)
+                                    *FAST, "--set", "schedule.epochs=5", *data, cwd=tmp_path, log=log)
             try:
                 deadline = time.time() + 300
                 while True:  # a trial with two epochs done on the worker node: kill that node
@@ -195,6 +205,8 @@ def test_two_nodes_sharing_only_the_bucket_complete_a_search_and_a_killed_worker
     logs = ray_logs_since(started) + [p for p in (tmp_path / "worker-home").rglob("*") if p.is_file()]
     assert logs and not [p for p in logs if secret in p.read_bytes()]
     assert not list((tmp_path / "runs").glob("ray")), "Ray wrote to the runs folder instead of the bucket"
+    assert "data: cub at 32 px: 200 train + 200 test images" in log.read_text()
+    assert not (tmp_path / "worker-home" / ".cache" / "tune_lsd").exists(), "a trial on the worker loaded the data"
 
 
 @pytest.mark.skipif(not can_hide_folders(), reason="needs root and mount namespaces (unshare -m) to hide a folder")

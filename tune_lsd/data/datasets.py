@@ -31,9 +31,10 @@ import numpy as np
 from PIL import Image
 
 from tune_lsd.data.cache import cached_decode
-from tune_lsd.data.decoding import MissingImageError, decode_all
+from tune_lsd.data.decoding import MissingImageError, UnreadableImageError, decode_all
 from tune_lsd.data.glyphs import BUNDLED_PATH, load_glyph_set
 from tune_lsd.data.memory import DataFootprint
+from tune_lsd.data.remote import is_remote_root, local_root
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -113,11 +114,10 @@ def load_dataset(name: str, root: str | None, size: int, cache: bool = True, log
     """Load a dataset by name at side ``size``; errors are one-line DatasetErrors.
 
     Folder datasets are listed, then decoded (shorter side -> ``size``, centre square kept; see
-    decoding.py) through this machine's decode cache unless ``cache`` is False (cache.py).
+    decoding.py) through this machine's decode cache unless ``cache`` is False (cache.py). A
+    ``root`` in object storage (``s3://...``) is mirrored to this machine first (remote.py).
     """
-    _check_name(name)
-    check_root(name, root)
-    path = Path(root) if root else None
+    path = _local_root(name, root, log)
     if name in ARRAY_DATASETS:
         return ARRAY_DATASETS[name](path, size)
     listing = FILE_DATASETS[name](path)
@@ -125,11 +125,10 @@ def load_dataset(name: str, root: str | None, size: int, cache: bool = True, log
                       test=_decode_set(listing.test, size, f"{name} test in {root}", cache, log))
 
 
-def data_footprint(name: str, root: str | None, size: int) -> DataFootprint:
-    """What the dataset will take decoded at ``size``, from its listing alone (nothing decoded)."""
-    _check_name(name)
-    check_root(name, root)
-    path = Path(root) if root else None
+def data_footprint(name: str, root: str | None, size: int, log=None) -> DataFootprint:
+    """What the dataset will take decoded at ``size``, from its listing alone (nothing decoded;
+    a root in object storage is mirrored to this machine first)."""
+    path = _local_root(name, root, log)
     if name in ARRAY_DATASETS:
         _, is_test, channels = _array_labels(name, path)
         return DataFootprint(name, size, channels, int((~is_test).sum()), int(is_test.sum()))
@@ -143,6 +142,15 @@ def check_root(name: str, root: str | None) -> None:
         raise DatasetError(f"data.root for dataset {name!r} does not exist: {root}")
     if root is None and name not in ARRAY_DATASETS:
         raise DatasetError(f"dataset {name!r} needs data.root (the folder you downloaded it to)")
+
+
+def _local_root(name: str, root: str | None, log) -> Path | None:
+    """The checked dataset folder on this machine (a URI's local mirror, fetched if needed)."""
+    _check_name(name)
+    if is_remote_root(root):
+        return Path(local_root(root, log))
+    check_root(name, root)
+    return Path(root) if root else None
 
 
 def _check_name(name: str) -> None:
@@ -302,6 +310,6 @@ def _split_by_label(files: list[Path], labels: np.ndarray, first_test_label: int
 def _decode_set(files: FileSet, size: int, description: str, cache: bool, log) -> LabelledImages:
     try:
         images = cached_decode(files.files, size, description, log) if cache else decode_all(files.files, size, description, log)
-    except MissingImageError as error:
+    except (MissingImageError, UnreadableImageError) as error:
         raise DatasetError(str(error)) from None
     return LabelledImages(images, files.labels, files.is_query)

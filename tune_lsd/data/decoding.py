@@ -32,6 +32,10 @@ class MissingImageError(FileNotFoundError):
     """An image the dataset's listing names is not on disk."""
 
 
+class UnreadableImageError(ValueError):
+    """An image file that PIL cannot decode (not an image, truncated)."""
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its affinity, not the machine's count)."""
     try:
@@ -44,6 +48,13 @@ def decode_image(path: Path, size: int, draft: bool = True) -> np.ndarray:
     """One image as ``(size, size, 3)`` uint8: shorter side -> ``size``, centre square kept."""
     if not path.is_file():
         raise MissingImageError(f"image listed by the dataset is missing: {path}")
+    try:
+        return _decode(path, size, draft)
+    except (OSError, ValueError) as error:  # PIL: not an image, truncated, unknown format
+        raise UnreadableImageError(f"image cannot be decoded: {path} ({str(error).splitlines()[0][:200]})") from None
+
+
+def _decode(path: Path, size: int, draft: bool) -> np.ndarray:
     with Image.open(path) as image:
         if draft and image.format == "JPEG":
             image.draft("RGB", (DRAFT_MARGIN * size, DRAFT_MARGIN * size))
