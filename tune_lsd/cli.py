@@ -419,7 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--name", help="search name: MLflow experiment and results folder (default: search-<time>)")
     search.add_argument("--resume", metavar="NAME", help="continue the search NAME whose driver died")
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override of the base config")
-    search.add_argument("--searcher", choices=["optuna", "random"], default="optuna")
+    search.add_argument("--searcher", choices=["optuna", "gp", "random"], default="optuna",
+                        help="optuna = TPE; gp = Optuna's Gaussian-process sampler (conditional parameters such as the EMA momentum sampled at random); random")
     search.add_argument("--scheduler", choices=["asha", "pbt", "fifo"], default="asha")
     search.add_argument("--metric", default="val/recall@1")
     search.add_argument("--mode", choices=["max", "min"], default="max")
@@ -429,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU, e.g. 0.25")
     search.add_argument("--seed", type=int, default=0, help="seed of the searcher")
     search.add_argument("--startup-trials", type=int, metavar="N",
-                        help="optuna: random trials before TPE's model is used (default: num-samples / 4, 3 to 10)")
+                        help="optuna, gp: random trials before the model is used (default: num-samples / 4, 3 to 10)")
     search.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial may be stopped")
     search.add_argument("--perturbation-interval", type=int, default=2, help="PBT: epochs between exploit/explore")
     search.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial")

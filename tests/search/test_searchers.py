@@ -51,7 +51,7 @@ def test_every_searcher_and_scheduler_pair_builds_a_tune_config_or_is_refused_in
 
     settings = SearchSettings(name="pair", space="lsd_pbt" if scheduler == "pbt" else "lsd", searcher=searcher,
                               scheduler=scheduler, num_samples=4, max_concurrent=2)
-    if scheduler == "pbt" and searcher == "optuna":
+    if scheduler == "pbt" and searcher != "random":
         with pytest.raises(SearchError, match="^the pbt scheduler samples its own population"):
             prepare_space(settings)
         return
@@ -65,6 +65,28 @@ def test_every_searcher_and_scheduler_pair_builds_a_tune_config_or_is_refused_in
     limiter = config.search_alg.searcher
     assert limiter.max_concurrent == 2 and config.max_concurrent_trials is None
     sampler = limiter.searcher._sampler
-    assert type(sampler).__name__ == {"optuna": "TPESampler", "random": "RandomSampler"}[searcher]
+    assert type(sampler).__name__ == {"optuna": "TPESampler", "gp": "GPSampler", "random": "RandomSampler"}[searcher]
     suggested = config.search_alg.searcher.searcher.suggest("t1")  # a first trial from the space
     assert set(suggested) <= set(space.params) and "lsd.weight" in suggested
+
+
+def test_the_gp_models_every_unconditional_parameter_and_draws_the_conditional_one_at_random():
+    """After its start-up trials, Optuna's GP proposes the parameters all trials share (the
+    categorical teacher included) from its model; the EMA momentum exists only for the EMA
+    teacher, so it is drawn independently."""
+    from search_spaces.loader import load_space
+    from tune_lsd.search import SearchSettings, tune_config
+
+    space = load_space("lsd")
+    settings = SearchSettings(name="gp", searcher="gp", num_samples=12, max_concurrent=1, startup_trials=4)
+    searcher = tune_config(settings, space, epochs=3).search_alg.searcher.searcher
+    for index in range(5):
+        suggested = searcher.suggest(f"t{index}")
+        searcher.on_trial_complete(f"t{index}", {"val/recall@1": 0.5 + 0.01 * index, **suggested})
+    study, sampler = searcher._ot_study, searcher._sampler
+    trial = study.ask()
+
+    modelled = sampler.infer_relative_search_space(study, trial)
+
+    assert sampler._n_startup_trials == 4 and len(study.trials) == 6
+    assert set(modelled) == set(space.params) - {"lsd.ema_momentum"}

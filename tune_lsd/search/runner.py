@@ -49,6 +49,8 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
     """Run (or resume) a search to the end; returns the summary that is also printed."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's group=True
+    # Ray warns when a suggestion takes over a second; the GP's model fit does, by design.
+    warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument took")
     space = prepare_space(settings)
     base = space.base_config()
     epochs = base.schedule.epochs
@@ -207,7 +209,7 @@ def _search_params(settings: SearchSettings, space: SearchSpace) -> dict[str, An
     return {"space": space.name, "space_description": space.description, "dataset": space.base_config().data.dataset,
             "searcher": settings.searcher, "scheduler": settings.scheduler, "metric": settings.metric,
             "num_samples": settings.num_samples, "max_concurrent": settings.max_concurrent,
-            **({"startup_trials": settings.tpe_startup_trials} if settings.searcher == "optuna" else {}),
+            **({"startup_trials": settings.tpe_startup_trials} if settings.searcher != "random" else {}),
             "overrides": " ".join(settings.overrides), "code_version": f"{__version__} ({_git_revision()})"}
 
 

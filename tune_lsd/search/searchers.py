@@ -1,6 +1,6 @@
 """How a search picks its trials and stops them: the Optuna searcher and the Tune scheduler.
 
-``--searcher optuna`` (TPE) or ``random`` feed Ray's OptunaSearch; ``--scheduler asha``,
+``--searcher optuna`` (TPE), ``gp`` (Gaussian process) or ``random`` feed Ray's OptunaSearch; ``--scheduler asha``,
 ``pbt`` or ``fifo`` decide which trials go on. The two wrappers below make a search that was
 killed at any instant resume to exactly ``num_samples`` trials.
 """
@@ -21,10 +21,16 @@ from tune_lsd.search.settings import SearchSettings
 
 
 def optuna_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler of ``--searcher``: TPE (with its random start-up trials) or random."""
+    """The Optuna sampler of ``--searcher``: TPE or a Gaussian process (each after its random
+    start-up trials), or random."""
     if settings.searcher == "optuna":
         return optuna.samplers.TPESampler(multivariate=True, group=True, seed=settings.seed,
                                           n_startup_trials=settings.tpe_startup_trials)
+    if settings.searcher == "gp":
+        # The GP models the parameters every trial has; conditional ones (the EMA momentum, only
+        # for the EMA teacher) are drawn at random, which docs/searching says (no warning per trial).
+        return optuna.samplers.GPSampler(seed=settings.seed, n_startup_trials=settings.tpe_startup_trials,
+                                         warn_independent_sampling=False)
     return optuna.samplers.RandomSampler(seed=settings.seed)
 
 

@@ -14,7 +14,7 @@ from tune_lsd.config import parse_override
 from tune_lsd.storage import Location
 from tune_lsd.tracking import default_tracking_uri
 
-SearcherName = Literal["optuna", "random"]
+SearcherName = Literal["optuna", "gp", "random"]
 SchedulerName = Literal["asha", "pbt", "fifo"]
 SETTINGS_FILE = "search.yaml"
 
@@ -138,6 +138,6 @@ def prepare_space(settings: SearchSettings) -> SearchSpace:
             validate_space(space)
         except SearchSpaceError as error:
             raise SearchSpaceError(str(error).replace("base/fixed", "--set")) from None
-    if settings.scheduler == "pbt" and settings.searcher == "optuna":
+    if settings.scheduler == "pbt" and settings.searcher != "random":
         raise SearchError("the pbt scheduler samples its own population: use --searcher random with --scheduler pbt")
     return space
