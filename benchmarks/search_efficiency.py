@@ -7,6 +7,7 @@ seed, and with the same number of trials at a time, the other arms are:
 - ``random+asha``: random sampling, ASHA early stopping (``--asha-trials`` trials);
 - ``tpe``: Optuna TPE without early stopping (``--random-trials`` trials, the same budget);
 - ``tpe+asha``: this tool's default, Optuna TPE + ASHA through Ray Tune (``--asha-trials``);
+- ``gp+asha``: Optuna's Gaussian-process sampler (same start-up trials) + ASHA (``--asha-trials``);
 - ``optuna``: what a user would pick instead of this tool: a plain Optuna study, TPE (same
   settings and startup trials) + Optuna's HyperbandPruner (same grace period and reduction
   factor), ``study.optimize(n_jobs=--max-concurrent)`` threads, no Ray, no MLflow
@@ -52,6 +53,7 @@ RAY_ARMS = {  # arm: (searcher, scheduler, which trial count)
     "random+asha": ("random", "asha", "asha_trials"),
     "tpe": ("optuna", "fifo", "random_trials"),
     "tpe+asha": ("optuna", "asha", "asha_trials"),
+    "gp+asha": ("gp", "asha", "asha_trials"),
 }
 ARMS = [*RAY_ARMS, "optuna"]
 
