@@ -77,5 +77,5 @@ def test_commands_stop_with_one_line_before_decoding(tmp_path, command):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "sop at 1024 px" in errors[0] and "377.7 GB decoded" in errors[0]
     assert "lower data.load_size (now 1024)" in errors[0]
-    assert "data: sop at 1024 px" in result.stdout  # the estimate is printed with the data line
+    assert "dataset: sop at 1024 px" in result.stdout  # the estimate is printed with the data line
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.json"))

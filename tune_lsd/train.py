@@ -41,7 +41,7 @@ def train_and_test(
     started = time.perf_counter()
     data = config.data
     footprint = data_footprint(data.dataset, data.root, data.stored_size, log)
-    log(f"data: {footprint.describe()}")
+    log(f"dataset: {footprint.describe()}")
     check_memory(footprint)
     trainer = Trainer(config)  # data and model first: a bad dataset leaves no run folder behind
     run_dir.mkdir(parents=True, exist_ok=True)

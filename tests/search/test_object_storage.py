@@ -205,7 +205,7 @@ def test_two_nodes_sharing_only_the_bucket_complete_a_search_and_a_killed_worker
     logs = ray_logs_since(started) + [p for p in (tmp_path / "worker-home").rglob("*") if p.is_file()]
     assert logs and not [p for p in logs if secret in p.read_bytes()]
     assert not list((tmp_path / "runs").glob("ray")), "Ray wrote to the runs folder instead of the bucket"
-    assert "data: cub at 32 px: 200 train + 200 test images" in log.read_text()
+    assert "dataset: cub at 32 px: 200 train + 200 test images" in log.read_text()
     assert not (tmp_path / "worker-home" / ".cache" / "tune_lsd").exists(), "a trial on the worker loaded the data"
 
 

@@ -299,7 +299,7 @@ def test_search_on_a_folder_dataset_decodes_it_once_per_machine(tmp_path):
     searched = tune_lsd("search", "--space", "lsd", "--name", "birds", "--num-samples", "2", *data, cwd=tmp_path, env=env)
 
     assert searched.returncode == 0, searched.stderr[-2000:]
-    assert "data: cub at 32 px: 40 train + 40 test images = 0.2 MB decoded" in searched.stdout
+    assert "dataset: cub at 32 px: 40 train + 40 test images = 0.2 MB decoded" in searched.stdout
     assert "search 'birds' completed: 2 trials (0 errored)" in searched.stdout
     entries = sorted((tmp_path / "cache" / "decoded").glob("*/images.npy"))
     assert len(entries) == 2

@@ -55,7 +55,7 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
     base = space.base_config()
     epochs = base.schedule.epochs
     footprint = data_footprint(base.data.dataset, base.data.root, base.data.stored_size, log)  # before anything is written
-    log(f"data: {footprint.describe()}")
+    log(f"dataset: {footprint.describe()}")
     check_memory(footprint, copies=1 if settings.share_data else settings.max_concurrent)
     if settings.share_data and not (settings.address or os.environ.get("RAY_ADDRESS")):
         check_object_store(footprint, default_object_store(settings.object_store_mb))  # before decoding
