@@ -90,3 +90,25 @@ def test_the_gp_models_every_unconditional_parameter_and_draws_the_conditional_o
 
     assert sampler._n_startup_trials == 4 and len(study.trials) == 6
     assert set(modelled) == set(space.params) - {"lsd.ema_momentum"}
+
+
+def test_a_searcher_given_earlier_results_models_them_from_its_first_suggestion():
+    """--extend: the earlier trials are completed trials of the searcher's study, so TPE's
+    start-up phase is over and it suggests from its model at once."""
+    from search_spaces.loader import load_space
+    from tune_lsd.search import SearchSettings, tune_config
+
+    space = load_space("lsd")
+    earlier = [({"optim.lr": 1e-3 * (1 + 0.5 * i), "optim.weight_decay": 1e-5, "lsd.weight": 10.0 + i,
+                 "lsd.temperature": 0.5, "lsd.teacher": "epoch"}, 0.5 + 0.1 * i) for i in range(4)]
+    settings = SearchSettings(name="more", num_samples=2, startup_trials=3)
+    outside = ({**earlier[0][0], "optim.lr": 0.5}, 0.99)  # from a space that has changed since: left out
+    searcher = tune_config(settings, space, epochs=3, earlier=[*earlier, outside]).search_alg.searcher.searcher
+
+    suggested = searcher.suggest("t1")
+
+    study = searcher._ot_study
+    assert [t.value for t in study.trials[:4]] == [0.5, 0.6, 0.7, 0.8]
+    assert [t.params for t in study.trials[:4]] == [params for params, _ in earlier]
+    assert len(study.trials) == 5 and suggested not in [params for params, _ in earlier]
+    assert searcher._sampler._n_startup_trials == 3 < 4  # the model is used from this first suggestion

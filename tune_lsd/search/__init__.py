@@ -13,6 +13,7 @@
 - :mod:`~tune_lsd.search.champion`: the best trial's model registered as ``NAME-best@champion``.
 - :mod:`~tune_lsd.search.lifecycle`: completion, ``prune``, ``sync``.
 - :mod:`~tune_lsd.search.finalize`: ``tune-lsd finalize``, the final model as the champion.
+- :mod:`~tune_lsd.search.extend`: ``--extend NAME``, more trials for a completed search.
 
 Ray Tune pickles the searcher and the callbacks into a search's saved state under their
 module paths; searches saved before this package existed name them ``tune_lsd.search.X``.
@@ -21,6 +22,7 @@ They are imported here, so those names still resolve and such a search still res
 """
 
 from tune_lsd.search.callbacks import ProgressCallback, TrialCountCallback, TrialStateCallback
+from tune_lsd.search.extend import extend_search
 from tune_lsd.search.finalize import finalize_search
 from tune_lsd.search.lifecycle import completion_record, prune_checkpoints, prune_search, sync_search
 from tune_lsd.search.runner import resume_search, run_search
@@ -29,6 +31,6 @@ from tune_lsd.search.settings import SearchError, SearchSettings, load_settings,
 
 __all__ = [
     "ProgressCallback", "ResumableOptunaSearch", "SearchError", "SearchSettings", "TrialCountCallback",
-    "TrialCountedSearch", "TrialStateCallback", "completion_record", "finalize_search", "load_settings", "optuna_sampler",
+    "TrialCountedSearch", "TrialStateCallback", "completion_record", "extend_search", "finalize_search", "load_settings", "optuna_sampler",
     "prepare_space", "prune_checkpoints", "prune_search", "resume_search", "run_search", "sync_search", "tune_config",
 ]

@@ -44,16 +44,16 @@ def prune_checkpoints(settings: SearchSettings, trial_ids: list[str] | None = No
     """Delete the Ray checkpoints of the given trials (all trials when None): their best models
     are in MLflow. Trial results (result.json, progress.csv) stay. Returns (folders, bytes) freed."""
     folders = freed = 0
-    experiment = settings.experiment_location
-    for trial_dir in experiment.folders():
-        if trial_ids is not None and not any(f"_{t}_" in trial_dir for t in trial_ids):
-            continue
-        for name in (experiment / trial_dir).folders():
-            if name.startswith("checkpoint_"):
-                checkpoint = experiment / trial_dir / name
-                freed += checkpoint.size()[1]
-                checkpoint.delete()
-                folders += 1
+    for experiment in settings.all_experiment_locations():
+        for trial_dir in experiment.folders():
+            if trial_ids is not None and not any(f"_{t}_" in trial_dir for t in trial_ids):
+                continue
+            for name in (experiment / trial_dir).folders():
+                if name.startswith("checkpoint_"):
+                    checkpoint = experiment / trial_dir / name
+                    freed += checkpoint.size()[1]
+                    checkpoint.delete()
+                    folders += 1
     return folders, freed
 
 

@@ -45,8 +45,10 @@ from tune_lsd.search.summary import print_summary, summarise
 from trainables.dml import DMLTrainable
 
 
-def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dict[str, Any]:
-    """Run (or resume) a search to the end; returns the summary that is also printed."""
+def run_search(settings: SearchSettings, resume: bool = False, log=print,
+               earlier: list[tuple[dict[str, Any], float]] = ()) -> dict[str, Any]:
+    """Run (or resume) a search to the end; returns the summary that is also printed.
+    ``earlier``: (sampled values, result) of the trials before an ``--extend``."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's group=True
     # Ray warns when a suggestion takes over a second; the GP's model fit does, by design.
@@ -102,7 +104,7 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print) -> dic
             tuner = tune.Tuner.restore(experiment.uri, trainable=trainable, resume_errored=True,
                                        param_space=_param_space(settings, space))
         else:
-            config = tune_config(settings, space, epochs)
+            config = tune_config(settings, space, epochs, earlier)
             tuner = tune.Tuner(trainable, param_space=_param_space(settings, space), tune_config=config,
                                run_config=_run_config(settings, epochs, config.search_alg))
         # The best model is exported at the end with torch: import it while the trials train.
@@ -187,7 +189,7 @@ def _param_space(settings: SearchSettings, space: SearchSpace) -> dict[str, Any]
 def _run_config(settings: SearchSettings, epochs: int, search_alg: TrialCountedSearch | None) -> tune.RunConfig:
     keep = 3 if settings.scheduler == "pbt" else 2
     return tune.RunConfig(
-        name=settings.name,
+        name=settings.ray_name,
         storage_path=settings.ray_storage.uri,
         # A finished trial needs no checkpoint: its best model goes to MLflow when it ends.
         checkpoint_config=tune.CheckpointConfig(

@@ -7,7 +7,9 @@ killed at any instant resume to exactly ``num_samples`` trials.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import optuna
 from ray import tune
@@ -18,6 +20,8 @@ from ray.tune.search.optuna import OptunaSearch
 from search_spaces.loader import SearchSpace
 from tune_lsd.search.running import running_search
 from tune_lsd.search.settings import SearchSettings
+
+STUDY_NAME = "tune_lsd"
 
 
 def optuna_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
@@ -34,12 +38,15 @@ def optuna_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=settings.seed)
 
 
-def tune_config(settings: SearchSettings, space: SearchSpace, epochs: int) -> tune.TuneConfig:
-    """Searcher + scheduler + trial count of the search (PBT samples its own population)."""
+def tune_config(settings: SearchSettings, space: SearchSpace, epochs: int,
+                earlier: Sequence[tuple[dict[str, Any], float]] = ()) -> tune.TuneConfig:
+    """Searcher + scheduler + trial count of the search (PBT samples its own population);
+    ``earlier``: (sampled values, result) of trials already run, which the searcher starts from."""
     search_alg = None
     if settings.scheduler != "pbt":
         searcher = ResumableOptunaSearch(space=space.optuna_space(), metric=settings.metric, mode=settings.mode,
-                                         sampler=optuna_sampler(settings))
+                                         sampler=optuna_sampler(settings), study_name=STUDY_NAME,
+                                         storage=study_with(space, settings.mode, earlier) if earlier else None)
         search_alg = TrialCountedSearch(ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent))
     if settings.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs,
@@ -60,6 +67,22 @@ def tune_config(settings: SearchSettings, space: SearchSpace, epochs: int) -> tu
                            # per trial. reset_config rebuilds everything and refuses the actor when
                            # the previous trial's GPU memory was not released.
                            reuse_actors=True)
+
+
+def study_with(space: SearchSpace, mode: str, earlier: Sequence[tuple[dict[str, Any], float]]) -> optuna.storages.BaseStorage:
+    """An in-memory Optuna storage whose study already holds ``earlier`` as completed trials:
+    the searcher (which loads the study by its name) models them from its first suggestion."""
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name=STUDY_NAME,
+                                direction="maximize" if mode == "max" else "minimize")
+    for sampled, value in earlier:
+        try:
+            study.add_trial(optuna.trial.create_trial(
+                params=sampled, value=value,
+                distributions={key: space.params[key].optuna_distribution() for key in sampled}))
+        except (KeyError, ValueError):  # the space changed since: a value outside it cannot inform it
+            continue
+    return storage
 
 
 class TrialCountedSearch(SearchGenerator):

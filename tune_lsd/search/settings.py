@@ -17,6 +17,7 @@ from tune_lsd.tracking import default_tracking_uri
 SearcherName = Literal["optuna", "gp", "random"]
 SchedulerName = Literal["asha", "pbt", "fifo"]
 SETTINGS_FILE = "search.yaml"
+EXTENSION_MARK = ".ext-"  # Ray experiment of a round of --extend: NAME.ext-<trials before it>
 
 
 class SearchError(RuntimeError):
@@ -53,6 +54,8 @@ class SearchSettings(BaseModel):
     share_data: bool = Field(True, description="decode the dataset once per search into Ray's object store")
     object_store_mb: int | None = Field(None, gt=0, description="local Ray only: object store size (default: Ray's, ~30% of RAM)")
     time_budget_s: float | None = None
+    earlier_trials: int = Field(0, ge=0, description="trials the search ran before `--extend` (their results start "
+                                "the searcher); this round runs num_samples more in a Ray experiment of its own")
     address: str | None = None
     tracking_uri: str | None = None
     runs_dir: str = "runs"
@@ -101,9 +104,20 @@ class SearchSettings(BaseModel):
         return self.storage_location / "ray"
 
     @property
+    def ray_name(self) -> str:
+        """Ray Tune's experiment name of this round: the search's name, then ``NAME.ext-N`` for a
+        round of ``--extend`` after N trials (each round's Ray state stays apart)."""
+        return self.name if not self.earlier_trials else f"{self.name}{EXTENSION_MARK}{self.earlier_trials}"
+
+    @property
     def experiment_location(self) -> Location:
-        """Ray Tune's folder of this search: trial results and checkpoints."""
-        return self.ray_storage / self.name
+        """Ray Tune's folder of this round of the search: trial results and checkpoints."""
+        return self.ray_storage / self.ray_name
+
+    def all_experiment_locations(self) -> list[Location]:
+        """Ray Tune's folders of every round of the search (the first and each ``--extend``)."""
+        return [self.ray_storage / folder for folder in self.ray_storage.folders()
+                if folder == self.name or folder.startswith(f"{self.name}{EXTENSION_MARK}")]
 
     @property
     def spool_path(self) -> Path:

@@ -16,7 +16,7 @@ def summarise(settings: SearchSettings, results, context: tracking.TrackingConte
     epochs_run = [r.metrics.get("training_iteration", 0) for r in results if r.metrics]
     errors = [r for r in results if r.error is not None]
     summary: dict[str, Any] = {
-        "name": settings.name, "trials": len(results), "errored": len(errors),
+        "name": settings.name, "trials": len(results), "errored": len(errors), "earlier_trials": settings.earlier_trials,
         "epochs_run": sum(epochs_run), "wall_s": round(wall_s, 1),
         "tracking_uri": settings.resolved_tracking_uri(), "ray_results": settings.experiment_location.uri,
         "first_error": str(errors[0].error).strip().splitlines()[-1] if errors else None,
@@ -38,7 +38,9 @@ def summarise(settings: SearchSettings, results, context: tracking.TrackingConte
 
 def print_summary(summary: dict[str, Any], log) -> None:
     """The search's last lines: counts, the best trial and its values, where to look next."""
-    log(f"\nsearch {summary['name']!r} {summary['state']}: {summary['trials']} trials "
+    earlier = summary.get("earlier_trials", 0)
+    trials = f"{summary['trials']} more trials ({summary['trials'] + earlier} in all)" if earlier else f"{summary['trials']} trials"
+    log(f"\nsearch {summary['name']!r} {summary['state']}: {trials} "
         f"({summary['errored']} errored), {summary['epochs_run']} epochs in {summary['wall_s']} s")
     if "best_value" in summary:
         log(f"best trial {summary['best_trial']}: {summary['best_value']:.4f}")
