@@ -28,7 +28,8 @@ ALLOWED = {
     "export": {"core", "tracking"},
     "cluster": set(),
     "config_reference": {"core"},
-    "cli": {"core", "tracking", "serving", "search", "search_spaces", "report", "export", "cluster"},
+    "compare": {"core", "tracking", "search", "search_spaces", "export"},
+    "cli": {"core", "tracking", "serving", "search", "search_spaces", "report", "export", "cluster", "compare"},
 }
 LONG_MODULES = {  # over 350 lines, each one idea (its docstring says so)
     "tune_lsd/cli.py": "the argument parser of every command",
@@ -46,7 +47,7 @@ def modules() -> dict[str, Path]:
 
 
 def part(module: str) -> str:
-    for name in ("tracking", "serving", "search", "report", "export", "cluster", "config_reference", "cli"):
+    for name in ("tracking", "serving", "search", "report", "export", "cluster", "config_reference", "cli", "compare"):
         if module == f"tune_lsd.{name}" or module.startswith(f"tune_lsd.{name}."):
             return name
     if module.split(".")[0] in ("trainables", "search_spaces"):

@@ -29,6 +29,7 @@ EPILOG_SEARCH = """examples:
   tune-lsd search --space lsd_pbt --searcher random --scheduler pbt --name pbt
   tune-lsd search --space my_space.yaml --set data.dataset=cub --set data.root=/data/CUB_200_2011
   tune-lsd search --resume demo          # continue a search whose driver died
+  tune-lsd search --extend demo --num-samples 8   # 8 more trials, TPE informed by the first ones
   tune-lsd search --space lsd --name big --address HEAD:6379 --storage s3://bucket/tune-lsd
       (a cluster without a shared folder; AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment)
   tune-lsd search --resume big --storage s3://bucket/tune-lsd   # from any machine, any folder
@@ -79,6 +80,18 @@ examples:
   tune-lsd cache clear
 """
 NO_CACHE_HELP = "decode the images again and keep them only in memory (the same as --set data.cache=false)"
+EPILOG_COMPARE = """Does space A beat space B on my data? Runs --search-seeds searches per space (the same
+trials, searcher and --set on both sides), retrains each search's best config on all training
+classes with --seeds seeds (the same seeds on both sides), tests once, and reports the paired
+differences of test Recall@1 and MAP@R with bootstrap and Student-t 95 % intervals, over
+retrain seeds and over search seeds. The last line is the verdict. Results: MLflow experiment
+NAME (a parent run, one run per retrain), runs/reports/NAME/compare.html (a forest plot).
+
+examples:
+  tune-lsd compare --name lsd-vs-base --spaces lsd,baseline --num-samples 8 --search-seeds 3 --seeds 3
+  tune-lsd compare --name noisy --spaces lsd,baseline --set data.label_noise=0.3
+  tune-lsd compare --resume lsd-vs-base        # continue where it stopped
+"""
 EPILOG_LS = """examples:
   tune-lsd ls
   tune-lsd ls --tracking-uri http://head:5000
@@ -181,6 +194,11 @@ def _search(args: argparse.Namespace) -> int:
     if args.resume:
         summary = resume_search(args.resume, runs_dir=args.runs_dir, storage=args.storage)
         return 130 if summary["state"] == "interrupted" else 0
+    if args.extend:
+        from tune_lsd.search.extend import extend_search
+
+        summary = extend_search(args.extend, args.num_samples, runs_dir=args.runs_dir, storage=args.storage)
+        return 130 if summary["state"] == "interrupted" else 0
     settings = _validated(SearchSettings,
         name=args.name or datetime.now().strftime("search-%Y%m%d-%H%M%S"), space=args.space,
         overrides=[*args.set, *(["data.cache=false"] if args.no_cache else [])],
@@ -274,6 +292,22 @@ def _report(args: argparse.Namespace) -> int:
     report = write_report(uri, args.name, out, args.metric, args.mode, log_to_mlflow=not args.no_mlflow)
     print(f"wrote {report}" + ("" if args.no_mlflow else " (also logged to the search's MLflow parent run, report/)"))
     print(f"open it: {report.as_uri()}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from tune_lsd.compare import CompareSettings, resume_compare, run_compare
+
+    if args.resume:
+        resume_compare(args.resume, runs_dir=args.runs_dir)
+        return 0
+    if not args.name:
+        raise ConfigError("tune-lsd compare needs --name NAME (or --resume NAME)")
+    settings = _validated(CompareSettings, name=args.name, spaces=[s.strip() for s in args.spaces.split(",")],
+                          num_samples=args.num_samples, search_seeds=args.search_seeds, seeds=args.seeds,
+                          overrides=args.set, max_concurrent=args.max_concurrent, gpus_per_trial=args.gpus_per_trial,
+                          threads=args.threads, runs_dir=args.runs_dir)
+    run_compare(settings)
     return 0
 
 
@@ -418,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--space", default="lsd", help="shipped space name (lsd, baseline, lsd_pbt) or a YAML file")
     search.add_argument("--name", help="search name: MLflow experiment and results folder (default: search-<time>)")
     search.add_argument("--resume", metavar="NAME", help="continue the search NAME whose driver died")
+    search.add_argument("--extend", metavar="NAME", help="run --num-samples more trials of the completed search NAME, "
+                        "its searcher started from every earlier result")
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override of the base config")
     search.add_argument("--searcher", choices=["optuna", "gp", "random"], default="optuna",
                         help="optuna = TPE; gp = Optuna's Gaussian-process sampler (conditional parameters such as the EMA momentum sampled at random); random")
@@ -537,6 +573,22 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Ray 2.60 token authentication; every node and driver must agree")
     cluster.add_argument("--runs-dir", default="runs")
     cluster.set_defaults(handler=_cluster)
+
+    compare = commands.add_parser("compare", help="search two spaces with paired seeds: their test difference, "
+                                  "intervals and a verdict", epilog=EPILOG_COMPARE,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_argument("--name", help="the comparison's name (its searches are NAME-SPACE-sK)")
+    compare.add_argument("--resume", metavar="NAME", help="continue the comparison NAME where it stopped")
+    compare.add_argument("--spaces", default="lsd,baseline", help="the two spaces A,B (differences are A - B)")
+    compare.add_argument("--num-samples", type=int, default=8, help="trials of each search")
+    compare.add_argument("--search-seeds", type=int, default=1, help="searches per space (searcher seeds 0..S-1)")
+    compare.add_argument("--seeds", type=int, default=3, help="retrains of each winner (seeds 0..R-1, paired)")
+    compare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every search")
+    compare.add_argument("--max-concurrent", type=int, default=2)
+    compare.add_argument("--gpus-per-trial", type=float, default=0.0)
+    compare.add_argument("--threads", type=int, help="CPU threads of each retrain (default: torch's)")
+    compare.add_argument("--runs-dir", default="runs")
+    compare.set_defaults(handler=_compare)
 
     cache = commands.add_parser("cache", help="show (ls) or remove (clear) this machine's decoded datasets",
                                 epilog=EPILOG_CACHE, formatter_class=argparse.RawDescriptionHelpFormatter)

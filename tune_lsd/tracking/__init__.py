@@ -12,8 +12,10 @@ search (the search runner calls it).
   training (``tune-lsd sync`` delivers what it missed).
 - :mod:`~tune_lsd.tracking.model_log`: the best model as an MLflow pyfunc model.
 - :mod:`~tune_lsd.tracking.server`: ``tune-lsd server`` and its authentication.
+- :mod:`~tune_lsd.tracking.comparisons`: ``tune-lsd compare``'s parent run and retrain runs.
 """
 
+from tune_lsd.tracking.comparisons import end_comparison_run, log_retrain_run, start_comparison_run
 from tune_lsd.tracking.delivery import (CLOSE_TIMEOUT_S, SEARCH_SPOOL, SearchRecorder, TrialTracker, deliver_records,
                                         deliver_spools, remove_if_empty, search_recorder, spooled_records)
 from tune_lsd.tracking.model_log import load_embedding_model, log_best_model
@@ -32,7 +34,7 @@ __all__ = [
     "MODEL_METADATA_KEY", "NODES_TAG", "PARENT_TAG", "SAMPLED_TAG", "SEARCH_SPOOL", "SEARCH_TAG", "SPACE_ARTIFACT",
     "STATE_TAG", "TRIAL_ID_TAG", "SearchRecorder", "TrackingContext", "TrackingError", "TrialTracker",
     "artifact_store", "auth_server_environment", "best_trial_run", "check_tracking_uri", "client_credentials", "default_tracking_uri",
-    "deliver_records", "deliver_spools", "download_trial_file", "download_trial_model", "find_trial_run",
+    "deliver_records", "deliver_spools", "end_comparison_run", "log_retrain_run", "start_comparison_run", "download_trial_file", "download_trial_model", "find_trial_run",
     "load_embedding_model", "log_best_model", "log_final_run", "log_folder", "log_search_text", "metric_history", "mlflow_key",
     "open_store", "prefer_own_retries", "remove_if_empty", "retry", "search_parent_run", "search_parent_runs",
     "search_recorder", "server_command", "spooled_records", "start_search_run", "trial_runs",

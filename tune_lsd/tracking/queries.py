@@ -46,10 +46,11 @@ def metric_history(tracking_uri: str, run_id: str, metric: str) -> list[tuple[in
     return sorted((p.step, p.value, p.timestamp) for p in points)
 
 
-def parent_run(client: MlflowClient, experiment_id: str):
-    """The search's parent run in experiment ``experiment_id``, or None."""
+def parent_run(client: MlflowClient, experiment_id: str, kind: str = "parent"):
+    """The search's parent run (or, ``kind="comparison"``, a comparison's) in experiment
+    ``experiment_id``, or None."""
     runs = retry(lambda: client.search_runs(
-        [experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = 'parent'", max_results=1), "search_runs")
+        [experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = '{kind}'", max_results=1), "search_runs")
     return runs[0] if runs else None
 
 
