@@ -65,12 +65,13 @@ def finalize_search(name: str, runs_dir: str = "runs", storage: str | None = Non
 
 
 def _print_result(summary: dict[str, Any], tracking_uri: str, log) -> None:
-    """The final model against the two floors it must clear, side by side, and how to load it."""
-    log(f"\ntest Recall@1 / MAP@R on the {summary['registered_model'].removesuffix('-best')!r} test classes:")
-    for label, metrics in (("final model", summary["test"]), ("untrained network", summary["untrained"]),
-                           ("raw pixels", summary["raw_pixels"])):
-        log(f"  {label:<18} {metrics['test/recall@1']:.4f}   {metrics['test/map@r']:.4f}")
+    """How to load the final model, then (the last lines) its test numbers against the two
+    floors it must clear, side by side."""
     log(f"registered as models:/{summary['registered_model']}@champion (version {summary['registered_version']}; "
         f"the search's best trial is @search-best). In Python (needs torch, numpy and mlflow):\n"
         f"  import mlflow; mlflow.set_tracking_uri({tracking_uri!r})\n"
         f"  model = mlflow.pyfunc.load_model('models:/{summary['registered_model']}@champion')")
+    log(f"\ntest Recall@1 / MAP@R on the {summary['registered_model'].removesuffix('-best')!r} test classes:")
+    for label, metrics in (("final model", summary["test"]), ("untrained network", summary["untrained"]),
+                           ("raw pixels", summary["raw_pixels"])):
+        log(f"  {label:<18} {metrics['test/recall@1']:.4f}   {metrics['test/map@r']:.4f}")
