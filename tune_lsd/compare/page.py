@@ -35,7 +35,7 @@ def forest_plot(differences: list[Difference], title: str, path: Path) -> None:
                                        for d in reversed(rows)])
     axis.set_xlabel("difference A - B on the test classes")
     axis.set_title(title)
-    axis.legend(fontsize=8, loc="best")
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the rows, never over them
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
