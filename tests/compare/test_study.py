@@ -86,3 +86,14 @@ def test_compare_continues_after_a_kill_and_its_differences_match_the_retrains(t
 
     again = tune_lsd(*args, cwd=tmp_path)
     assert again.returncode == 2 and "a comparison named 'cmp' already exists" in again.stderr
+
+
+def test_a_bad_space_or_key_is_one_line_and_leaves_nothing(tmp_path):
+    unknown = tune_lsd("compare", "--name", "bad", "--spaces", "lsd,nosuchspace", cwd=tmp_path)
+    wrong_key = tune_lsd("compare", "--name", "bad", "--set", "lsd.tmperature=0.5", cwd=tmp_path)
+    one_space = tune_lsd("compare", "--name", "bad", "--spaces", "lsd", cwd=tmp_path)
+
+    for result, expected in ((unknown, "nosuchspace"), (wrong_key, "lsd.tmperature"), (one_space, "--spaces")):
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2 and len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
+    assert not (tmp_path / "runs" / "comparisons").exists()

@@ -30,7 +30,8 @@ from tune_lsd.compare.settings import METRICS, CompareSettings
 from tune_lsd.compare.stats import Difference, paired_differences, verdict
 from tune_lsd.config import Config
 from tune_lsd.export import export_best_config
-from tune_lsd.search import SearchError, SearchSettings, completion_record, resume_search, run_search
+from tune_lsd.search import (SearchError, SearchSettings, completion_record, prepare_space, resume_search,
+                             run_search)
 from tune_lsd.storage import Location
 
 STATE_FILE = "compare.json"
@@ -39,6 +40,8 @@ STATE_FILE = "compare.json"
 def run_compare(settings: CompareSettings, log=print, resume: bool = False) -> dict[str, Any]:
     """Run (or continue) the comparison to its verdict; returns its summary (also printed)."""
     started = time.perf_counter()
+    for space in settings.spaces:  # an unknown space or a bad --set: one line, before anything is written
+        prepare_space(settings.search_settings(space, 0))
     state = _load_state(settings.folder) if resume else None
     if state is None:
         if (settings.folder / STATE_FILE).exists():
