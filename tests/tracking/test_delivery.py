@@ -55,3 +55,17 @@ def test_restarted_trial_reuses_its_run_and_states_are_recorded(tmp_path):
     # a resumed search reopens the same parent run
     assert tracking.start_search_run(uri, "states", {}, tmp_path / "artifacts").parent_run_id == context.parent_run_id
     assert tracking.best_trial_run(uri, "states", "val/recall@1").info.run_id == first.run_id
+
+
+def test_a_spool_left_without_its_state_by_an_older_interrupted_removal_is_removed_not_fatal(tmp_path):
+    """Before spools were renamed aside, a kill during their deletion could leave the records
+    file without state.json (no context): --resume then stopped with a KeyError."""
+    broken = tmp_path / "spool" / "trial_x"
+    broken.mkdir(parents=True)
+    (broken / "records.jsonl").write_text('{"op":"metrics","metrics":{"a":1.0},"step":1}\n')
+    lines: list[str] = []
+
+    delivered = tracking.deliver_spools(tmp_path / "spool", log=lines.append)
+
+    assert delivered == 0 and not (tmp_path / "spool").exists()
+    assert lines == ["removed trial_x: a delivered spool whose removal was interrupted"]

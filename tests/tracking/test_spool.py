@@ -122,3 +122,16 @@ def test_delivery_interrupted_mid_group_resumes_after_the_last_delivered_group(t
     server = Server()
     assert Spool(tmp_path / "trial").deliver_pending(server) == 2
     assert [r["op"] for r in server.received] == ["text", "metrics"]
+
+
+def test_a_removal_killed_half_way_leaves_no_spool_that_looks_undelivered(tmp_path):
+    spool = Spool(tmp_path / "trial_a", initial_state={"context": {"tracking_uri": "x"}})
+    spool.append({"op": "metrics", "n": 1})
+    spool.remove()
+    assert list(tmp_path.iterdir()) == []  # renamed aside, then deleted
+
+    # A process killed while deleting the renamed folder: the next look deletes it, yields nothing.
+    leftover = tmp_path / ".removing-trial_b.123.456"
+    leftover.mkdir()
+    (leftover / RECORDS_FILE).write_text('{"op":"metrics"}\n')
+    assert list(spools_under(tmp_path)) == [] and list(tmp_path.iterdir()) == []

@@ -151,6 +151,10 @@ def deliver_spools(spool_dir: Path, log=print, skip: list[str] = ()) -> int:
     delivered = 0
     checked: set[str] = set()  # (every spool of a search names the same server: ask it once)
     for spool in spools:
+        if "context" not in spool.state:  # its removal was killed half-way (before spools were renamed aside)
+            log(f"removed {spool.folder.name}: a delivered spool whose removal was interrupted")
+            spool.remove()
+            continue
         context = TrackingContext(**spool.state["context"])
         if context.tracking_uri not in checked:
             check_tracking_uri(context.tracking_uri, timeout_s=5)

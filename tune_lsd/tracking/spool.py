@@ -32,6 +32,7 @@ from tune_lsd.errors import first_line
 
 RECORDS_FILE = "records.jsonl"
 STATE_FILE = "state.json"
+REMOVING_PREFIX = ".removing-"  # a delivered spool on its way out
 FILES_DIR = "files"
 # deliver(records, state) sends records in order, raises on failure; may store keys in state.
 Deliver = Callable[[list[dict[str, Any]], dict[str, Any]], None]
@@ -113,8 +114,15 @@ class Spool:
                 total += len(group)
 
     def remove(self) -> None:
-        """Delete the folder (everything in it was delivered)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Delete the folder (everything in it was delivered). It is renamed aside first: a
+        process killed while deleting would otherwise leave records without their state, a
+        spool that looks undelivered and names no server."""
+        removing = self.folder.with_name(f"{REMOVING_PREFIX}{self.folder.name}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            os.rename(self.folder, removing)
+        except FileNotFoundError:  # removed already
+            return
+        shutil.rmtree(removing, ignore_errors=True)
 
 
 MERGED_OPS = ("metrics",)
@@ -134,10 +142,13 @@ def _groups(pending: list[tuple[dict[str, Any], int]]) -> Iterator[list[tuple[di
 
 
 def spools_under(root: Path) -> Iterator[Spool]:
-    """Every spool folder directly under ``root`` (sorted by name)."""
+    """Every spool folder directly under ``root`` (sorted by name); what a killed removal left
+    is deleted on the way."""
     if root.is_dir():
         for folder in sorted(root.iterdir()):
-            if (folder / RECORDS_FILE).is_file():
+            if folder.name.startswith(REMOVING_PREFIX):
+                shutil.rmtree(folder, ignore_errors=True)
+            elif (folder / RECORDS_FILE).is_file():
                 yield Spool(folder)
 
 
