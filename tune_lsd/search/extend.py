@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from tune_lsd import tracking
-from tune_lsd.search.lifecycle import COMPLETED_FILE, completion_record
+from tune_lsd.search.lifecycle import completion_record
 from tune_lsd.search.runner import run_search
 from tune_lsd.search.settings import SearchError, SearchSettings, load_settings
 
@@ -31,7 +31,7 @@ def extend_search(name: str, more: int, runs_dir: str = "runs", storage: str | N
         raise SearchError(f"search {name!r} is a PBT search (one evolving population): start a new search instead")
     earlier, ran = earlier_results(settings)
     extended = settings.model_copy(update={"num_samples": more, "earlier_trials": ran})
-    (settings.search_location / COMPLETED_FILE).delete()  # --resume now continues the extension
+    settings.completion_location.delete()  # --resume now continues the extension
     log(f"search {name!r}: {more} more trials; the {settings.searcher} searcher starts from the results of its "
         f"{len(earlier)} earlier trials" + (f" ({ran - len(earlier)} without a result)" if ran > len(earlier) else ""))
     return run_search(extended, log=log, earlier=earlier)

@@ -16,12 +16,11 @@ from tune_lsd import tracking
 from tune_lsd.search.champion import best_and_champion
 from tune_lsd.search.settings import SearchSettings, load_settings
 
-COMPLETED_FILE = "completed.json"  # next to search.yaml once the search has run to its end
 
 
 def completion_record(settings: SearchSettings) -> dict[str, Any] | None:
     """What the search wrote when it completed (None while it has not)."""
-    record = settings.search_location / COMPLETED_FILE
+    record = settings.completion_location
     return json.loads(record.read_text()) if record.exists() else None
 
 
@@ -37,7 +36,7 @@ def record_completion(settings: SearchSettings, summary: dict[str, Any], log) ->
                 "(--keep-checkpoints keeps them)")
     record = {key: summary[key] for key in ("name", "state", "trials", "errored", "epochs_run", "wall_s")}
     record["registered"] = "registered_version" in summary  # else `tune-lsd sync` registers it
-    (settings.search_location / COMPLETED_FILE).write_text(json.dumps(record, indent=1))
+    settings.completion_location.write_text(json.dumps(record, indent=1))
 
 
 def prune_checkpoints(settings: SearchSettings, trial_ids: list[str] | None = None) -> tuple[int, int]:
@@ -148,7 +147,7 @@ def sync_search(name: str, runs_dir: str = "runs", log=print, storage: str | Non
         found = best_and_champion(settings, tracking.TrackingContext(uri, parent.info.experiment_id, parent.info.run_id))
         if "registered_version" in found:
             completed["registered"] = True
-            (settings.search_location / COMPLETED_FILE).write_text(json.dumps(completed, indent=1))
+            settings.completion_location.write_text(json.dumps(completed, indent=1))
             log(f"registered the best trial {found['best_trial']} ({settings.metric} {found['best_value']:.4f}) "
                 f"as models:/{found['registered_model']}@champion")
         elif "registry_error" in found:

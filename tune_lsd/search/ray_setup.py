@@ -25,12 +25,17 @@ FORWARDED_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "
                        "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 
 
+def cluster_address(settings: SearchSettings) -> str | None:
+    """The Ray cluster the search joins (``--address``, else ``RAY_ADDRESS``); None: a private local Ray."""
+    return settings.address or os.environ.get("RAY_ADDRESS")
+
+
 def start_ray(settings: SearchSettings) -> None:
     """A private local Ray (the default), or the cluster at ``--address`` / ``RAY_ADDRESS``."""
     # Save Tune's experiment state after every controller step (default: at most every 10 s),
     # so a driver killed right after a trial finished does not train that trial again on --resume.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
-    address = settings.address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(settings)
     if address:
         recorded = settings.runs_path / "cluster" / "nodes.json"
         if recorded.exists() and json.loads(recorded.read_text())["address"] == address:

@@ -16,7 +16,6 @@ Layout under ``settings.runs_dir`` (default ``./runs``):
 from __future__ import annotations
 
 import importlib
-import os
 import subprocess
 import threading
 import time
@@ -37,7 +36,8 @@ from tune_lsd.data.memory import check_memory, check_object_store, default_objec
 from tune_lsd.data.splits import build_splits
 from tune_lsd.search import callbacks
 from tune_lsd.search.lifecycle import close_recorder, completion_record, deliver_left_over, record_completion
-from tune_lsd.search.ray_setup import check_resources, check_storage_visible, smallest_object_store, start_ray
+from tune_lsd.search.ray_setup import (check_resources, check_storage_visible, cluster_address, smallest_object_store,
+                                       start_ray)
 from tune_lsd.search.running import RunningSearch, running
 from tune_lsd.search.searchers import TrialCountedSearch, tune_config
 from tune_lsd.search.settings import SearchError, SearchSettings, load_settings, prepare_space
@@ -59,7 +59,7 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print,
     footprint = data_footprint(base.data.dataset, base.data.root, base.data.stored_size, log)  # before anything is written
     log(f"dataset: {footprint.describe()}")
     check_memory(footprint, copies=1 if settings.share_data else settings.max_concurrent)
-    if settings.share_data and not (settings.address or os.environ.get("RAY_ADDRESS")):
+    if settings.share_data and not cluster_address(settings):
         check_object_store(footprint, default_object_store(settings.object_store_mb))  # before decoding
     tracking.check_tracking_uri(settings.resolved_tracking_uri())
     if settings.storage_location.is_remote:

@@ -17,6 +17,7 @@ from tune_lsd.tracking import default_tracking_uri
 SearcherName = Literal["optuna", "gp", "random"]
 SchedulerName = Literal["asha", "pbt", "fifo"]
 SETTINGS_FILE = "search.yaml"
+COMPLETED_FILE = "completed.json"  # next to search.yaml once the search has run to its end
 EXTENSION_MARK = ".ext-"  # Ray experiment of a round of --extend: NAME.ext-<trials before it>
 
 
@@ -87,6 +88,12 @@ class SearchSettings(BaseModel):
     def settings_location(self) -> Location:
         """``search.yaml``: these settings, so that ``--resume NAME`` needs nothing else."""
         return self.search_location / SETTINGS_FILE
+
+    @property
+    def completion_location(self) -> Location:
+        """``completed.json``: written when the search has run to its end (``--resume`` then
+        has nothing to continue; ``--extend`` removes it while its trials run)."""
+        return self.search_location / COMPLETED_FILE
 
     @property
     def finished_location(self) -> Location:
