@@ -36,8 +36,8 @@ from tune_lsd.data.memory import check_memory, check_object_store, default_objec
 from tune_lsd.data.splits import build_splits
 from tune_lsd.search import callbacks
 from tune_lsd.search.lifecycle import close_recorder, completion_record, deliver_left_over, record_completion
-from tune_lsd.search.ray_setup import (check_resources, check_storage_visible, cluster_address, smallest_object_store,
-                                       start_ray)
+from tune_lsd.search.ray_setup import (check_resources, check_storage_visible, cluster_address, end_ray_in_background,
+                                       smallest_object_store, start_ray, wait_for_ray_end)
 from tune_lsd.search.running import RunningSearch, running
 from tune_lsd.search.searchers import TrialCountedSearch, tune_config
 from tune_lsd.search.settings import SearchError, SearchSettings, load_settings, prepare_space
@@ -112,8 +112,7 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print,
         with running(RunningSearch(context, epochs, settings.finished_location, settings.ray_storage.uri)):
             results = tuner.fit()
         # Ray's processes end (~1.5 s, mostly waiting) while the best model is exported and registered.
-        ending_ray = threading.Thread(target=ray.shutdown, name="ray-shutdown")
-        ending_ray.start()
+        ending_ray = end_ray_in_background()
         deliver_left_over(settings, log, driver_node)  # what trials could not deliver while the server was down
         summary = summarise(settings, results, context, recorder, time.perf_counter() - started)
         summary["spooled_records"] = close_recorder(settings, recorder, log)
@@ -128,7 +127,7 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print,
         raise
     finally:
         if ending_ray is not None:
-            ending_ray.join()
+            wait_for_ray_end(ending_ray)
         ray.shutdown()
     print_summary(summary, log)
     if summary["trials"] and summary["errored"] == summary["trials"]:
