@@ -26,6 +26,13 @@ from PIL import Image
 PER_CLASS = 5
 
 
+def photo_like(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """A smooth random colour field with noise: compresses like a photo (~40 KB at 640 x 480)."""
+    field = Image.fromarray(rng.integers(0, 256, (6, 8, 3), np.uint8)).resize((width, height), Image.Resampling.BICUBIC)
+    pixels = np.asarray(field).astype(np.int16) + rng.integers(-12, 13, (height, width, 3), np.int16)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
 def write_tree(root: Path, count: int, width: int, height: int, seed: int = 0) -> None:
     """An SOP-format tree: Ebay_train.txt / Ebay_test.txt and the JPEGs they name."""
     if (root / "Ebay_test.txt").is_file():
@@ -33,12 +40,9 @@ def write_tree(root: Path, count: int, width: int, height: int, seed: int = 0) -
     classes = max(2, count // PER_CLASS)
 
     def write(index: int) -> str:
-        rng = np.random.default_rng([seed, index])
-        field = Image.fromarray(rng.integers(0, 256, (6, 8, 3), np.uint8)).resize((width, height), Image.Resampling.BICUBIC)
-        pixels = np.asarray(field).astype(np.int16) + rng.integers(-12, 13, (height, width, 3), np.int16)
         relative = f"class_{index % classes:05d}/{index}.JPG"
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / relative, quality=90)
+        photo_like(np.random.default_rng([seed, index]), width, height).save(root / relative, quality=90)
         return f"{index + 1} {index % classes + 1} 1 {relative}"
 
     with ThreadPoolExecutor(os.cpu_count()) as pool:

@@ -10,11 +10,14 @@
               nvidia-smi; targets: wall <= 20 s on an H100/H200 and gaps <= 3 s.
 (c) eval    - retrieval metrics of 60,000 x 512 embeddings in 11,000 classes: chunked torch
               top-k on the GPU against faiss-cpu on all cores; target >= 50x, same metrics.
+(d) preset  - the `cub` preset's search (ResNet-50, 224 px) on a synthetic tree of CUB's size
+              and shapes, 8 trials, 4 at a time on one GPU: wall time, epochs, GPU busy % while
+              trials train (target >= 80 %), the first epoch's start after the command's.
 
 Without a CUDA GPU it prints one line and does nothing (``--device cpu --tiny`` runs every
 part at toy sizes on the CPU, to check the script itself).
 
-    python benchmarks/gpu.py [--parts engine,eval,search] [--out DIR] [--steps 60]
+    python benchmarks/gpu.py [--parts engine,eval,search,preset] [--out DIR] [--steps 60]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -197,7 +201,54 @@ def part_eval(args) -> dict:
 
 
 def part_search(args, out: Path) -> dict:
-    """The demo search on the GPU, with nvidia-smi sampling, in a temporary runs folder."""
+    """The demo search on the GPU (the `lsd` space on the bundled glyphs)."""
+    options = ["--space", "lsd", "--cpus-per-trial", "1" if args.tiny else "2"]
+    if args.tiny:
+        options += ["--set", "data.max_classes=40", "--set", "schedule.steps_per_epoch=2", "--set", "schedule.epochs=2"]
+    return timed_search(args, out, "search", options)
+
+
+def part_preset(args, out: Path) -> dict:
+    """The `cub` preset's search (ResNet-50, 224 px, batch 112, the epoch teacher) on a synthetic
+    tree of CUB's size and shapes (200 classes, 11,788 JPEGs, the longer side 500 px), with
+    random initial weights (the machine is offline) and ``--preset-epochs`` epochs a trial."""
+    with tempfile.TemporaryDirectory(prefix="preset_") as tmp:
+        tree = Path(tmp) / "CUB_200_2011"
+        classes, images, long_side = (20, 120, 64) if args.tiny else (200, 11_788, 500)
+        started = time.perf_counter()
+        write_cub_tree(tree, classes, images, long_side)
+        print(f"  tree: {images:,} JPEGs in {classes} classes, longer side {long_side} px "
+              f"({sum(f.stat().st_size for f in tree.rglob('*.jpg')) / 1e6:,.0f} MB, {time.perf_counter() - started:.1f} s)",
+              flush=True)
+        options = ["--space", "cub", "--cpus-per-trial", "1" if args.tiny else "3", "--set", f"data.root={tree}",
+                   "--set", "model.pretrained=none", "--set", f"schedule.epochs={args.preset_epochs}"]
+        if args.tiny:
+            options += ["--set", "model.backbone=resnet10t", "--set", "data.image_size=32", "--set", "data.load_size=40",
+                        "--set", "data.batch_size=16", "--set", "schedule.steps_per_epoch=2", "--set", "schedule.epochs=2"]
+        return timed_search(args, out, "preset", options, env={"TUNE_LSD_CACHE": str(Path(tmp) / "cache")})
+
+
+def write_cub_tree(root: Path, classes: int, images: int, long_side: int, seed: int = 0) -> None:
+    """CUB's folder layout (images/NNN.Name/*.jpg); each image's aspect ratio drawn between
+    3:4 and 16:9, landscape four times in five, as CUB's photos mostly are."""
+    from decode_cache import photo_like
+
+    def write(index: int) -> None:
+        rng = np.random.default_rng([seed, index])
+        aspect = rng.uniform(1.0, 16 / 9) if rng.random() < 0.8 else rng.uniform(3 / 4, 1.0)
+        width, height = (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
+        label = index % classes + 1
+        path = root / "images" / f"{label:03d}.Bird_{label}" / f"{index:05d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        photo_like(rng, width, height).save(path, quality=90)
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(write, range(images)))
+
+
+def timed_search(args, out: Path, name: str, options: list[str], env: dict[str, str] | None = None) -> dict:
+    """``tune-lsd search`` with 4 trials at a time (0.25 GPU each), nvidia-smi sampling the GPU,
+    in a temporary runs folder: wall time, each trial's timeline, gaps, GPU busy %."""
     gpu = args.device == "cuda"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -206,36 +257,37 @@ def part_search(args, out: Path) -> dict:
             sampler = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,utilization.gpu,memory.used",
                                         "--format=csv,noheader,nounits", "-lms", "200"],
                                        stdout=open(folder / "smi.csv", "w"), stderr=subprocess.DEVNULL)
-        command = [sys.executable, "-m", "tune_lsd.cli", "search", "--space", "lsd", "--name", "gpu",
-                   "--num-samples", str(args.trials), "--max-concurrent", "4",
-                   "--gpus-per-trial", "0.25" if gpu else "0", "--cpus-per-trial", "1" if args.tiny else "2"]
-        if args.tiny:
-            command += ["--set", "data.max_classes=40", "--set", "schedule.steps_per_epoch=2", "--set", "schedule.epochs=2"]
+        command = [sys.executable, "-m", "tune_lsd.cli", "search", "--name", name, "--num-samples", str(args.trials),
+                   "--max-concurrent", "4", "--gpus-per-trial", "0.25" if gpu else "0", *options]
         started = time.time()
         result = subprocess.run(command, cwd=folder, capture_output=True, text=True,
-                                env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+                                env={**os.environ, "RAY_AUTH_MODE": "disabled", **(env or {})})
         ended = time.time()
         if sampler is not None:
             sampler.terminate()
             sampler.wait()
-        (out / "search.log").write_text(result.stdout + result.stderr)
+        (out / f"{name}.log").write_text(result.stdout + result.stderr)
         if result.returncode != 0:
-            print(f"  search failed (exit {result.returncode}); log in {out / 'search.log'}")
+            print(f"  search failed (exit {result.returncode}); log in {out / f'{name}.log'}")
             return {"error": result.stderr[-2000:]}
-        trials = trial_timelines(folder / "runs" / "ray" / "gpu")
+        trials = trial_timelines(folder / "runs" / "ray" / name)
         busy = gpu_busy(folder / "smi.csv", trials) if gpu else None
         checkpoint_mb = sum(f.stat().st_size for f in (folder / "runs" / "ray").rglob("*") if f.is_file()) / 2**20
     summary_line = next((line for line in result.stdout.splitlines() if "epochs in" in line), "")
+    dataset_line = next((line for line in result.stdout.splitlines() if line.startswith("dataset:")), "")
     first_start = min(t["first_start"] for t in trials)
     last_end = max(t["end"] for t in trials)
     gaps = slot_gaps(trials, concurrency=most_at_once(trials))
-    report = {"command_s": ended - started, "trials_s": last_end - first_start, "summary": summary_line.strip(),
+    report = {"command_s": ended - started, "first_epoch_after_s": first_start - started,
+              "trials_s": last_end - first_start, "summary": summary_line.strip(), "dataset": dataset_line,
               "gaps_s": gaps, "max_gap_s": max(gaps, default=0.0), "gpu_busy": busy, "ray_folder_mb": checkpoint_mb,
-              "pids": len({t["pid"] for t in trials}), "trials": len(trials)}
-    print(f"  {summary_line.strip()}")
-    print(f"  command {report['command_s']:.1f} s; first epoch start to last result {report['trials_s']:.1f} s; "
-          f"{len(trials)} trials on {report['pids']} actor processes; gaps between a trial's end and the next's "
-          f"first epoch: max {report['max_gap_s']:.2f} s, mean {np.mean(gaps) if gaps else 0:.2f} s; "
+              "pids": len({t["pid"] for t in trials}), "trials": len(trials),
+              "epochs": sum(len(t["epoch_s"]) for t in trials)}
+    print(f"  {dataset_line}\n  {summary_line.strip()}")
+    print(f"  command {report['command_s']:.1f} s; the first epoch started {report['first_epoch_after_s']:.1f} s after "
+          f"the command; first epoch start to last result {report['trials_s']:.1f} s; {len(trials)} trials, "
+          f"{report['epochs']} epochs, on {report['pids']} actor processes; gaps between a trial's end and the "
+          f"next's first epoch: max {report['max_gap_s']:.2f} s, mean {np.mean(gaps) if gaps else 0:.2f} s; "
           f"runs/ray left: {checkpoint_mb:.1f} MB", flush=True)
     for trial in trials:
         print(f"    trial {trial['trial']} (pid {trial['pid']}): start {trial['start_s']}, epochs {trial['epoch_s']} s, "
@@ -302,9 +354,11 @@ def gpu_busy(samples_file: Path, trials: list[dict]) -> dict | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="engine,eval,search", help="comma-separated: engine, eval, search")
+    parser.add_argument("--parts", default="engine,eval,search,preset",
+                        help="comma-separated: engine, eval, search, preset")
     parser.add_argument("--steps", type=int, default=60, help="training steps per timed epoch")
-    parser.add_argument("--trials", type=int, default=8, help="trials of the search part")
+    parser.add_argument("--trials", type=int, default=8, help="trials of the search and preset parts")
+    parser.add_argument("--preset-epochs", type=int, default=5, help="epochs a trial of the preset part")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--tiny", action="store_true", help="toy sizes (to check the script on a CPU)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
@@ -329,8 +383,10 @@ def main() -> None:
             results["eval"] = part_eval(args)
         elif part == "search":
             results["search"] = part_search(args, out)
+        elif part == "preset":
+            results["preset"] = part_preset(args, out)
         else:
-            raise SystemExit(f"unknown part {part!r}: use engine, eval, search")
+            raise SystemExit(f"unknown part {part!r}: use engine, eval, search, preset")
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     print(f"results in {out / 'results.json'}")
     print("ratio " + "; ".join(headline(results)))
@@ -349,6 +405,11 @@ def headline(results: dict) -> list[str]:
         search = results["search"]
         parts.append(f"search: {search['summary'].split(' in ')[-1]} of trials, max gap {search['max_gap_s']:.2f} s "
                      "(targets <= 20 s, <= 3 s)")
+    if "preset" in results and "error" not in results["preset"]:
+        preset = results["preset"]
+        busy = preset["gpu_busy"]["during_trials"] if preset["gpu_busy"] else float("nan")
+        parts.append(f"cub preset search: GPU busy {busy:.0f} % while trials ran (target >= 80 %), first epoch "
+                     f"{preset['first_epoch_after_s']:.0f} s after the start")
     return parts
 
 
