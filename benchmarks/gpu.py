@@ -260,30 +260,35 @@ def timed_search(args, out: Path, name: str, options: list[str], env: dict[str, 
         command = [sys.executable, "-m", "tune_lsd.cli", "search", "--name", name, "--num-samples", str(args.trials),
                    "--max-concurrent", "4", "--gpus-per-trial", "0.25" if gpu else "0", *options]
         started = time.time()
-        result = subprocess.run(command, cwd=folder, capture_output=True, text=True,
-                                env={**os.environ, "RAY_AUTH_MODE": "disabled", **(env or {})})
+        lines = stamped_output(command, folder, {"RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", **(env or {})})
         ended = time.time()
         if sampler is not None:
             sampler.terminate()
             sampler.wait()
-        (out / f"{name}.log").write_text(result.stdout + result.stderr)
-        if result.returncode != 0:
-            print(f"  search failed (exit {result.returncode}); log in {out / f'{name}.log'}")
-            return {"error": result.stderr[-2000:]}
+        (out / f"{name}.log").write_text("".join(f"[{at - started:6.1f} s] {line}\n" for at, line in lines))
+        if lines[-1][1] != "exit 0":
+            print(f"  search failed ({lines[-1][1]}); log in {out / f'{name}.log'}")
+            return {"error": "\n".join(line for _, line in lines[-20:])}
         trials = trial_timelines(folder / "runs" / "ray" / name)
         busy = gpu_busy(folder / "smi.csv", trials) if gpu else None
         checkpoint_mb = sum(f.stat().st_size for f in (folder / "runs" / "ray").rglob("*") if f.is_file()) / 2**20
-    summary_line = next((line for line in result.stdout.splitlines() if "epochs in" in line), "")
-    dataset_line = next((line for line in result.stdout.splitlines() if line.startswith("dataset:")), "")
+    summary_line = next((line for _, line in lines if "epochs in" in line), "")
+    dataset_line = next((line for _, line in lines if line.startswith("dataset:")), "")
+    # When the command printed its phases: the data listed, Ray started + data decoded + store opened.
+    phases = {phase: round(next((at for at, line in lines if marker(line)), ended) - started, 1) for phase, marker in (
+        ("listed_s", lambda line: line.startswith("dataset:")),
+        ("ray_and_data_ready_s", lambda line: line.startswith(f"search {name!r}: space")),
+        ("first_trial_started_s", lambda line: "started (1/" in line))}
     first_start = min(t["first_start"] for t in trials)
     last_end = max(t["end"] for t in trials)
     gaps = slot_gaps(trials, concurrency=most_at_once(trials))
     report = {"command_s": ended - started, "first_epoch_after_s": first_start - started,
               "trials_s": last_end - first_start, "summary": summary_line.strip(), "dataset": dataset_line,
+              "phases_after_command_s": phases,
               "gaps_s": gaps, "max_gap_s": max(gaps, default=0.0), "gpu_busy": busy, "ray_folder_mb": checkpoint_mb,
               "pids": len({t["pid"] for t in trials}), "trials": len(trials),
               "epochs": sum(len(t["epoch_s"]) for t in trials)}
-    print(f"  {dataset_line}\n  {summary_line.strip()}")
+    print(f"  {dataset_line}\n  {summary_line.strip()}\n  after the command's start: {phases}")
     print(f"  command {report['command_s']:.1f} s; the first epoch started {report['first_epoch_after_s']:.1f} s after "
           f"the command; first epoch start to last result {report['trials_s']:.1f} s; {len(trials)} trials, "
           f"{report['epochs']} epochs, on {report['pids']} actor processes; gaps between a trial's end and the "
@@ -297,6 +302,15 @@ def timed_search(args, out: Path, name: str, options: list[str], env: dict[str, 
         print(f"  GPU busy: {busy['during_trials']:.0f} % while trials ran, {busy['whole_command']:.0f} % "
               f"over the whole command; peak memory {busy['peak_memory_mb']:.0f} MB", flush=True)
     return report
+
+
+def stamped_output(command: list[str], cwd: Path, env: dict[str, str]) -> list[tuple[float, str]]:
+    """Run ``command``; each line of its output (stdout and stderr) with the time it came, and
+    last ``exit N``."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, **env})
+    lines = [(time.time(), line.rstrip("\n")) for line in process.stdout]
+    return lines + [(time.time(), f"exit {process.wait()}")]
 
 
 def trial_timelines(experiment: Path) -> list[dict]:
