@@ -44,6 +44,9 @@ def test_too_big_for_memory_says_what_to_lower(tmp_path):
     check_memory(footprint, available=30 * 10**9)
     with pytest.raises(DataMemoryError, match=r"23.6 GB decoded .*, but this node has 16.0 GB .*lower data.load_size \(now 256\)"):
         check_memory(footprint, available=16 * 10**9)
+    # It would fit, but leave the processes too little: 23.6 GB of 24.0 GB (this machine's case).
+    with pytest.raises(DataMemoryError, match=r"has 24.0 GB of memory available \(the data may take 80%\)"):
+        check_memory(footprint, available=24 * 10**9)
     with pytest.raises(DataMemoryError, match=r"4 copies \(one per concurrent trial\) need 94.4 GB, .*--max-concurrent"):
         check_memory(footprint, copies=4, available=30 * 10**9)
 

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RAY_DEFAULT_OBJECT_STORE_SHARE = 0.3  # Ray's object store without --object-store-mb: ~30 % of available memory
+# The decoded data may take this share of the node's available memory; the rest is for the
+# processes themselves (Python, torch, a model, its batches), which a node swapping is too slow to run.
+DATA_MEMORY_SHARE = 0.8
 
 
 class DataMemoryError(RuntimeError):
@@ -55,14 +58,15 @@ def available_memory() -> int | None:
 
 def check_memory(footprint: DataFootprint, copies: int = 1, available: int | None = None) -> None:
     """Raise :class:`DataMemoryError` when ``copies`` of the data (one per process that decodes
-    its own) do not fit in this node's available memory (unknown: not checked)."""
+    its own) take more than :data:`DATA_MEMORY_SHARE` of this node's available memory
+    (unknown: not checked)."""
     available = available_memory() if available is None else available
     needed = footprint.bytes * copies
-    if available is not None and needed > available:
+    if available is not None and needed > available * DATA_MEMORY_SHARE:
         held = f"; {copies} copies (one per concurrent trial) need {gigabytes(needed)}," if copies > 1 else ","
         raise DataMemoryError(
-            f"{footprint.describe()}{held} but this node has {gigabytes(available)} of memory "
-            f"available: lower data.load_size (now {footprint.size})"
+            f"{footprint.describe()}{held} but this node has {gigabytes(available)} of memory available "
+            f"(the data may take {DATA_MEMORY_SHARE:.0%}): lower data.load_size (now {footprint.size})"
             + (" or --max-concurrent, or share the data (leave out --no-shared-data)" if copies > 1 else ""))
 
 
