@@ -28,7 +28,7 @@ import numpy as np
 from tune_lsd.cluster import end_process_tree
 from tune_lsd.engine import Trainer
 from tune_lsd.metrics import retrieval_metrics
-from tune_lsd.tracking import default_tracking_uri, download_trial_model
+from tune_lsd.tracking import SEARCH_TAG, default_tracking_uri, download_trial_model
 
 REQUESTS = 5
 
@@ -87,7 +87,9 @@ def main() -> None:
         model_file = download_trial_model(tracking_uri, version.run_id, Path(folder))
         trainer = Trainer.from_checkpoint(model_file, overrides={"runtime.progress": False})
     test = trainer.splits.test
-    print(f"champion: {model_uri} = version {version.version}, trial run {version.run_id}; "
+    trained_by = {"final": "the final model's run", "trial": "a search trial's run"}.get(
+        client.get_run(version.run_id).data.tags.get(SEARCH_TAG), "run")
+    print(f"champion: {model_uri} = version {version.version}, {trained_by} {version.run_id}; "
           f"logged model {size_mb:.1f} MB; {len(test)} test images in {test.num_classes} classes")
 
     started = time.perf_counter()

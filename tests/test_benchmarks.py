@@ -113,10 +113,15 @@ def test_gpu_benchmark_runs_every_part_at_toy_sizes_on_the_cpu(tmp_path):
                 "--out", str(tmp_path))
     text = "\n".join(lines)
     assert "largest metric difference 0.0e+00" in text  # torch and faiss neighbours agree
-    actors = int(re.search(r"4 trials on (\d+) actor processes", text).group(1))
+    actors = int(re.search(r"4 trials, \d+ epochs, on (\d+) actor processes", text).group(1))
     assert actors <= 2  # 2 CPUs, 1 per trial: 4 trials reuse at most 2 actors
     assert re.search(r"runs/ray left: 0\.\d MB", text)  # checkpoints deleted at the end
-    assert lines[-1].startswith("ratio engine/plain loop: base ")
+    # The cub preset's part, twice: the first search decodes its CUB-format tree into the cache.
+    assert "tree: 120 JPEGs in 20 classes" in text and "search 'preset-cached' completed: 4 trials (0 errored)" in text
+    assert re.search(r"decoding into the cache \(seconds\): \{'cub train in .*'cub test in ", text)
+    started = [float(s) for s in re.findall(r"the first epoch started (\S+) s after the command", text)]
+    assert len(started) == 3 and all(0 < seconds < 300 for seconds in started)  # the demo search + the preset twice
+    assert lines[-1].startswith("ratio engine/plain loop: base ") and "cub preset search, warm cache: " in lines[-1]
 
 
 @pytest.mark.slow
@@ -128,6 +133,7 @@ def test_champion_benchmark_agrees_with_the_engine(asha_search):
     assert float(re.search(r"served embeddings: largest difference from the engine's (\S+)", text).group(1)) < 1e-5
     recalls = re.findall(r"test through the (?:engine|pyfunc): Recall@1 (\S+)", text)
     assert len(recalls) == 2 and recalls[0] == recalls[1]
+    assert "a search trial's run" in text  # the search was not finalized: its champion is its best trial
     assert lines[-1].startswith("ratio pyfunc/engine embedding time:")
 
 
