@@ -42,27 +42,31 @@ def weed() -> str | None:
     return str(found) if found.is_file() else shutil.which("weed")
 
 
-def _free_port_pair() -> int:
-    """A free port whose gRPC twin (+10000) is free too."""
+def _free_port_pair(taken: set[int]) -> int:
+    """A free port whose gRPC twin (+10000) is free too, neither of them in ``taken`` (the
+    ports and twins already chosen: SeaweedFS refuses a port that is another's twin); both are
+    added to it."""
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port + GRPC_OFFSET < 65536:
+        if port + GRPC_OFFSET < 65536 and not {port, port + GRPC_OFFSET} & taken:
             with socket.socket() as twin:
                 try:
                     twin.bind(("127.0.0.1", port + GRPC_OFFSET))
-                    return port
                 except OSError:
                     continue
+            taken |= {port, port + GRPC_OFFSET}
+            return port
 
 
 def start_object_store(folder: Path, bucket: str = "tune-lsd", secret: str = "s3cr3t-4-tests-only") -> ObjectStore:
     folder.mkdir(parents=True, exist_ok=True)
-    ports = {name: _free_port_pair() for name in ("master", "volume", "filer", "s3", "webdav", "admin")}
+    taken: set[int] = set()
+    ports = {name: _free_port_pair(taken) for name in ("master", "volume", "filer", "s3", "webdav", "admin")}
     command = [weed(), "mini", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                *(f"-{name}.port={port}" for name, port in ports.items()),
-               f"-debug.port={_free_port_pair()}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+               f"-debug.port={_free_port_pair(taken)}", "-s3.port.iceberg=0", "-s3.port.lance=0",
                "-s3.autoCreateBucket=false",  # as S3: writing to a missing bucket is an error
                "-webdav=false", "-admin.ui=false"]  # (parts the tests do not use)
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "tune-lsd-test", "AWS_SECRET_ACCESS_KEY": secret, "S3_BUCKET": bucket}

@@ -298,3 +298,38 @@ def trial_runs(client, name: str) -> list:
     if experiment is None:
         return []
     return client.search_runs([experiment.experiment_id], "tags.`tune_lsd.search` = 'trial'")
+
+
+@pytest.mark.skipif(not can_hide_folders(), reason="needs root and mount namespaces (unshare -m) to hide a folder")
+def test_a_node_that_cannot_use_the_storage_is_named_before_any_trial_and_file_credentials_reach_the_nodes(
+        object_store, tmp_path, monkeypatch):
+    """The worker node cannot see the driver's runs folder: a search keeping its checkpoints
+    there stops with one line that names the worker, before any trial. The bucket's credentials
+    only in the driver's ~/.aws/credentials (the worker has its own HOME, without them): the
+    driver hands them to the nodes as it does the environment's, so the worker can write to the
+    bucket and the search completes."""
+    driver_home = tmp_path / "driver-home"
+    (driver_home / ".aws").mkdir(parents=True)
+    (driver_home / ".aws" / "credentials").write_text(
+        f"[default]\naws_access_key_id = {object_store.access_key}\naws_secret_access_key = {object_store.secret_key}\n")
+    monkeypatch.setenv("HOME", str(driver_home))  # the driver's and the head node's
+    for key in object_store.credentials():
+        monkeypatch.delenv(key, raising=False)
+    port = free_port()
+    server = start_server(tmp_path, port)
+    tracking = ["--tracking-uri", f"http://127.0.0.1:{port}", *FAST, "--set", "schedule.epochs=1"]
+    try:
+        with two_nodes(tmp_path) as (address, worker_id, _):
+            unseen = tune_lsd("search", "--space", "lsd", "--name", "unseen", "--num-samples", "2",
+                              "--address", address, *tracking, cwd=tmp_path, timeout=300)
+            stored = tune_lsd("search", "--space", "lsd", "--name", "stored", "--num-samples", "1",
+                              "--address", address, "--storage", object_store.uri(f"files-{tmp_path.name}"),
+                              *tracking, cwd=tmp_path, timeout=400)
+    finally:
+        kill_tree(server)
+    last = unseen.stderr.strip().splitlines()[-1]
+    assert unseen.returncode == 2 and last.startswith("error: the storage path ") and "is not visible from node" in last
+    assert worker_id[:8] in last, (last, worker_id)
+    assert not list((tmp_path / "runs" / "ray" / "unseen").glob("DMLTrainable_*")), "a trial started"
+    assert stored.returncode == 0, stored.stderr[-3000:]
+    assert "search 'stored' completed: 1 trials (0 errored)" in stored.stdout

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import ray
 
+from tune_lsd import tracking
 from tune_lsd.search.settings import SearchError, SearchSettings
 from tune_lsd.storage import Location, StorageError
 
@@ -56,6 +57,31 @@ def wait_for_ray_end(thread: threading.Thread) -> None:
         gc.enable()
 
 
+def forwarded_credentials() -> dict[str, str]:
+    """The driver's credentials as the environment variables the trials on other machines get:
+    :data:`FORWARDED_VARIABLES` from its environment, else what the usual files hold
+    (``~/.mlflow/credentials``; ``~/.aws/credentials`` or ``~/.aws/config``, of ``AWS_PROFILE``),
+    which the other machines do not have. Credentials a machine gets by itself (a cloud VM's
+    role) are not forwarded: each node gets its own, renewed."""
+    forwarded = {k: os.environ[k] for k in FORWARDED_VARIABLES if k in os.environ}
+    if "MLFLOW_TRACKING_USERNAME" not in forwarded:
+        username, password = tracking.client_credentials()
+        if username and password:
+            forwarded.update(MLFLOW_TRACKING_USERNAME=username, MLFLOW_TRACKING_PASSWORD=password)
+    if "AWS_ACCESS_KEY_ID" not in forwarded:
+        from botocore.session import Session
+
+        providers = Session().get_component("credential_provider")
+        for name in ("shared-credentials-file", "config-file"):
+            found = providers.get_provider(name).load()
+            if found is not None:
+                forwarded.update(AWS_ACCESS_KEY_ID=found.access_key, AWS_SECRET_ACCESS_KEY=found.secret_key)
+                if found.token:
+                    forwarded["AWS_SESSION_TOKEN"] = found.token
+                break
+    return forwarded
+
+
 def start_ray(settings: SearchSettings) -> None:
     """A private local Ray (the default), or the cluster at ``--address`` / ``RAY_ADDRESS``."""
     # Save Tune's experiment state after every controller step (default: at most every 10 s),
@@ -66,7 +92,7 @@ def start_ray(settings: SearchSettings) -> None:
         recorded = settings.runs_path / "cluster" / "nodes.json"
         if recorded.exists() and json.loads(recorded.read_text())["address"] == address:
             os.environ.setdefault("RAY_AUTH_MODE", json.loads(recorded.read_text())["auth"])  # as `cluster up` chose
-        credentials = {k: os.environ[k] for k in FORWARDED_VARIABLES if k in os.environ}
+        credentials = forwarded_credentials()
         ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": credentials} if credentials else None)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
