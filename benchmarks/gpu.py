@@ -230,7 +230,8 @@ def part_preset(args, out: Path) -> dict:
         print("  a search with an empty decode cache:", flush=True)
         cold = timed_search(args, out, "preset", options, env=env)
         entries = [json.loads(f.read_text()) for f in (Path(tmp) / "cache").rglob("entry.json")]
-        cold["decode_s"] = {entry["description"]: entry["decode_seconds"] for entry in entries}
+        cold["decode_s"] = {entry["description"]: entry["decode_seconds"] for entry in
+                            sorted(entries, key=lambda entry: entry["description"])}
         print(f"  decoding into the cache (seconds): {cold['decode_s']}", flush=True)
         print("  the same search again, its data in the decode cache:", flush=True)
         return {"cold_cache": cold, "warm_cache": timed_search(args, out, "preset-cached", options, env=env)}

@@ -118,7 +118,7 @@ def test_gpu_benchmark_runs_every_part_at_toy_sizes_on_the_cpu(tmp_path):
     assert re.search(r"runs/ray left: 0\.\d MB", text)  # checkpoints deleted at the end
     # The cub preset's part, twice: the first search decodes its CUB-format tree into the cache.
     assert "tree: 120 JPEGs in 20 classes" in text and "search 'preset-cached' completed: 4 trials (0 errored)" in text
-    assert re.search(r"decoding into the cache \(seconds\): \{'cub train in .*'cub test in ", text)
+    assert re.search(r"decoding into the cache \(seconds\): \{'cub test in .*'cub train in ", text)  # sorted
     started = [float(s) for s in re.findall(r"the first epoch started (\S+) s after the command", text)]
     assert len(started) == 3 and all(0 < seconds < 300 for seconds in started)  # the demo search + the preset twice
     assert lines[-1].startswith("ratio engine/plain loop: base ") and "cub preset search, warm cache: " in lines[-1]
