@@ -221,11 +221,12 @@ def part_preset(args, out: Path) -> dict:
         print(f"  tree: {images:,} JPEGs in {classes} classes, longer side {long_side} px "
               f"({sum(f.stat().st_size for f in tree.rglob('*.jpg')) / 1e6:,.0f} MB, {time.perf_counter() - started:.1f} s)",
               flush=True)
+        epochs = 2 if args.tiny else args.preset_epochs
         options = ["--space", "cub", "--cpus-per-trial", "1" if args.tiny else "3", "--set", f"data.root={tree}",
-                   "--set", "model.pretrained=none", "--set", f"schedule.epochs={args.preset_epochs}"]
+                   "--set", "model.pretrained=none", "--set", f"schedule.epochs={epochs}"]
         if args.tiny:
             options += ["--set", "model.backbone=resnet10t", "--set", "data.image_size=32", "--set", "data.load_size=40",
-                        "--set", "data.batch_size=16", "--set", "schedule.steps_per_epoch=2", "--set", "schedule.epochs=2"]
+                        "--set", "data.batch_size=16", "--set", "schedule.steps_per_epoch=2"]
         env = {"TUNE_LSD_CACHE": str(Path(tmp) / "cache")}
         print("  a search with an empty decode cache:", flush=True)
         cold = timed_search(args, out, "preset", options, env=env)

@@ -24,6 +24,7 @@ class _Echo:
 
 def test_ray_ends_in_the_background_with_the_cycles_freed_first_and_the_collector_off_meanwhile():
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ending = None
     try:
         handle = _Echo.remote()
         assert ray.get(handle.ping.remote()) == "pong"
@@ -34,7 +35,7 @@ def test_ray_ends_in_the_background_with_the_cycles_freed_first_and_the_collecto
         assert holder() is None  # freed while Ray was whole, not during its shutdown
         assert not gc.isenabled()
     finally:
-        if "ending" in locals():
+        if ending is not None:
             wait_for_ray_end(ending)
         else:
             ray.shutdown()
