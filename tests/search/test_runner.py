@@ -211,9 +211,13 @@ def test_search_killed_at_five_moments_and_interrupted_ends_with_exactly_its_tri
     assert driver.returncode == 130 and "was interrupted; continue it with: tune-lsd search --resume kills" in log, log[-3000:]
     assert checkpoints(runs_dir, "kills") and not (runs_dir / "searches" / "kills" / "completed.json").exists()
 
+    # What a kill can leave (seen in CI): a trial that opened its MLflow run just before the kill,
+    # while Ray Tune's saved state did not name it yet. The resumed search deletes that run.
+    lost_run = open_a_lost_trial_run(runs_dir, "kills")
     resumed = tune_lsd("search", "--resume", "kills", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
     assert "search 'kills' completed: 5 trials (0 errored)" in resumed.stdout, resumed.stdout[-3000:]
+    assert "MLflow: deleted the run of trial lost0001 (1 epoch logged)" in resumed.stdout, resumed.stdout[-3000:]
     epochs_now = trial_epochs(runs_dir, "kills")
     assert len(epochs_now) == samples and all(reported[-1] == epochs for reported in epochs_now.values())
     for trial, count in finished_at_kill.items():
@@ -221,12 +225,28 @@ def test_search_killed_at_five_moments_and_interrupted_ends_with_exactly_its_tri
     client, parents, children = child_runs(runs_dir, "kills")
     assert len(children) == samples and len(parents) == 1
     assert {r.data.tags[STATE_TAG] for r in children} == {"completed"}
+    assert client.get_run(lost_run).info.lifecycle_stage == "deleted"
     assert checkpoints(runs_dir, "kills") == []  # completed now: pruned
     for run in children:  # every epoch in MLflow; a finished trial's once
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/recall_at_1")]
         assert sorted(set(steps)) == list(range(1, epochs + 1))
         if run.data.tags["ray.trial_id"] in finished_at_kill:
             assert sorted(steps) == list(range(1, epochs + 1)), (run.info.run_name, steps)
+
+
+def open_a_lost_trial_run(runs_dir: Path, name: str) -> str:
+    """The MLflow run a trial process opens (one epoch logged, never ended) for a trial id Ray
+    Tune has never saved; returns its run id."""
+    from tune_lsd import tracking
+
+    uri = tracking.default_tracking_uri(runs_dir)
+    parent = tracking.search_parent_run(uri, name)
+    context = tracking.TrackingContext(uri, parent.info.experiment_id, parent.info.run_id,
+                                       str(runs_dir.parent / "lost-spool"), ray_experiment=name)
+    tracker = tracking.TrialTracker(context, "lost0001", "DMLTrainable_lost0001", {}, {}, node_id="gone")
+    tracker.log_metrics({"epoch": 1, "val/recall@1": 0.99}, step=1)
+    assert tracker.close() == 0
+    return tracker.run_id
 
 
 def test_gpus_on_a_cpu_machine_fail_fast_with_one_line(tmp_path):

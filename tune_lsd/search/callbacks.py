@@ -81,6 +81,19 @@ class TrialStateCallback(tune.Callback):
         tracking.search_recorder(running_search().context).trial_ended(
             trial.trial_id, "errored", error_line(trial), has_run=bool(trial.last_result))
 
+    def on_experiment_end(self, trials, **info) -> None:
+        """Delete the MLflow runs of trials Ray Tune lost when an earlier driver was killed
+        (their runs opened before Ray saved a state naming them): the search keeps exactly its
+        trials. Ray calls this when the fit ends, interrupted or not."""
+        try:
+            lost = tracking.discard_lost_trial_runs(running_search().context, {trial.trial_id for trial in trials})
+        except tracking.TrackingError as error:
+            print(f"warning: could not check MLflow for runs of lost trials: {error}")
+            return
+        for trial_id, epochs in lost:
+            print(f"MLflow: deleted the run of trial {trial_id} ({epochs} epoch{'s' * (epochs != 1)} logged): it started just before an "
+                  "earlier driver was killed and Ray Tune had not recorded it, so --resume ran another trial in its place")
+
 
 def error_line(trial) -> str:
     """The last line of a trial's traceback: the exception and its message."""

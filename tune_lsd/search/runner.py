@@ -154,7 +154,8 @@ def _open_search_run(settings: SearchSettings, space: SearchSpace, resume: bool)
     """The search's MLflow parent run (the store is created on first use)."""
     context = tracking.start_search_run(
         settings.resolved_tracking_uri(), settings.name, _search_params(settings, space),
-        settings.runs_path / "mlartifacts" if settings.tracking_uri is None else None, settings.spool_path)
+        settings.runs_path / "mlartifacts" if settings.tracking_uri is None else None, settings.spool_path,
+        ray_experiment=settings.ray_name)
     if resume:  # what the interrupted search could not deliver goes first
         tracking.deliver_spools(settings.spool_path)
     else:  # what was searched, for the report and for anyone reading the run later

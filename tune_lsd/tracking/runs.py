@@ -13,8 +13,8 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from tune_lsd.tracking.names import (ERROR_TAG, NODES_TAG, PARENT_TAG, SAMPLED_TAG, SEARCH_TAG, STATE_TAG, TRIAL_ID_TAG,
-                                     mlflow_key, param_value)
+from tune_lsd.tracking.names import (ERROR_TAG, NODES_TAG, PARENT_TAG, RAY_EXPERIMENT_TAG, SAMPLED_TAG, SEARCH_TAG,
+                                     STATE_TAG, TRIAL_ID_TAG, mlflow_key, param_value)
 from tune_lsd.tracking.queries import find_trial_run, parent_run
 from tune_lsd.tracking.store import TrackingContext, TrackingError, ensure_experiment, open_store, retry
 
@@ -23,10 +23,11 @@ RUN_GRACE_S = 60.0  # how long a trial state waits for the run of a trial that r
 
 def start_search_run(
     tracking_uri: str, search_name: str, params: dict[str, Any], artifact_root: Path | None,
-    spool_dir: Path | None = None,
+    spool_dir: Path | None = None, ray_experiment: str = "",
 ) -> TrackingContext:
     """Create (or, on --resume, reopen) the parent run of search ``search_name``; its records
-    are spooled under ``spool_dir`` (default: a folder in the system's temporary folder)."""
+    are spooled under ``spool_dir`` (default: a folder in the system's temporary folder);
+    ``ray_experiment`` names the Ray Tune experiment whose trials log to it."""
     open_store(tracking_uri)
     client = MlflowClient(tracking_uri)
     experiment_id = ensure_experiment(client, search_name, artifact_root)
@@ -38,7 +39,7 @@ def start_search_run(
         run = client.create_run(experiment_id, run_name=search_name, tags={SEARCH_TAG: "parent", STATE_TAG: "running"})
         run_id = run.info.run_id
         client.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
-    return TrackingContext(tracking_uri, experiment_id, run_id, str(spool_dir) if spool_dir else "")
+    return TrackingContext(tracking_uri, experiment_id, run_id, str(spool_dir) if spool_dir else "", ray_experiment)
 
 
 def log_search_text(context: TrackingContext, text: str, artifact_file: str) -> None:
@@ -64,6 +65,8 @@ def open_trial_run(client: MlflowClient, context: TrackingContext, trial_id: str
         return existing.info.run_id
     tags = {PARENT_TAG: context.parent_run_id, TRIAL_ID_TAG: trial_id, SEARCH_TAG: "trial", STATE_TAG: "running",
             SAMPLED_TAG: record["sampled"], NODES_TAG: record["node_id"]}
+    if context.ray_experiment:
+        tags[RAY_EXPERIMENT_TAG] = context.ray_experiment
     run = client.create_run(context.experiment_id, run_name=record["trial_name"], tags=tags)
     params = [Param(k, v) for k, v in record["params"].items()]
     for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
@@ -91,6 +94,29 @@ def end_trial_run(client: MlflowClient, context: TrackingContext, record: dict[s
     # A trial the scheduler stopped early finished normally (the MLflow UI draws KILLED as a failure).
     status = {"completed": "FINISHED", "stopped early": "FINISHED", "errored": "FAILED"}[record["state"]]
     client.set_terminated(run.info.run_id, status=status)
+
+
+def discard_lost_trial_runs(context: TrackingContext, known_trial_ids: set[str]) -> list[tuple[str, int]]:
+    """Delete the runs of trials that Ray Tune no longer knows: a trial that started (and
+    opened its run) just before the driver was killed, while Ray Tune had not yet saved an
+    experiment state that names it; ``--resume`` runs another trial in its place. Only runs of
+    this context's Ray experiment that never ended are touched (tagged ``lost``, KILLED, then
+    deleted: ``mlflow runs restore --run-id ID`` brings one back). Returns (trial id, epochs
+    it had logged) of each run deleted."""
+    if not context.ray_experiment:
+        return []
+    client = MlflowClient(context.tracking_uri)
+    runs = retry(lambda: client.search_runs(
+        [context.experiment_id], max_results=10_000,
+        filter_string=f"tags.`{PARENT_TAG}` = '{context.parent_run_id}' and tags.`{SEARCH_TAG}` = 'trial' and "
+                      f"tags.`{RAY_EXPERIMENT_TAG}` = '{context.ray_experiment}' and tags.`{STATE_TAG}` = 'running'"),
+        "search_runs", attempts=2)
+    lost = [run for run in runs if run.data.tags[TRIAL_ID_TAG] not in known_trial_ids]
+    for run in lost:
+        client.set_tag(run.info.run_id, STATE_TAG, "lost")
+        client.set_terminated(run.info.run_id, status="KILLED")
+        client.delete_run(run.info.run_id)
+    return [(run.data.tags[TRIAL_ID_TAG], int(run.data.metrics.get("epoch", 0))) for run in lost]
 
 
 def end_search_run(client: MlflowClient, context: TrackingContext, record: dict[str, Any]) -> None:

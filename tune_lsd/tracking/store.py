@@ -33,12 +33,14 @@ class TrackingError(RuntimeError):
 @dataclass(frozen=True)
 class TrackingContext:
     """What a trial needs to log into its search's parent run (picklable, sent to workers).
-    ``spool_dir``: the folder of the search's spools (one sub-folder per trial)."""
+    ``spool_dir``: the folder of the search's spools (one sub-folder per trial);
+    ``ray_experiment``: the Ray Tune experiment whose trials log here (tagged on their runs)."""
 
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
     spool_dir: str = ""
+    ray_experiment: str = ""
 
     def spool_folder(self, name: str) -> Path:
         root = Path(self.spool_dir) if self.spool_dir else Path(tempfile.gettempdir()) / "tune_lsd-spool" / self.parent_run_id
