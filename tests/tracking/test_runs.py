@@ -58,3 +58,12 @@ def test_runs_of_a_search_started_before_the_tag_are_never_deleted(tmp_path):
     assert tracking.discard_lost_trial_runs(resumed, set()) == []
     assert tracking.discard_lost_trial_runs(untagged, set()) == []
     assert len(tracking.trial_runs(uri, "old")) == 1
+
+
+def test_an_unreachable_server_gives_one_tracking_error_after_two_tries(monkeypatch):
+    import pytest
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # as the CLI sets (prefer_own_retries)
+    context = tracking.TrackingContext("http://127.0.0.1:9", "1", "parent", ray_experiment="kills")
+    with pytest.raises(tracking.TrackingError, match="MLflow search_runs failed after 2 tries"):
+        tracking.discard_lost_trial_runs(context, set())
