@@ -112,12 +112,14 @@ def discard_lost_trial_runs(context: TrackingContext, known_trial_ids: set[str])
                       f"tags.`{RAY_EXPERIMENT_TAG}` = '{context.ray_experiment}' and tags.`{STATE_TAG}` = 'running'"),
         "search_runs", attempts=2)
     lost = [run for run in runs if run.data.tags[TRIAL_ID_TAG] not in known_trial_ids]
+
+    def discard(run_id: str) -> None:
+        client.set_tag(run_id, STATE_TAG, "lost")
+        client.set_terminated(run_id, status="KILLED")
+        client.delete_run(run_id)
+
     for run in lost:
-        def discard(run_id: str = run.info.run_id) -> None:
-            client.set_tag(run_id, STATE_TAG, "lost")
-            client.set_terminated(run_id, status="KILLED")
-            client.delete_run(run_id)
-        retry(discard, "delete_run", attempts=2)
+        retry(lambda: discard(run.info.run_id), "delete_run", attempts=2)
     return [(run.data.tags[TRIAL_ID_TAG], int(run.data.metrics.get("epoch", 0))) for run in lost]
 
 
