@@ -30,9 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from search_spaces import CONFIG_DIR, SPACE_DIR
 from tune_lsd.config import Config, ConfigError, allowed_keys, read_yaml_mapping
+from tune_lsd.errors import TuneLsdError
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(TuneLsdError, ValueError):
     """A search space is invalid (message is one line naming the key)."""
 
 

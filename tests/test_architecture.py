@@ -26,13 +26,12 @@ ALLOWED = {
     "search": {"core", "tracking", "serving", "trainables", "search_spaces", "export"},
     "report": {"core", "tracking", "serving", "search_spaces"},
     "export": {"core", "tracking"},
-    "cluster": set(),
+    "cluster": {"core"},  # tune_lsd.errors
     "config_reference": {"core"},
     "compare": {"core", "tracking", "search", "search_spaces", "export"},
     "cli": {"core", "tracking", "serving", "search", "search_spaces", "report", "export", "cluster", "compare"},
 }
 LONG_MODULES = {  # over 350 lines, each one idea (its docstring says so)
-    "tune_lsd/cli.py": "the argument parser of every command",
     "tune_lsd/engine.py": "the one training loop, read in one sitting",
 }
 

@@ -20,3 +20,24 @@ from tune_lsd.errors import first_line
 )
 def test_first_line(error, limit, expected):
     assert first_line(error, limit) == expected
+
+
+def test_every_error_class_of_the_project_is_a_tune_lsd_error():
+    """So that the command line prints each as one line (anything else is reported as a bug)."""
+    import importlib
+    import inspect
+    from pathlib import Path
+
+    from tune_lsd.errors import TuneLsdError
+
+    root = Path(__file__).resolve().parents[1]
+    errors = []
+    for package in ("tune_lsd", "trainables", "search_spaces"):
+        for path in sorted((root / package).rglob("*.py")):
+            if path.name == "__main__.py":
+                continue
+            module = importlib.import_module(".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__"))
+            errors += [cls for _, cls in inspect.getmembers(module, inspect.isclass)
+                       if issubclass(cls, Exception) and cls.__module__ == module.__name__]
+    assert len(errors) >= 16
+    assert [cls.__qualname__ for cls in errors if not issubclass(cls, TuneLsdError)] == []

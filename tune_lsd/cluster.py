@@ -20,9 +20,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from tune_lsd.errors import TuneLsdError
 
 
-class ClusterError(RuntimeError):
+class ClusterError(TuneLsdError, RuntimeError):
     """A cluster could not be started or found (message is one line)."""
 
 

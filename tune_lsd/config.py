@@ -16,10 +16,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tune_lsd.errors import first_line
+from tune_lsd.errors import TuneLsdError, first_line
 
 
-class ConfigError(ValueError):
+class ConfigError(TuneLsdError, ValueError):
     """A configuration problem, with a message meant to be shown to the user as one line."""
 
 

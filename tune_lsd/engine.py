@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tune_lsd.config import Config
+from tune_lsd.config import Config, ConfigError
 from tune_lsd.data.datasets import LabelledImages
 from tune_lsd.data.sampler import class_balanced_batches
 from tune_lsd.data.splits import DataSplits, build_splits
@@ -37,6 +37,7 @@ from tune_lsd.losses.base import build_base_loss
 from tune_lsd.losses.lsd import build_teacher, ema_horizon_warning, listwise_kl, lsd_weight
 from tune_lsd.metrics import retrieval_metrics
 from tune_lsd.models import build_model
+from tune_lsd.errors import TuneLsdError
 
 
 def save_file(obj: Any, path) -> None:
@@ -44,7 +45,7 @@ def save_file(obj: Any, path) -> None:
     torch.save(obj, path)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(TuneLsdError, ValueError):
     """A file is missing or is not a tune_lsd checkpoint or model file (message is one line)."""
 
 
@@ -92,7 +93,7 @@ def release_device_memory(baseline: int = 0, compiled: bool = False) -> None:
         torch.cuda.empty_cache()
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(TuneLsdError, FloatingPointError):
     """The training loss became NaN or inf (message is one line)."""
 
 
@@ -108,7 +109,7 @@ def seed_everything(seed: int | list[int]) -> None:
 def pick_device(name: str) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("runtime.device=cuda but no CUDA device is available")
+            raise ConfigError("runtime.device=cuda but no CUDA device is available")
         return torch.device("cuda")
     return torch.device("cpu")
 
@@ -316,7 +317,7 @@ class Trainer:
         """
         data = getattr(self.splits, split)
         if data is None:
-            raise ValueError(f"this run has no {split} split (data.final=true has no validation classes)")
+            raise ConfigError(f"this run has no {split} split (data.final=true has no validation classes)")
         started = time.perf_counter()
         embeddings, config = self.embed(data), self.config.eval
         if data.is_query is None:  # each image a query against all the others

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from tune_lsd.config import ModelConfig
+from tune_lsd.errors import TuneLsdError
 
 
-class ModelError(ValueError):
+class ModelError(TuneLsdError, ValueError):
     """A model cannot be built as configured (message is one line)."""
 
 

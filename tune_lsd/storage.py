@@ -21,12 +21,12 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from tune_lsd.errors import first_line
+from tune_lsd.errors import TuneLsdError, first_line
 
 CHECK_TIMEOUT_S = 10.0  # an endpoint that does not answer within this fails the check before a search
 
 
-class StorageError(RuntimeError):
+class StorageError(TuneLsdError, RuntimeError):
     """The storage cannot be reached or used (message is one line)."""
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tune_lsd.search import SearchSettings
+from tune_lsd.search.settings import SearchSettings
 
 METRICS = {"test/recall@1": "Recall@1", "test/map@r": "MAP@R"}  # compared on the test classes
 
@@ -16,16 +16,21 @@ class CompareSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    spaces: list[str] = Field(min_length=2, max_length=2, description="the two search spaces, A and B (A - B)")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                      description="the comparison's name (its searches are NAME-SPACE-sK): letters, digits, '.', '_' "
+                      "and '-'")
+    spaces: list[str] = Field(default_factory=lambda: ["lsd", "baseline"], min_length=2, max_length=2,
+                              description="the two search spaces A,B (differences are A - B)",
+                              json_schema_extra={"separator": ",", "metavar": "A,B"})
     num_samples: int = Field(8, ge=1, description="trials of each search")
     search_seeds: int = Field(1, ge=1, description="searches per space (searcher seeds 0 .. S-1)")
     seeds: int = Field(3, ge=1, description="retrains of each search's winner (seeds 0 .. R-1, the same on both sides)")
-    overrides: list[str] = Field(default_factory=list, description="--set KEY=VALUE for every search")
-    max_concurrent: int = Field(2, ge=1)
-    gpus_per_trial: float = Field(0.0, ge=0)
+    overrides: list[str] = Field(default_factory=list, description="override of the base config of every search",
+                                 json_schema_extra={"flag": "--set", "metavar": "KEY=VALUE"})
+    max_concurrent: int = Field(2, ge=1, description="trials of a search running at the same time")
+    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs Ray reserves for each trial; fractions share a GPU")
     threads: int | None = Field(None, ge=1, description="CPU threads of each retrain (default: torch's)")
-    runs_dir: str = "runs"
+    runs_dir: str = Field("runs", description="the folder of the searches, retrains and the MLflow store")
 
     @property
     def folder(self) -> Path:

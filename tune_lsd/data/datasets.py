@@ -35,12 +35,13 @@ from tune_lsd.data.decoding import MissingImageError, UnreadableImageError, deco
 from tune_lsd.data.glyphs import BUNDLED_PATH, load_glyph_set
 from tune_lsd.data.memory import DataFootprint
 from tune_lsd.data.remote import is_remote_root, local_root
+from tune_lsd.errors import TuneLsdError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 
 
-class DatasetError(FileNotFoundError):
+class DatasetError(TuneLsdError, FileNotFoundError):
     """A dataset folder is missing or not in the expected layout (message is one line)."""
 
 

@@ -23,16 +23,17 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tune_lsd.errors import TuneLsdError
 
 DRAFT_MARGIN = 2  # JPEG draft keeps >= 2 x S pixels on the shorter side before the resize
 PROGRESS_EVERY_S = 10.0
 
 
-class MissingImageError(FileNotFoundError):
+class MissingImageError(TuneLsdError, FileNotFoundError):
     """An image the dataset's listing names is not on disk."""
 
 
-class UnreadableImageError(ValueError):
+class UnreadableImageError(TuneLsdError, ValueError):
     """An image file that PIL cannot decode (not an image, truncated)."""
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from tune_lsd.errors import TuneLsdError
+
 FONT_ROOT = Path("/usr/share/fonts")
 
 # One font per twin group. Dropped twins: bkai00mp, cwkai, gkai00mp (~ukai); bsmi00lp, gbsn00lp
@@ -44,6 +46,12 @@ CURATED_FONTS: tuple[str, ...] = (
 )
 
 BUNDLED_PATH = Path(__file__).parent / "bundled" / "glyphs32.npz"
+
+
+class GlyphSetError(TuneLsdError, FileNotFoundError):
+    """A glyph set, or the fonts to render one, cannot be found (message is one line)."""
+
+
 CANVAS = 160
 FONT_PIXELS = 96
 MARGIN = 0.08
@@ -97,7 +105,7 @@ def render_glyph_set(
     """
     fonts = available_fonts(font_root)
     if len(fonts) < min_fonts:
-        raise FileNotFoundError(
+        raise GlyphSetError(
             f"only {len(fonts)} of the curated CJK fonts are installed under {font_root}; run `make fonts`"
         )
     claimed = {path: font_characters(path) for path in fonts}
@@ -157,7 +165,7 @@ def save_glyph_set(glyphs: dict[str, np.ndarray], path: Path) -> None:
 
 def load_glyph_set(path: Path = BUNDLED_PATH) -> dict[str, np.ndarray]:
     if not path.is_file():
-        raise FileNotFoundError(f"glyph set not found: {path} (render one with `make glyphs`)")
+        raise GlyphSetError(f"glyph set not found: {path} (render one with `make glyphs`)")
     with np.load(path) as archive:
         return {key: archive[key] for key in archive.files}
 

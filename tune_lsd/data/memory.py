@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from tune_lsd.errors import TuneLsdError
 
 RAY_DEFAULT_OBJECT_STORE_SHARE = 0.3  # Ray's object store without --object-store-mb: ~30 % of available memory
 # The decoded data may take this share of the node's available memory; the rest is for the
@@ -15,7 +16,7 @@ RAY_DEFAULT_OBJECT_STORE_SHARE = 0.3  # Ray's object store without --object-stor
 DATA_MEMORY_SHARE = 0.8
 
 
-class DataMemoryError(RuntimeError):
+class DataMemoryError(TuneLsdError, RuntimeError):
     """The data does not fit in the node's memory or Ray's object store (message is one line)."""
 
 

@@ -15,6 +15,7 @@ from pytorch_metric_learning import losses, miners
 from torch import nn
 
 from tune_lsd.config import LossConfig
+from tune_lsd.errors import TuneLsdError
 
 # name -> (loss class, its tunable keyword arguments, the miner used by `miner: auto`)
 BASE_LOSSES: dict[str, tuple[type, tuple[str, ...], str]] = {
@@ -35,7 +36,7 @@ MINERS = {
 }
 
 
-class LossConfigError(ValueError):
+class LossConfigError(TuneLsdError, ValueError):
     """Unknown loss or loss parameter (message is one line)."""
 
 

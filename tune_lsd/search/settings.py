@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from search_spaces.loader import SearchSpace, SearchSpaceError, load_space, validate_space
 from tune_lsd.config import parse_override
 from tune_lsd.storage import Location
-from tune_lsd.tracking import default_tracking_uri
+from tune_lsd.errors import TuneLsdError
 
 SearcherName = Literal["optuna", "gp", "random"]
 SchedulerName = Literal["asha", "pbt", "fifo"]
@@ -21,7 +21,7 @@ COMPLETED_FILE = "completed.json"  # next to search.yaml once the search has run
 EXTENSION_MARK = ".ext-"  # Ray experiment of a round of --extend: NAME.ext-<trials before it>
 
 
-class SearchError(RuntimeError):
+class SearchError(TuneLsdError, RuntimeError):
     """The search cannot start or continue (message is one line)."""
 
 
@@ -32,37 +32,51 @@ class SearchSettings(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                       description="MLflow experiment and folder name: letters, digits, '.', '_' and '-'")
-    space: str = "lsd"
-    overrides: list[str] = Field(default_factory=list, description="--set key=value applied to the base config")
-    searcher: SearcherName = "optuna"
-    scheduler: SchedulerName = "asha"
-    metric: str = "val/recall@1"
-    mode: Literal["max", "min"] = "max"
-    num_samples: int = Field(8, ge=1)
-    max_concurrent: int = Field(2, ge=1)
-    cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float = Field(0.0, ge=0)
-    seed: int = 0
+    space: str = Field("lsd", description="shipped space name (lsd, baseline, lsd_pbt, ...) or a YAML file")
+    overrides: list[str] = Field(default_factory=list, description="override of the base config, e.g. schedule.epochs=10",
+                                 json_schema_extra={"flag": "--set", "metavar": "KEY=VALUE"})
+    searcher: SearcherName = Field(
+        "optuna", description="optuna = TPE; gp = Optuna's Gaussian-process sampler (conditional parameters such as "
+        "the EMA momentum sampled at random); random")
+    scheduler: SchedulerName = Field("asha", description="asha = early stopping; pbt = population-based training; "
+                                     "fifo = every trial runs all its epochs")
+    metric: str = Field("val/recall@1", description="the validation metric the search optimises")
+    mode: Literal["max", "min"] = Field("max", description="whether a larger or a smaller --metric is better")
+    num_samples: int = Field(8, ge=1, description="number of trials")
+    max_concurrent: int = Field(2, ge=1, description="trials running at the same time")
+    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs Ray reserves for each trial")
+    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs Ray reserves for each trial; fractions share a GPU, "
+                                  "e.g. 0.25")
+    seed: int = Field(0, description="seed of the searcher")
     startup_trials: int | None = Field(
-        None, ge=0, description="TPE: trials sampled at random before its model is used "
-        "(default: a quarter of num_samples, at least 3 and at most Optuna's 10)")
+        None, ge=0, description="optuna, gp: trials sampled at random before the model is used "
+        "(default: a quarter of --num-samples, at least 3 and at most Optuna's 10)", json_schema_extra={"metavar": "N"})
     grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial can be stopped")
-    reduction_factor: float = Field(2.0, gt=1)
+    reduction_factor: float = Field(2.0, gt=1, description="ASHA: 1/reduction_factor of the trials go on at each rung")
     perturbation_interval: int = Field(2, ge=1, description="PBT: epochs between exploit/explore")
-    max_failures: int = Field(0, ge=0)
-    checkpoint_every: int = Field(1, ge=1, description="epochs between a trial's checkpoints (PBT: its perturbation interval)")
-    keep_checkpoints: bool = Field(False, description="keep the Ray checkpoints of finished trials when the search completes")
-    share_data: bool = Field(True, description="decode the dataset once per search into Ray's object store")
-    object_store_mb: int | None = Field(None, gt=0, description="local Ray only: object store size (default: Ray's, ~30% of RAM)")
-    time_budget_s: float | None = None
+    max_failures: int = Field(0, ge=0, description="retries of a failed trial")
+    checkpoint_every: int = Field(
+        1, ge=1, description="epochs between a trial's checkpoints (what a resumed or restarted trial restarts "
+        "from; PBT uses its --perturbation-interval)", json_schema_extra={"metavar": "K"})
+    keep_checkpoints: bool = Field(False, description="keep finished trials' Ray checkpoints when the search "
+                                   "completes (default: deleted; each trial's best model stays in MLflow)")
+    share_data: bool = Field(True, description="every trial decodes its own copy of the data (default: once per "
+                             "search, shared per node through Ray's object store)",
+                             json_schema_extra={"flag": "--no-shared-data"})
+    object_store_mb: int | None = Field(None, gt=0, description="local Ray only: object store size in MB "
+                                        "(default: Ray's, ~30% of RAM)")
+    time_budget_s: float | None = Field(None, description="stop starting/continuing trials after this many seconds")
     earlier_trials: int = Field(0, ge=0, description="trials the search ran before `--extend` (their results start "
                                 "the searcher); this round runs num_samples more in a Ray experiment of its own")
-    address: str | None = None
-    tracking_uri: str | None = None
-    runs_dir: str = "runs"
+    address: str | None = Field(None, description="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: the SQLite file in --runs-dir)")
+    runs_dir: str = Field("runs", description="this machine's folder of results, tracking spools and the default "
+                          "MLflow store")
     storage: str | None = Field(
-        None, description="where Ray's checkpoints and the search's records go (a folder every node sees, or "
-        "s3://bucket/prefix, gs://...); default: the runs folder")
+        None, description="where the search keeps what every node and a later driver read (Ray's checkpoints, the "
+        "search's records): a folder all nodes see, or s3://BUCKET/PREFIX (endpoint: AWS_ENDPOINT_URL_S3 or "
+        "?endpoint_override=HOST:PORT&scheme=http; credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or "
+        "~/.aws), gs://...; default: --runs-dir", json_schema_extra={"metavar": "URI"})
 
     @property
     def tpe_startup_trials(self) -> int:
@@ -132,6 +146,8 @@ class SearchSettings(BaseModel):
         return self.runs_path / "searches" / self.name / "spool"
 
     def resolved_tracking_uri(self) -> str:
+        from tune_lsd.tracking import default_tracking_uri  # MLflow: imported when a search runs, not by the CLI
+
         return self.tracking_uri or default_tracking_uri(self.runs_path)
 
 

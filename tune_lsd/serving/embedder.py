@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from tune_lsd.config import Config
 from tune_lsd.data.datasets import IMAGE_SUFFIXES
 from tune_lsd.data.transforms import MEAN, STD
-from tune_lsd.errors import first_line
+from tune_lsd.errors import TuneLsdError, first_line
 from tune_lsd.models import build_model
 from tune_lsd.serving import pyfunc_model
 from tune_lsd.serving.pyfunc_model import NETWORK_FILE, PREPROCESSING_FILE, ImageEmbedder
@@ -33,8 +33,8 @@ EXAMPLE_IMAGES = 2  # images in a logged model's input example
 MODEL_CODE_FILE = Path(pyfunc_model.__file__)  # what MLflow runs to load a logged model ("models from code")
 
 
-class ImageReadError(ValueError):
-    """An image file cannot be decoded (message is one line)."""
+class ImageReadError(TuneLsdError, ValueError):
+    """An image file cannot be decoded, or a folder holds no images (message is one line)."""
 
 
 def input_channels(student: dict[str, torch.Tensor]) -> int:
@@ -121,10 +121,10 @@ def read_image_folder(folder: str | Path, channels: int) -> ImageFolder:
     by their folder."""
     root = Path(folder)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {root}")
+        raise ImageReadError(f"image folder not found: {root}")
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+        raise ImageReadError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
     in_class_folders = all(p.parent.parent == root for p in paths)
     classes = sorted({p.parent.name for p in paths}) if in_class_folders else []
     index = {name: i for i, name in enumerate(classes)}

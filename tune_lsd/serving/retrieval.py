@@ -23,7 +23,8 @@ from PIL import Image
 
 from tune_lsd import tracking
 from tune_lsd.serving.embedder import ImageFolder, embed_images, embedder_from_snapshot, read_image_folder
-from tune_lsd.engine import load_model_state
+from tune_lsd.config import ConfigError
+from tune_lsd.engine import CheckpointError, load_model_state
 from tune_lsd.metrics import nearest_neighbours, retrieval_metrics
 
 THUMBNAIL_PX = 96
@@ -60,8 +61,8 @@ def load_embedder(model: str, tracking_uri: str | None = None) -> Embedder:
         pyfunc = tracking.load_embedding_model(model, tracking_uri)
         return Embedder(pyfunc, pyfunc.metadata.metadata[tracking.MODEL_METADATA_KEY], model)
     if not path.exists():
-        raise FileNotFoundError(f"model not found: {model} (give a models:/ or runs:/ URI, an MLflow model "
-                                "folder or a tune_lsd model file)")
+        raise CheckpointError(f"model not found: {model} (give a models:/ or runs:/ URI, an MLflow model "
+                              "folder or a tune_lsd model file)")
     embedder = embedder_from_snapshot(load_model_state(path))
     return Embedder(embedder, embedder.preprocessing, model)
 
@@ -87,7 +88,7 @@ def write_retrieval(embedder: Embedder, gallery_dir: Path, query_dir: Path, k: i
     Recall@1 and Recall@k (of :func:`tune_lsd.metrics.retrieval_metrics`) are reported.
     """
     if k < 1:
-        raise ValueError(f"-k must be 1 or more, got {k}")
+        raise ConfigError(f"-k must be 1 or more, got {k}")
     channels = embedder.settings["channels"]
     pooled = gallery_dir.resolve() == query_dir.resolve()
     gallery = read_image_folder(gallery_dir, channels)

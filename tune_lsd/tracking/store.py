@@ -18,7 +18,7 @@ from typing import Callable, TypeVar
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from tune_lsd.errors import first_line
+from tune_lsd.errors import TuneLsdError, first_line
 
 T = TypeVar("T")
 TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
@@ -26,7 +26,7 @@ CREDENTIALS_HELP = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, 
                     "([mlflow] mlflow_tracking_username = ... / mlflow_tracking_password = ...)")
 
 
-class TrackingError(RuntimeError):
+class TrackingError(TuneLsdError, RuntimeError):
     """The tracking store could not be reached or used (message is one line)."""
 
 

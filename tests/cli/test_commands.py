@@ -1,4 +1,4 @@
-"""tune_lsd/cli.py: `tune-lsd train` / `evaluate` as a user runs them, and one-line errors."""
+"""tune_lsd/cli: `tune-lsd train` / `evaluate` as a user runs them, and one-line errors."""
 
 from __future__ import annotations
 
