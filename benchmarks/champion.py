@@ -38,11 +38,32 @@ def serving_latency_s(model_uri: str, tracking_uri: str, images: np.ndarray, exp
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # MLflow runs `uvicorn`
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
-                               "local", "-h", "127.0.0.1", "-p", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }  # MLflow runs `uvicorn`
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 180
         while True:
@@ -56,8 +77,9 @@ def serving_latency_s(model_uri: str, tracking_uri: str, images: np.ndarray, exp
         body = json.dumps({"inputs": images.tolist()}).encode()
         latencies = []
         for _ in range(REQUESTS + 1):
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+            )
             started = time.perf_counter()
             with urllib.request.urlopen(request, timeout=300) as response:
                 answer = np.array(json.loads(response.read())["predictions"], np.float32)
@@ -82,15 +104,19 @@ def main() -> None:
     version = client.get_model_version_by_alias(f"{args.name}-best", "champion")
     with tempfile.TemporaryDirectory() as folder:
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=client.get_model_version_download_uri(f"{args.name}-best", version.version), dst_path=folder)
+            artifact_uri=client.get_model_version_download_uri(f"{args.name}-best", version.version), dst_path=folder
+        )
         size_mb = sum(f.stat().st_size for f in Path(local).rglob("*") if f.is_file()) / 2**20
         model_file = download_trial_model(tracking_uri, version.run_id, Path(folder))
         trainer = Trainer.from_checkpoint(model_file, overrides={"runtime.progress": False})
     test = trainer.splits.test
     trained_by = {"final": "the final model's run", "trial": "a search trial's run"}.get(
-        client.get_run(version.run_id).data.tags.get(SEARCH_TAG), "run")
-    print(f"champion: {model_uri} = version {version.version}, {trained_by} {version.run_id}; "
-          f"logged model {size_mb:.1f} MB; {len(test)} test images in {test.num_classes} classes")
+        client.get_run(version.run_id).data.tags.get(SEARCH_TAG), "run"
+    )
+    print(
+        f"champion: {model_uri} = version {version.version}, {trained_by} {version.run_id}; "
+        f"logged model {size_mb:.1f} MB; {len(test)} test images in {test.num_classes} classes"
+    )
 
     started = time.perf_counter()
     by_engine = trainer.embed(test).cpu().numpy()
@@ -106,10 +132,12 @@ def main() -> None:
         metrics = retrieval_metrics(vectors, test.labels, ks, nmi=False)
         print(f"test through the {name}: Recall@1 {metrics['recall@1']:.4f}  MAP@R {metrics['map@r']:.4f}")
     print(f"largest embedding difference pyfunc - engine: {float(np.abs(by_pyfunc - by_engine).max()):.2e}")
-    batch = test.images[:args.batch]
-    latency = serving_latency_s(model_uri, tracking_uri, batch, by_engine[:len(batch)])
-    print(f"serving: median {latency * 1000:.0f} ms for a batch of {len(batch)} images "
-          f"({batch.shape[1]}x{batch.shape[2]}x{batch.shape[3]} uint8)")
+    batch = test.images[: args.batch]
+    latency = serving_latency_s(model_uri, tracking_uri, batch, by_engine[: len(batch)])
+    print(
+        f"serving: median {latency * 1000:.0f} ms for a batch of {len(batch)} images "
+        f"({batch.shape[1]}x{batch.shape[2]}x{batch.shape[3]} uint8)"
+    )
     print(f"embedding {len(test)} images: engine {engine_s:.2f} s, pyfunc {pyfunc_s:.2f} s")
     print(f"ratio pyfunc/engine embedding time: {pyfunc_s / engine_s:.2f}")
 

@@ -92,9 +92,15 @@ def compare_pools(files: list[Path], size: int, folder: Path) -> None:
     chunk = -(-len(files) // (4 * cores))
     started = time.perf_counter()
     with ProcessPoolExecutor(cores) as pool:
-        list(pool.map(decode_chunk, [(str(out_path), i, size, files[i:i + chunk]) for i in range(0, len(files), chunk)]))
-    print(f"  processes x {cores} into a memory map:       {rate(files, time.perf_counter() - started)} "
-          "(pool start included)")
+        list(
+            pool.map(
+                decode_chunk, [(str(out_path), i, size, files[i : i + chunk]) for i in range(0, len(files), chunk)]
+            )
+        )
+    print(
+        f"  processes x {cores} into a memory map:       {rate(files, time.perf_counter() - started)} "
+        "(pool start included)"
+    )
 
 
 def draft_error(size: int, folder: Path) -> None:
@@ -105,13 +111,20 @@ def draft_error(size: int, folder: Path) -> None:
 
     for index, photo in enumerate(load_sample_images().images):
         path = folder / f"photo{index}.jpg"
-        Image.fromarray(photo).resize((photo.shape[1] * 3, photo.shape[0] * 3), Image.Resampling.BICUBIC).save(path, quality=95)
+        Image.fromarray(photo).resize((photo.shape[1] * 3, photo.shape[0] * 3), Image.Resampling.BICUBIC).save(
+            path, quality=95
+        )
         full = decoding.decode_image(path, size, draft=False).astype(float)
         with Image.open(path) as image:  # for scale: the same full decode with another good filter
-            lanczos = np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.LANCZOS,
-                                                             box=decoding.centre_square(*image.size))).astype(float)
-        print(f"  photo {index}: full decode, Lanczos instead of bilinear: mean {np.abs(lanczos - full).mean():.2f}, "
-              f"max {np.abs(lanczos - full).max():.0f} grey levels, PSNR {_psnr(lanczos, full):.1f} dB")
+            lanczos = np.asarray(
+                image.convert("RGB").resize(
+                    (size, size), Image.Resampling.LANCZOS, box=decoding.centre_square(*image.size)
+                )
+            ).astype(float)
+        print(
+            f"  photo {index}: full decode, Lanczos instead of bilinear: mean {np.abs(lanczos - full).mean():.2f}, "
+            f"max {np.abs(lanczos - full).max():.0f} grey levels, PSNR {_psnr(lanczos, full):.1f} dB"
+        )
         for margin in (1, 2):
             decoding.DRAFT_MARGIN = margin
             drafted = decoding.decode_image(path, size).astype(float)
@@ -119,8 +132,11 @@ def draft_error(size: int, folder: Path) -> None:
             with Image.open(path) as image:
                 image.draft("RGB", (margin * size, margin * size))
                 scale = round(photo.shape[0] * 3 / image.size[1])
-            print(f"  photo {index} ({photo.shape[1] * 3}x{photo.shape[0] * 3}) at {size} px, draft margin {margin} "
-                  f"(DCT scale 1/{scale}): mean {error.mean():.2f}, max {error.max():.0f} grey levels, PSNR {_psnr(drafted, full):.1f} dB")
+            print(
+                f"  photo {index} ({photo.shape[1] * 3}x{photo.shape[0] * 3}) at {size} px, draft margin {margin} "
+                f"(DCT scale 1/{scale}): mean {error.mean():.2f}, max {error.max():.0f} grey levels, "
+                f"PSNR {_psnr(drafted, full):.1f} dB"
+            )
     decoding.DRAFT_MARGIN = 2
 
 
@@ -147,26 +163,36 @@ def main() -> None:
         root = Path(args.tree) if args.tree else scratch / "sop"
         started = time.perf_counter()
         write_tree(root, args.images, args.width, args.height)
-        print(f"tree: {args.images:,} JPEGs of {args.width} x {args.height} in {root} "
-              f"({sum(p.stat().st_size for p in root.rglob('*.JPG')) / 1e6:,.0f} MB, {time.perf_counter() - started:.0f} s)")
+        print(
+            f"tree: {args.images:,} JPEGs of {args.width} x {args.height} in {root} "
+            f"({sum(p.stat().st_size for p in root.rglob('*.JPG')) / 1e6:,.0f} MB, "
+            f"{time.perf_counter() - started:.0f} s)"
+        )
 
         started = time.perf_counter()
         first = load_dataset("sop", str(root), args.size)
         first_s = time.perf_counter() - started
         count = len(first.train) + len(first.test)
-        print(f"first load (decode into the cache, {usable_cores()} cores): {first_s:.2f} s, "
-              f"{rate(list(range(count)), first_s)}")
+        print(
+            f"first load (decode into the cache, {usable_cores()} cores): {first_s:.2f} s, "
+            f"{rate(list(range(count)), first_s)}"
+        )
 
         started = time.perf_counter()
         second = load_dataset("sop", str(root), args.size)
         mapped_s = time.perf_counter() - started
-        checksum = sum(int(part.images[i:i + 1000].sum(dtype=np.uint64)) for part in (second.train, second.test)
-                       for i in range(0, len(part), 1000))
+        checksum = sum(
+            int(part.images[i : i + 1000].sum(dtype=np.uint64))
+            for part in (second.train, second.test)
+            for i in range(0, len(part), 1000)
+        )
         second_s = time.perf_counter() - started
-        print(f"second load: listing + cache key + memory map {mapped_s:.2f} s; reading every pixel too {second_s:.2f} s "
-              f"({checksum % 1000})")
+        print(
+            f"second load: listing + cache key + memory map {mapped_s:.2f} s; reading every pixel too {second_s:.2f} s "
+            f"({checksum % 1000})"
+        )
 
-        files = sorted(root.rglob("*.JPG"))[:args.slice]
+        files = sorted(root.rglob("*.JPG"))[: args.slice]
         print(f"decoding {len(files):,} of the files at {args.size} px:")
         compare_pools(files, args.size, scratch)
         print("JPEG draft against a full decode:")

@@ -42,11 +42,17 @@ def measure(method: str, n: int, dim: int, classes: int) -> dict:
             import torch
             from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
-            calculator = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r", "r_precision"),
-                                            k="max_bin_count", device=torch.device("cpu"))
+            calculator = AccuracyCalculator(
+                include=("precision_at_1", "mean_average_precision_at_r", "r_precision"),
+                k="max_bin_count",
+                device=torch.device("cpu"),
+            )
             m = calculator.get_accuracy(torch.from_numpy(x), torch.from_numpy(labels))
-            values = {"recall@1": m["precision_at_1"], "map@r": m["mean_average_precision_at_r"],
-                      "r_precision": m["r_precision"]}
+            values = {
+                "recall@1": m["precision_at_1"],
+                "map@r": m["mean_average_precision_at_r"],
+                "r_precision": m["r_precision"],
+            }
         best = min(best, time.perf_counter() - started)
     return {"seconds": best, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **values}
 
@@ -63,18 +69,40 @@ def main() -> None:
         return
     results = {}
     for method in ("tune_lsd", "pml"):
-        out = subprocess.run([sys.executable, __file__, "--method", method, "--n", str(args.n), "--dim", str(args.dim),
-                              "--classes", str(args.classes)], capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--method",
+                method,
+                "--n",
+                str(args.n),
+                "--dim",
+                str(args.dim),
+                "--classes",
+                str(args.classes),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode != 0:  # -9: the kernel's OOM killer (PML at 50k x 128 on 24 GiB)
-            print(f"{method} failed with exit code {out.returncode}" + (" (killed: out of memory)" if out.returncode == -9 else ""))
+            print(
+                f"{method} failed with exit code {out.returncode}"
+                + (" (killed: out of memory)" if out.returncode == -9 else "")
+            )
             print("ratio pml/tune_lsd time: n/a (one method did not finish)")
             return
         results[method] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"| method ({args.n} x {args.dim}, {args.classes} classes) | seconds | peak RSS (MB) | Recall@1 | MAP@R | R-precision |")
+    print(
+        f"| method ({args.n} x {args.dim}, {args.classes} classes) "
+        "| seconds | peak RSS (MB) | Recall@1 | MAP@R | R-precision |"
+    )
     print("|---|---|---|---|---|---|")
     for method, r in results.items():
-        print(f"| {method} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | {r['recall@1']:.6f} | {r['map@r']:.6f} "
-              f"| {r['r_precision']:.6f} |")
+        print(
+            f"| {method} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | {r['recall@1']:.6f} | {r['map@r']:.6f} "
+            f"| {r['r_precision']:.6f} |"
+        )
     difference = max(abs(results["tune_lsd"][k] - results["pml"][k]) for k in ("recall@1", "map@r", "r_precision"))
     print(f"largest metric difference: {difference:.2e}")
     print(f"ratio pml/tune_lsd time: {results['pml']['seconds'] / results['tune_lsd']['seconds']:.2f}x")

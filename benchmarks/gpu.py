@@ -61,14 +61,28 @@ def synthetic_splits(size: dict, seed: int = 0) -> DataSplits:
 
 
 def engine_config(size: dict, lsd: bool, compile_: bool, device: str) -> Config:
-    return Config().with_overrides({
-        "data.image_size": size["image_size"], "data.batch_size": size["batch_size"],
-        "data.samples_per_class": size["samples_per_class"], "data.augment": "none",
-        "model.backbone": size["backbone"], "model.small_input_stem": size["image_size"] < 64,
-        "lsd.enabled": lsd, "lsd.teacher": "ema", "lsd.ramp": "constant", "lsd.ema_momentum": 0.99,
-        "schedule.epochs": 1000, "schedule.lr_schedule": "constant", "optim.lr": 1e-5,
-        "runtime.device": device, "runtime.progress": False, "runtime.compile": compile_, "eval.nmi": False,
-        "runtime.cudnn_benchmark": True})  # as the plain loop (long runs of one shape)
+    return Config().with_overrides(
+        {
+            "data.image_size": size["image_size"],
+            "data.batch_size": size["batch_size"],
+            "data.samples_per_class": size["samples_per_class"],
+            "data.augment": "none",
+            "model.backbone": size["backbone"],
+            "model.small_input_stem": size["image_size"] < 64,
+            "lsd.enabled": lsd,
+            "lsd.teacher": "ema",
+            "lsd.ramp": "constant",
+            "lsd.ema_momentum": 0.99,
+            "schedule.epochs": 1000,
+            "schedule.lr_schedule": "constant",
+            "optim.lr": 1e-5,
+            "runtime.device": device,
+            "runtime.progress": False,
+            "runtime.compile": compile_,
+            "eval.nmi": False,
+            "runtime.cudnn_benchmark": True,
+        }
+    )  # as the plain loop (long runs of one shape)
 
 
 def synchronize(device: torch.device) -> None:
@@ -107,7 +121,7 @@ def plain_images_per_s(size: dict, lsd: bool, steps: int, device: str, loss: str
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp)
 
     def step() -> None:
-        classes = torch.randperm(size["classes"], device=device_)[:batch // per_class]
+        classes = torch.randperm(size["classes"], device=device_)[: batch // per_class]
         index = (classes[:, None] * 4 + torch.arange(per_class, device=device_)).flatten()
         images, labels = pool[index], labels_pool[index]
         with autocast:
@@ -156,10 +170,16 @@ def part_engine(args, size: dict) -> dict:
     trivial = plain_images_per_s(size, False, args.steps, args.device, loss="trivial")
     with_loss = results["base loss"]["plain_img_s"]
     batch = size["batch_size"]
-    results["base loss cost"] = {"trivial_img_s": trivial, "multi_similarity_img_s": with_loss,
-                                 "ms_per_step": 1000 * batch * (1 / with_loss - 1 / trivial)}
-    print(f"  plain loop, trivial loss {trivial:,.0f} img/s vs multi-similarity + miner {with_loss:,.0f}: "
-          f"the base loss costs {results['base loss cost']['ms_per_step']:.1f} ms per step", flush=True)
+    results["base loss cost"] = {
+        "trivial_img_s": trivial,
+        "multi_similarity_img_s": with_loss,
+        "ms_per_step": 1000 * batch * (1 / with_loss - 1 / trivial),
+    }
+    print(
+        f"  plain loop, trivial loss {trivial:,.0f} img/s vs multi-similarity + miner {with_loss:,.0f}: "
+        f"the base loss costs {results['base loss cost']['ms_per_step']:.1f} ms per step",
+        flush=True,
+    )
     if not args.no_compile:
         started = time.perf_counter()
         try:
@@ -169,10 +189,18 @@ def part_engine(args, size: dict) -> dict:
             print(f"  runtime.compile failed: {results['compile']['error']}", flush=True)
             return results
         eager = results["LSD (EMA teacher)"]["engine_img_s"]
-        results["compile"] = {"eager_img_s": eager, "compiled_img_s": compiled, "speedup": compiled / eager,
-                              "first_epoch_s": warmup, "total_s": time.perf_counter() - started}
-        print(f"  runtime.compile, LSD: {compiled:,.0f} img/s vs eager {eager:,.0f} -> {compiled / eager:.2f}x; "
-              f"first epoch ({args.steps} steps, compilation included) {warmup:.1f} s", flush=True)
+        results["compile"] = {
+            "eager_img_s": eager,
+            "compiled_img_s": compiled,
+            "speedup": compiled / eager,
+            "first_epoch_s": warmup,
+            "total_s": time.perf_counter() - started,
+        }
+        print(
+            f"  runtime.compile, LSD: {compiled:,.0f} img/s vs eager {eager:,.0f} -> {compiled / eager:.2f}x; "
+            f"first epoch ({args.steps} steps, compilation included) {warmup:.1f} s",
+            flush=True,
+        )
     return results
 
 
@@ -181,7 +209,9 @@ def part_eval(args) -> dict:
     generator = torch.Generator().manual_seed(0)
     labels = torch.randperm(n, generator=generator) % classes
     centres = torch.randn(classes, dim, generator=generator)
-    embeddings = F.normalize(centres[labels] + 2.2 * torch.randn(n, dim, generator=generator), dim=1)  # R@1 ~0.9: not trivial
+    embeddings = F.normalize(
+        centres[labels] + 2.2 * torch.randn(n, dim, generator=generator), dim=1
+    )  # R@1 ~0.9: not trivial
     labels = labels.numpy()
     device = torch.device(args.device)
     on_device = embeddings.to(device)
@@ -194,11 +224,22 @@ def part_eval(args) -> dict:
     by_faiss = retrieval_metrics(embeddings.numpy(), labels, nmi=False, backend="faiss")
     faiss_s = time.perf_counter() - started
     difference = max(abs(by_torch[k] - by_faiss[k]) for k in by_faiss)
-    print(f"  {n:,} x {dim} in {classes:,} classes: torch on {device.type} {torch_s:.2f} s, faiss-cpu "
-          f"({os.cpu_count()} cores) {faiss_s:.2f} s -> {faiss_s / torch_s:.0f}x; largest metric difference "
-          f"{difference:.1e}; Recall@1 {by_torch['recall@1']:.4f}", flush=True)
-    return {"n": n, "dim": dim, "classes": classes, "torch_s": torch_s, "faiss_s": faiss_s,
-            "speedup": faiss_s / torch_s, "max_metric_difference": difference, "metrics": by_torch}
+    print(
+        f"  {n:,} x {dim} in {classes:,} classes: torch on {device.type} {torch_s:.2f} s, faiss-cpu "
+        f"({os.cpu_count()} cores) {faiss_s:.2f} s -> {faiss_s / torch_s:.0f}x; largest metric difference "
+        f"{difference:.1e}; Recall@1 {by_torch['recall@1']:.4f}",
+        flush=True,
+    )
+    return {
+        "n": n,
+        "dim": dim,
+        "classes": classes,
+        "torch_s": torch_s,
+        "faiss_s": faiss_s,
+        "speedup": faiss_s / torch_s,
+        "max_metric_difference": difference,
+        "metrics": by_torch,
+    }
 
 
 def part_search(args, out: Path) -> dict:
@@ -218,21 +259,46 @@ def part_preset(args, out: Path) -> dict:
         classes, images, long_side = (20, 120, 64) if args.tiny else (200, 11_788, 500)
         started = time.perf_counter()
         write_cub_tree(tree, classes, images, long_side)
-        print(f"  tree: {images:,} JPEGs in {classes} classes, longer side {long_side} px "
-              f"({sum(f.stat().st_size for f in tree.rglob('*.jpg')) / 1e6:,.0f} MB, {time.perf_counter() - started:.1f} s)",
-              flush=True)
+        print(
+            f"  tree: {images:,} JPEGs in {classes} classes, longer side {long_side} px "
+            f"({sum(f.stat().st_size for f in tree.rglob('*.jpg')) / 1e6:,.0f} MB, "
+            f"{time.perf_counter() - started:.1f} s)",
+            flush=True,
+        )
         epochs = 2 if args.tiny else args.preset_epochs
-        options = ["--space", "cub", "--cpus-per-trial", "1" if args.tiny else "3", "--set", f"data.root={tree}",
-                   "--set", "model.pretrained=none", "--set", f"schedule.epochs={epochs}"]
+        options = [
+            "--space",
+            "cub",
+            "--cpus-per-trial",
+            "1" if args.tiny else "3",
+            "--set",
+            f"data.root={tree}",
+            "--set",
+            "model.pretrained=none",
+            "--set",
+            f"schedule.epochs={epochs}",
+        ]
         if args.tiny:
-            options += ["--set", "model.backbone=resnet10t", "--set", "data.image_size=32", "--set", "data.load_size=40",
-                        "--set", "data.batch_size=16", "--set", "schedule.steps_per_epoch=2"]
+            options += [
+                "--set",
+                "model.backbone=resnet10t",
+                "--set",
+                "data.image_size=32",
+                "--set",
+                "data.load_size=40",
+                "--set",
+                "data.batch_size=16",
+                "--set",
+                "schedule.steps_per_epoch=2",
+            ]
         env = {"TUNE_LSD_CACHE": str(Path(tmp) / "cache")}
         print("  a search with an empty decode cache:", flush=True)
         cold = timed_search(args, out, "preset", options, env=env)
         entries = [json.loads(f.read_text()) for f in (Path(tmp) / "cache").rglob("entry.json")]
-        cold["decode_s"] = {entry["description"]: entry["decode_seconds"] for entry in
-                            sorted(entries, key=lambda entry: entry["description"])}
+        cold["decode_s"] = {
+            entry["description"]: entry["decode_seconds"]
+            for entry in sorted(entries, key=lambda entry: entry["description"])
+        }
         print(f"  decoding into the cache (seconds): {cold['decode_s']}", flush=True)
         print("  the same search again, its data in the decode cache:", flush=True)
         return {"cold_cache": cold, "warm_cache": timed_search(args, out, "preset-cached", options, env=env)}
@@ -246,7 +312,9 @@ def write_cub_tree(root: Path, classes: int, images: int, long_side: int, seed: 
     def write(index: int) -> None:
         rng = np.random.default_rng([seed, index])
         aspect = rng.uniform(1.0, 16 / 9) if rng.random() < 0.8 else rng.uniform(3 / 4, 1.0)
-        width, height = (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
+        width, height = (
+            (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
+        )
         label = index % classes + 1
         path = root / "images" / f"{label:03d}.Bird_{label}" / f"{index:05d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -264,11 +332,32 @@ def timed_search(args, out: Path, name: str, options: list[str], env: dict[str, 
         folder = Path(tmp)
         sampler = None
         if gpu:
-            sampler = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,utilization.gpu,memory.used",
-                                        "--format=csv,noheader,nounits", "-lms", "200"],
-                                       stdout=open(folder / "smi.csv", "w"), stderr=subprocess.DEVNULL)
-        command = [sys.executable, "-m", "tune_lsd.cli", "search", "--name", name, "--num-samples", str(args.trials),
-                   "--max-concurrent", "4", "--gpus-per-trial", "0.25" if gpu else "0", *options]
+            sampler = subprocess.Popen(
+                [
+                    "nvidia-smi",
+                    "--query-gpu=timestamp,utilization.gpu,memory.used",
+                    "--format=csv,noheader,nounits",
+                    "-lms",
+                    "200",
+                ],
+                stdout=open(folder / "smi.csv", "w"),
+                stderr=subprocess.DEVNULL,
+            )
+        command = [
+            sys.executable,
+            "-m",
+            "tune_lsd.cli",
+            "search",
+            "--name",
+            name,
+            "--num-samples",
+            str(args.trials),
+            "--max-concurrent",
+            "4",
+            "--gpus-per-trial",
+            "0.25" if gpu else "0",
+            *options,
+        ]
         started = time.time()
         lines = stamped_output(command, folder, {"RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", **(env or {})})
         ended = time.time()
@@ -285,40 +374,62 @@ def timed_search(args, out: Path, name: str, options: list[str], env: dict[str, 
     summary_line = next((line for _, line in lines if "epochs in" in line), "")
     dataset_line = next((line for _, line in lines if line.startswith("dataset:")), "")
     # When the command printed its phases: the data listed, Ray started + data decoded + store opened.
-    phases = {phase: round(next((at for at, line in lines if marker(line)), ended) - started, 1) for phase, marker in (
-        ("listed_s", lambda line: line.startswith("dataset:")),
-        ("ray_and_data_ready_s", lambda line: line.startswith(f"search {name!r}: space")),
-        ("first_trial_started_s", lambda line: "started (1/" in line))}
+    phases = {
+        phase: round(next((at for at, line in lines if marker(line)), ended) - started, 1)
+        for phase, marker in (
+            ("listed_s", lambda line: line.startswith("dataset:")),
+            ("ray_and_data_ready_s", lambda line: line.startswith(f"search {name!r}: space")),
+            ("first_trial_started_s", lambda line: "started (1/" in line),
+        )
+    }
     first_start = min(t["first_start"] for t in trials)
     last_end = max(t["end"] for t in trials)
     gaps = slot_gaps(trials, concurrency=most_at_once(trials))
-    report = {"command_s": ended - started, "first_epoch_after_s": first_start - started,
-              "trials_s": last_end - first_start, "summary": summary_line.strip(), "dataset": dataset_line,
-              "phases_after_command_s": phases,
-              "gaps_s": gaps, "max_gap_s": max(gaps, default=0.0), "gpu_busy": busy, "ray_folder_mb": checkpoint_mb,
-              "pids": len({t["pid"] for t in trials}), "trials": len(trials),
-              "epochs": sum(len(t["epoch_s"]) for t in trials)}
+    report = {
+        "command_s": ended - started,
+        "first_epoch_after_s": first_start - started,
+        "trials_s": last_end - first_start,
+        "summary": summary_line.strip(),
+        "dataset": dataset_line,
+        "phases_after_command_s": phases,
+        "gaps_s": gaps,
+        "max_gap_s": max(gaps, default=0.0),
+        "gpu_busy": busy,
+        "ray_folder_mb": checkpoint_mb,
+        "pids": len({t["pid"] for t in trials}),
+        "trials": len(trials),
+        "epochs": sum(len(t["epoch_s"]) for t in trials),
+    }
     print(f"  {dataset_line}\n  {summary_line.strip()}\n  after the command's start: {phases}")
-    print(f"  command {report['command_s']:.1f} s; the first epoch started {report['first_epoch_after_s']:.1f} s after "
-          f"the command; first epoch start to last result {report['trials_s']:.1f} s; {len(trials)} trials, "
-          f"{report['epochs']} epochs, on {report['pids']} actor processes; gaps between a trial's end and the "
-          f"next's first epoch: max {report['max_gap_s']:.2f} s, mean {np.mean(gaps) if gaps else 0:.2f} s; "
-          f"runs/ray left: {checkpoint_mb:.1f} MB", flush=True)
+    print(
+        f"  command {report['command_s']:.1f} s; the first epoch started {report['first_epoch_after_s']:.1f} s after "
+        f"the command; first epoch start to last result {report['trials_s']:.1f} s; {len(trials)} trials, "
+        f"{report['epochs']} epochs, on {report['pids']} actor processes; gaps between a trial's end and the "
+        f"next's first epoch: max {report['max_gap_s']:.2f} s, mean {np.mean(gaps) if gaps else 0:.2f} s; "
+        f"runs/ray left: {checkpoint_mb:.1f} MB",
+        flush=True,
+    )
     for trial in trials:
-        print(f"    trial {trial['trial']} (pid {trial['pid']}): start {trial['start_s']}, epochs {trial['epoch_s']} s, "
-              f"evaluations {trial['eval_s']} s")
+        print(
+            f"    trial {trial['trial']} (pid {trial['pid']}): start {trial['start_s']}, epochs {trial['epoch_s']} s, "
+            f"evaluations {trial['eval_s']} s"
+        )
     report["timelines"] = trials
     if busy:
-        print(f"  GPU busy: {busy['during_trials']:.0f} % while trials ran, {busy['whole_command']:.0f} % "
-              f"over the whole command; peak memory {busy['peak_memory_mb']:.0f} MB", flush=True)
+        print(
+            f"  GPU busy: {busy['during_trials']:.0f} % while trials ran, {busy['whole_command']:.0f} % "
+            f"over the whole command; peak memory {busy['peak_memory_mb']:.0f} MB",
+            flush=True,
+        )
     return report
 
 
 def stamped_output(command: list[str], cwd: Path, env: dict[str, str]) -> list[tuple[float, str]]:
     """Run ``command``; each line of its output (stdout and stderr) with the time it came, and
     last ``exit N``."""
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, **env})
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **env}
+    )
     lines = [(time.time(), line.rstrip("\n")) for line in process.stdout]
     return lines + [(time.time(), f"exit {process.wait()}")]
 
@@ -331,13 +442,20 @@ def trial_timelines(experiment: Path) -> list[dict]:
         if not results:
             continue
         first, last = results[0], results[-1]
-        trials.append({"trial": first["trial_id"], "pid": first["pid"],
-                       "first_start": first["time/step_end_unix"] - first["time_this_iter_s"],
-                       "end": last["time/step_end_unix"],
-                       "start_s": {key.removeprefix("time/"): round(first[key], 2) for key in
-                                   ("time/process_start_s", "time/import_s", "time/trainer_s", "time/setup_s")},
-                       "epoch_s": [round(r["train/epoch_s"], 2) for r in results],
-                       "eval_s": [round(r["val/eval_s"], 2) for r in results]})
+        trials.append(
+            {
+                "trial": first["trial_id"],
+                "pid": first["pid"],
+                "first_start": first["time/step_end_unix"] - first["time_this_iter_s"],
+                "end": last["time/step_end_unix"],
+                "start_s": {
+                    key.removeprefix("time/"): round(first[key], 2)
+                    for key in ("time/process_start_s", "time/import_s", "time/trainer_s", "time/setup_s")
+                },
+                "epoch_s": [round(r["train/epoch_s"], 2) for r in results],
+                "eval_s": [round(r["val/eval_s"], 2) for r in results],
+            }
+        )
     return sorted(trials, key=lambda t: t["first_start"])
 
 
@@ -372,14 +490,19 @@ def gpu_busy(samples_file: Path, trials: list[dict]) -> dict | None:
         return None
     start, end = min(t["first_start"] for t in trials), max(t["end"] for t in trials)
     during = [busy for stamp, busy, _ in rows if start <= stamp <= end] or [0.0]
-    return {"during_trials": float(np.mean(during)), "whole_command": float(np.mean([r[1] for r in rows])),
-            "peak_memory_mb": max(r[2] for r in rows), "samples": len(rows)}
+    return {
+        "during_trials": float(np.mean(during)),
+        "whole_command": float(np.mean([r[1] for r in rows])),
+        "peak_memory_mb": max(r[2] for r in rows),
+        "samples": len(rows),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="engine,eval,search,preset",
-                        help="comma-separated: engine, eval, search, preset")
+    parser.add_argument(
+        "--parts", default="engine,eval,search,preset", help="comma-separated: engine, eval, search, preset"
+    )
     parser.add_argument("--steps", type=int, default=60, help="training steps per timed epoch")
     parser.add_argument("--trials", type=int, default=8, help="trials of the search and preset parts")
     parser.add_argument("--preset-epochs", type=int, default=5, help="epochs a trial of the preset part")
@@ -389,8 +512,10 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results-gpu", help="folder for results.json and the search log")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("benchmarks/gpu.py: no CUDA GPU here, nothing measured (run it on a GPU machine; "
-              "--device cpu --tiny checks the script at toy sizes)")
+        print(
+            "benchmarks/gpu.py: no CUDA GPU here, nothing measured (run it on a GPU machine; "
+            "--device cpu --tiny checks the script at toy sizes)"
+        )
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -421,19 +546,25 @@ def headline(results: dict) -> list[str]:
     parts = []
     if "engine" in results:
         engine = results["engine"]
-        parts.append(f"engine/plain loop: base {engine['base loss']['ratio']:.3f}x, "
-                     f"LSD {engine['LSD (EMA teacher)']['ratio']:.3f}x (target >= 0.98x)")
+        parts.append(
+            f"engine/plain loop: base {engine['base loss']['ratio']:.3f}x, "
+            f"LSD {engine['LSD (EMA teacher)']['ratio']:.3f}x (target >= 0.98x)"
+        )
     if "eval" in results:
         parts.append(f"evaluation faiss-cpu/torch: {results['eval']['speedup']:.0f}x (target >= 50x)")
     if "search" in results and "error" not in results["search"]:
         search = results["search"]
-        parts.append(f"search: {search['summary'].split(' in ')[-1]} of trials, max gap {search['max_gap_s']:.2f} s "
-                     "(targets <= 20 s, <= 3 s)")
+        parts.append(
+            f"search: {search['summary'].split(' in ')[-1]} of trials, max gap {search['max_gap_s']:.2f} s "
+            "(targets <= 20 s, <= 3 s)"
+        )
     for cache, preset in results.get("preset", {}).items():
         if "error" not in preset:
             busy = preset["gpu_busy"]["during_trials"] if preset["gpu_busy"] else float("nan")
-            parts.append(f"cub preset search, {cache.replace('_', ' ')}: GPU busy {busy:.0f} % while trials ran "
-                         f"(target >= 80 %), first epoch {preset['first_epoch_after_s']:.0f} s after the start")
+            parts.append(
+                f"cub preset search, {cache.replace('_', ' ')}: GPU busy {busy:.0f} % while trials ran "
+                f"(target >= 80 %), first epoch {preset['first_epoch_after_s']:.0f} s after the start"
+            )
     return parts
 
 

@@ -18,8 +18,15 @@ from tune_lsd.engine import Trainer
 
 
 def trainer(teacher: str | None, steps: int) -> Trainer:
-    overrides = {"data.max_classes": 100, "schedule.steps_per_epoch": steps, "schedule.epochs": 1000,
-                 "runtime.progress": False, "eval.nmi": False, "lsd.ramp": "constant", "lsd.ema_momentum": 0.9}
+    overrides = {
+        "data.max_classes": 100,
+        "schedule.steps_per_epoch": steps,
+        "schedule.epochs": 1000,
+        "runtime.progress": False,
+        "eval.nmi": False,
+        "lsd.ramp": "constant",
+        "lsd.ema_momentum": 0.9,
+    }
     overrides.update({"lsd.enabled": False} if teacher is None else {"lsd.teacher": teacher})
     built = Trainer(Config().with_overrides(overrides))
     built.train_epoch()  # warm-up; gives the epoch teacher its first snapshot
@@ -31,8 +38,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="batches (128 glyphs, 32 px, resnet10t) per timed epoch")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    settings = {"base loss": trainer(None, args.steps), "LSD ema": trainer("ema", args.steps),
-                "LSD epoch": trainer("epoch", args.steps)}
+    settings = {
+        "base loss": trainer(None, args.steps),
+        "LSD ema": trainer("ema", args.steps),
+        "LSD epoch": trainer("epoch", args.steps),
+    }
     times: dict[str, list[float]] = {name: [] for name in settings}
     for _ in range(args.rounds):
         for name, built in settings.items():

@@ -38,15 +38,17 @@ import matplotlib
 import torch
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from search_spaces.loader import load_space  # noqa: E402
-from tune_lsd.compare import CompareSettings, resume_compare, run_compare  # noqa: E402
-from tune_lsd.compare.study import STATE_FILE  # noqa: E402
-from tune_lsd.config import Config  # noqa: E402
+from search_spaces.loader import load_space
+from tune_lsd.compare import CompareSettings, resume_compare, run_compare
+from tune_lsd.compare.study import STATE_FILE
+from tune_lsd.config import Config
 
-REGIMES = {"scratch": {"lsd": "lsd", "baseline": "baseline"},
-           "pretrained": {"lsd": "lsd_pretrained", "baseline": "baseline_pretrained"}}
+REGIMES = {
+    "scratch": {"lsd": "lsd", "baseline": "baseline"},
+    "pretrained": {"lsd": "lsd_pretrained", "baseline": "baseline_pretrained"},
+}
 METHODS = {"lsd": "LSD (tuned)", "baseline": "base loss only (tuned)"}
 METRICS = {"test/recall@1": "R@1", "test/map@r": "MAP@R"}
 
@@ -55,10 +57,21 @@ def study_one_noise(regime: str, noise: float, args: argparse.Namespace) -> dict
     """One comparison: both spaces of ``regime`` at this noise rate (continued if it was stopped)."""
     spaces = REGIMES[regime]
     settings = CompareSettings(
-        name=f"study-{regime}-noise{noise:g}", spaces=[spaces["lsd"], spaces["baseline"]], num_samples=args.num_samples,
-        search_seeds=args.search_seeds, seeds=args.seeds, max_concurrent=args.max_concurrent,
-        gpus_per_trial=args.gpus_per_trial, threads=args.threads, runs_dir=str(args.out),
-        overrides=[f"data.label_noise={noise}", *args.set, *([f"schedule.steps_per_epoch={args.steps}"] if args.steps else [])])
+        name=f"study-{regime}-noise{noise:g}",
+        spaces=[spaces["lsd"], spaces["baseline"]],
+        num_samples=args.num_samples,
+        search_seeds=args.search_seeds,
+        seeds=args.seeds,
+        max_concurrent=args.max_concurrent,
+        gpus_per_trial=args.gpus_per_trial,
+        threads=args.threads,
+        runs_dir=str(args.out),
+        overrides=[
+            f"data.label_noise={noise}",
+            *args.set,
+            *([f"schedule.steps_per_epoch={args.steps}"] if args.steps else []),
+        ],
+    )
     if (settings.folder / STATE_FILE).exists():
         return resume_compare(settings.name, str(args.out))
     return run_compare(settings)
@@ -70,10 +83,14 @@ def study_one_regime(regime: str, args: argparse.Namespace) -> dict[str, Any]:
     first = next(iter(noise.values()))
     trained = Config.load(Path(first["retrains"][0]["best_file"]))
     weights = "ImageNet weights" if trained.model.pretrained != "none" else "random init"
-    return {"description": f"{trained.model.backbone}, {weights}, {trained.data.image_size} px, "
-                          f"{trained.schedule.epochs} epochs",
-            "searched_params": {method: sorted(load_space(space).params) for method, space in REGIMES[regime].items()},
-            "num_samples": args.num_samples, "seconds": sum(c["seconds"] for c in noise.values()), "noise": noise}
+    return {
+        "description": f"{trained.model.backbone}, {weights}, {trained.data.image_size} px, "
+        f"{trained.schedule.epochs} epochs",
+        "searched_params": {method: sorted(load_space(space).params) for method, space in REGIMES[regime].items()},
+        "num_samples": args.num_samples,
+        "seconds": sum(c["seconds"] for c in noise.values()),
+        "noise": noise,
+    }
 
 
 def mean_std(values: list[float]) -> str:
@@ -96,7 +113,9 @@ def plot(rows: list[tuple[str, dict[str, list[float]]]], path: Path) -> None:
     for axis, (metric, short) in zip(axes, METRICS.items()):
         means = [statistics.mean(v[metric]) for _, v in rows]
         spreads = [statistics.stdev(v[metric]) if len(v[metric]) > 1 else 0 for _, v in rows]
-        colours = ["tab:orange" if "LSD" in label else "tab:blue" if "tuned" in label else "tab:gray" for label in labels]
+        colours = [
+            "tab:orange" if "LSD" in label else "tab:blue" if "tuned" in label else "tab:gray" for label in labels
+        ]
         axis.barh(labels, means, xerr=spreads, color=colours)
         axis.set_xlabel(f"test {short} (mean ± std over retrains)")
     axes[0].invert_yaxis()  # shared y axis: first row on top
@@ -108,21 +127,31 @@ def plot(rows: list[tuple[str, dict[str, list[float]]]], path: Path) -> None:
 
 def print_report(results: dict[str, Any], out: Path) -> None:
     """The tables, the plot and the ratios, from every comparison's results."""
-    rows = [row for regime, study in results.items() for noise, comparison in study["noise"].items()
-            for row in table_rows(regime, noise, comparison)]
+    rows = [
+        row
+        for regime, study in results.items()
+        for noise, comparison in study["noise"].items()
+        for row in table_rows(regime, noise, comparison)
+    ]
     plot(rows, out / "study.png")
     print(f"\nplot: {out / 'study.png'}")
     for regime, study in results.items():
         searched = ", ".join(f"{METHODS[m]} {len(p)} ({', '.join(p)})" for m, p in study["searched_params"].items())
-        print(f"{regime}: {study['description']}; {study['num_samples']} trials per search; searched parameters: "
-              f"{searched}; {study['seconds'] / 60:.1f} min")
+        print(
+            f"{regime}: {study['description']}; {study['num_samples']} trials per search; searched parameters: "
+            f"{searched}; {study['seconds'] / 60:.1f} min"
+        )
     print("\n| setting | test Recall@1 | test MAP@R | runs |")
     print("|---|---|---|---|")
     for label, values in rows:
-        print(f"| {label} | {mean_std(values['test/recall@1'])} | {mean_std(values['test/map@r'])} "
-              f"| {len(values['test/recall@1'])} |")
-    print("\nLSD - baseline, paired: mean [bootstrap 95 % interval] (Student-t 95 % interval), over retrain seeds "
-          "and over search seeds; verdicts from tune-lsd compare")
+        print(
+            f"| {label} | {mean_std(values['test/recall@1'])} | {mean_std(values['test/map@r'])} "
+            f"| {len(values['test/recall@1'])} |"
+        )
+    print(
+        "\nLSD - baseline, paired: mean [bootstrap 95 % interval] (Student-t 95 % interval), over retrain seeds "
+        "and over search seeds; verdicts from tune-lsd compare"
+    )
     print("\n| regime, noise | test R@1 | test MAP@R | pairs |")
     print("|---|---|---|---|")
     for regime, study in results.items():
@@ -132,16 +161,26 @@ def print_report(results: dict[str, Any], out: Path) -> None:
                 for metric in METRICS:
                     d = next(d for d in comparison["differences"] if d["metric"] == metric and d["level"] == level)
                     count = len(d["values"])
-                    cells.append(f"{d['mean']:+.4f}" + ("" if d["bootstrap"] is None else
-                                 f" [{d['bootstrap'][0]:+.4f}, {d['bootstrap'][1]:+.4f}] "
-                                 f"(t: [{d['student_t'][0]:+.4f}, {d['student_t'][1]:+.4f}])"))
+                    cells.append(
+                        f"{d['mean']:+.4f}"
+                        + (
+                            ""
+                            if d["bootstrap"] is None
+                            else f" [{d['bootstrap'][0]:+.4f}, {d['bootstrap'][1]:+.4f}] "
+                            f"(t: [{d['student_t'][0]:+.4f}, {d['student_t'][1]:+.4f}])"
+                        )
+                    )
                 print(f"| {regime}, {float(noise):.0%}, over {level} | {cells[0]} | {cells[1]} | {count} |")
             print(f"{regime}, {float(noise):.0%} noise: {comparison['verdict']}")
     print()
     for regime, study in results.items():
         for noise, comparison in study["noise"].items():
-            lsd, base = (statistics.mean(r["metrics"]["test/recall@1"] for r in comparison["retrains"]
-                                         if r["space"] == REGIMES[regime][m]) for m in METHODS)
+            lsd, base = (
+                statistics.mean(
+                    r["metrics"]["test/recall@1"] for r in comparison["retrains"] if r["space"] == REGIMES[regime][m]
+                )
+                for m in METHODS
+            )
             print(f"ratio LSD/baseline test R@1, {regime} at {float(noise):.0%} noise: {lsd / base:.3f}")
 
 
@@ -153,13 +192,19 @@ def main() -> None:
     parser.add_argument("--search-seeds", type=int, default=1, help="searches per space")
     parser.add_argument("--max-concurrent", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=5, help="paired retrains of each exported config")
-    parser.add_argument("--gpus-per-trial", type=float, default=None,
-                        help="GPU share of each search trial (default: 1 / --max-concurrent with a GPU, else 0)")
+    parser.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=None,
+        help="GPU share of each search trial (default: 1 / --max-concurrent with a GPU, else 0)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each retrain")
     parser.add_argument("--steps", type=int, default=0, help="cap steps per epoch (0 = all; for a tiny run)")
     parser.add_argument("--set", action="append", default=[], help="extra base-config overrides for every search")
     parser.add_argument("--out", type=Path, default=Path("runs/lsd-study"))
-    parser.add_argument("--report-only", action="store_true", help="reprint the tables and plot from --out/results.json")
+    parser.add_argument(
+        "--report-only", action="store_true", help="reprint the tables and plot from --out/results.json"
+    )
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args.out = args.out.resolve()

@@ -39,13 +39,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
+import matplotlib.pyplot as plt
+import optuna
 
-from tune_lsd import tracking  # noqa: E402
-from tune_lsd.data.splits import build_splits  # noqa: E402
-from tune_lsd.engine import Trainer  # noqa: E402
-from tune_lsd.search import SearchSettings, optuna_sampler, prepare_space, run_search  # noqa: E402
+from tune_lsd import tracking
+from tune_lsd.data.splits import build_splits
+from tune_lsd.engine import Trainer
+from tune_lsd.search import SearchSettings, optuna_sampler, prepare_space, run_search
 
 METRIC = "val/recall@1"
 RAY_ARMS = {  # arm: (searcher, scheduler, which trial count)
@@ -71,9 +71,17 @@ def best_so_far(points: list[tuple[float, float]]) -> Curve:
 
 def settings_for(arm: str, seed: int, args: argparse.Namespace) -> SearchSettings:
     searcher, scheduler, trials = RAY_ARMS.get(arm, ("optuna", "asha", "asha_trials"))
-    return SearchSettings(name=f"efficiency-seed{seed}-{arm.replace('+', '-')}", space=args.space,
-                          searcher=searcher, scheduler=scheduler, num_samples=getattr(args, trials),
-                          max_concurrent=args.max_concurrent, seed=seed, runs_dir=str(args.out), overrides=args.set)
+    return SearchSettings(
+        name=f"efficiency-seed{seed}-{arm.replace('+', '-')}",
+        space=args.space,
+        searcher=searcher,
+        scheduler=scheduler,
+        num_samples=getattr(args, trials),
+        max_concurrent=args.max_concurrent,
+        seed=seed,
+        runs_dir=str(args.out),
+        overrides=args.set,
+    )
 
 
 def run_ray_arm(settings: SearchSettings) -> Curve:
@@ -81,8 +89,13 @@ def run_ray_arm(settings: SearchSettings) -> Curve:
     started = time.time()
     run_search(settings)
     uri = settings.resolved_tracking_uri()
-    return best_so_far([(timestamp / 1000 - started, value) for run in tracking.trial_runs(uri, settings.name)
-                        for _, value, timestamp in tracking.metric_history(uri, run.info.run_id, METRIC)])
+    return best_so_far(
+        [
+            (timestamp / 1000 - started, value)
+            for run in tracking.trial_runs(uri, settings.name)
+            for _, value, timestamp in tracking.metric_history(uri, run.info.run_id, METRIC)
+        ]
+    )
 
 
 def run_plain_optuna(settings: SearchSettings) -> Curve:
@@ -111,8 +124,10 @@ def run_plain_optuna(settings: SearchSettings) -> Curve:
     study = optuna.create_study(
         direction="maximize",
         sampler=optuna_sampler(settings),  # TPE, as the search's
-        pruner=optuna.pruners.HyperbandPruner(min_resource=settings.grace_period, max_resource=epochs,
-                                              reduction_factor=int(settings.reduction_factor)))
+        pruner=optuna.pruners.HyperbandPruner(
+            min_resource=settings.grace_period, max_resource=epochs, reduction_factor=int(settings.reduction_factor)
+        ),
+    )
     study.optimize(objective, n_trials=settings.num_samples, n_jobs=settings.max_concurrent)
     return best_so_far(points)
 
@@ -122,8 +137,10 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Curve]:
     for arm in args.arms:
         settings = settings_for(arm, seed, args)
         curves[arm] = run_plain_optuna(settings) if arm == "optuna" else run_ray_arm(settings)
-        print(f"seed {seed} {arm}: {len(curves[arm])} epochs, best {curves[arm][-1][1]:.4f}, "
-              f"{curves[arm][-1][0]:.0f} s", flush=True)
+        print(
+            f"seed {seed} {arm}: {len(curves[arm])} epochs, best {curves[arm][-1][1]:.4f}, {curves[arm][-1][0]:.0f} s",
+            flush=True,
+        )
     return curves
 
 
@@ -144,8 +161,14 @@ def plot(results: dict[int, dict[str, Curve]], path: Path) -> None:
         budget = len(results[seed]["random"])
         for index, (arm, curve) in enumerate(results[seed].items()):
             values = [value for _, value in curve[:budget]]
-            axis.step(range(1, len(values) + 1), values, "--" if arm == "random" else "-", where="post",
-                      color=f"C{index}", label=arm)
+            axis.step(
+                range(1, len(values) + 1),
+                values,
+                "--" if arm == "random" else "-",
+                where="post",
+                color=f"C{index}",
+                label=arm,
+            )
         axis.set_title(f"seed {seed}")
         axis.set_xlabel("epochs trained (finishing order)")
     axes[0][0].set_ylabel(f"best {METRIC} so far")
@@ -182,8 +205,11 @@ def main() -> None:
     plot(results, args.out / "search_efficiency.png")
 
     print(f"\nplot: {args.out / 'search_efficiency.png'}\n")
-    print("| seed | budget (epochs) | random best | " + " | ".join(
-        f"{arm}: best in budget / fraction / s" for arm in args.arms[1:]) + " | random s |")
+    print(
+        "| seed | budget (epochs) | random best | "
+        + " | ".join(f"{arm}: best in budget / fraction / s" for arm in args.arms[1:])
+        + " | random s |"
+    )
     print("|---|---|---|" + "---|" * len(args.arms))
     matched: dict[str, list[tuple[float, float]]] = {arm: [] for arm in args.arms[1:]}
     for seed, curves in sorted(results.items()):
@@ -195,16 +221,23 @@ def main() -> None:
             matched[arm].append((fraction, seconds))
             shown = f"{fraction:.2f} / {seconds:.0f}" if math.isfinite(fraction) else "not reached / -"
             cells.append(f"{curves[arm][:budget][-1][1]:.4f} / {shown}")
-        print(f"| {seed} | {budget} | {random_curve[-1][1]:.4f} | " + " | ".join(cells)
-              + f" | {random_curve[-1][0]:.0f} |")
+        print(
+            f"| {seed} | {budget} | {random_curve[-1][1]:.4f} | "
+            + " | ".join(cells)
+            + f" | {random_curve[-1][0]:.0f} |"
+        )
     print("\n| arm | median fraction of random's budget to match it | median seconds to match it | seeds matched |")
     print("|---|---|---|---|")
     for arm, pairs in matched.items():
-        print(f"| {arm} | {_median([f for f, _ in pairs])} | {_median([s for _, s in pairs], digits=0)} | "
-              f"{sum(math.isfinite(f) for f, _ in pairs)}/{len(pairs)} |")
+        print(
+            f"| {arm} | {_median([f for f, _ in pairs])} | {_median([s for _, s in pairs], digits=0)} | "
+            f"{sum(math.isfinite(f) for f, _ in pairs)}/{len(pairs)} |"
+        )
     if "tpe+asha" in matched:
-        print(f"ratio (median fraction of random's budget TPE+ASHA needs): "
-              f"{_median([f for f, _ in matched['tpe+asha']])} (target <= 0.33)")
+        print(
+            f"ratio (median fraction of random's budget TPE+ASHA needs): "
+            f"{_median([f for f, _ in matched['tpe+asha']])} (target <= 0.33)"
+        )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,11 @@ def plain_loop(epochs: int, extra: list[str]) -> None:
     from tune_lsd.config import parse_override
     from tune_lsd.engine import Trainer
 
-    config = load_space(str(Path(extra[0]))).base_config().with_overrides(
-        {"schedule.epochs": epochs, "runtime.threads": 2, **dict(parse_override(o) for o in extra[1:])})
+    config = (
+        load_space(str(Path(extra[0])))
+        .base_config()
+        .with_overrides({"schedule.epochs": epochs, "runtime.threads": 2, **dict(parse_override(o) for o in extra[1:])})
+    )
     trainer = Trainer(config)
     for _ in range(epochs):
         trainer.run_epoch()
@@ -34,8 +37,9 @@ def plain_loop(epochs: int, extra: list[str]) -> None:
 
 def timed(command: list[str], cwd: Path) -> float:
     started = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True,
-                            env={"PATH": "/usr/bin:/bin", "RAY_AUTH_MODE": "disabled"})
+    result = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "RAY_AUTH_MODE": "disabled"}
+    )
     if result.returncode != 0:
         raise SystemExit(result.stderr[-2000:])
     return time.perf_counter() - started
@@ -54,11 +58,35 @@ def main() -> None:
         folder = Path(tmp)
         (folder / "one.yaml").write_text(SPACE)
         sets = [item for override in args.set for item in ("--set", override)]
-        plain = timed([sys.executable, __file__, "--plain", str(folder / "one.yaml"), "--epochs", str(args.epochs), *sets],
-                      folder)
-        search = timed([sys.executable, "-m", "tune_lsd.cli", "search", "--space", "one.yaml", "--name", "overhead",
-                        "--searcher", "random", "--scheduler", "fifo", "--num-samples", "1", "--max-concurrent", "1",
-                        "--cpus-per-trial", "2", "--set", f"schedule.epochs={args.epochs}", *sets], folder)
+        plain = timed(
+            [sys.executable, __file__, "--plain", str(folder / "one.yaml"), "--epochs", str(args.epochs), *sets], folder
+        )
+        search = timed(
+            [
+                sys.executable,
+                "-m",
+                "tune_lsd.cli",
+                "search",
+                "--space",
+                "one.yaml",
+                "--name",
+                "overhead",
+                "--searcher",
+                "random",
+                "--scheduler",
+                "fifo",
+                "--num-samples",
+                "1",
+                "--max-concurrent",
+                "1",
+                "--cpus-per-trial",
+                "2",
+                "--set",
+                f"schedule.epochs={args.epochs}",
+                *sets,
+            ],
+            folder,
+        )
     print("| path | wall (s) |")
     print("|---|---|")
     print(f"| plain engine loop ({args.epochs} epochs, fresh process) | {plain:.1f} |")

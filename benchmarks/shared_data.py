@@ -5,7 +5,8 @@ Fashion-MNIST (Debian's dataset-fashion-mnist, 70k images) is decoded at 64 x 64
 uint8), so the copies are visible in memory. Each trial trains 1 short epoch at 16 px.
 Measured: the peak of the summed proportional set size (PSS: shared pages split between the
 processes that map them) of the search driver and every process it started, Ray's object
-store (1000 MB, touched pages only) included, sampled every 0.2 s; and each trial's set-up time (data + model, reported by
+store (1000 MB, touched pages only) included, sampled every 0.2 s; and each trial's set-up time (data + model,
+reported by
 the trainable as time/trainer_s).
 
     python benchmarks/shared_data.py            # prints a table, the ratio last (~4 min)
@@ -26,10 +27,28 @@ from mlflow.tracking import MlflowClient
 from tune_lsd.cluster import descendants
 from tune_lsd.tracking import default_tracking_uri
 
-SETTINGS = ["--set", "data.dataset=fashion_mnist", "--set", "data.load_size=64", "--set", "data.image_size=16",
-            "--set", "data.val_fraction=0.4", "--set", "data.max_classes=null", "--set", "data.samples_per_class=16",
-            "--set", "data.batch_size=48",
-            "--set", "schedule.steps_per_epoch=2", "--set", "schedule.epochs=1", "--set", "eval.batch_size=2048"]
+SETTINGS = [
+    "--set",
+    "data.dataset=fashion_mnist",
+    "--set",
+    "data.load_size=64",
+    "--set",
+    "data.image_size=16",
+    "--set",
+    "data.val_fraction=0.4",
+    "--set",
+    "data.max_classes=null",
+    "--set",
+    "data.samples_per_class=16",
+    "--set",
+    "data.batch_size=48",
+    "--set",
+    "schedule.steps_per_epoch=2",
+    "--set",
+    "schedule.epochs=1",
+    "--set",
+    "eval.batch_size=2048",
+]
 
 
 def pss_mb(pid: int) -> float:
@@ -57,17 +76,51 @@ def memory_sample(root_pid: int) -> tuple[float, float]:
     return trials, others
 
 
-TINY = ["--set", "data.max_classes=40", "--set", "data.batch_size=64", "--set", "schedule.steps_per_epoch=2",
-        "--set", "schedule.epochs=1"]
+TINY = [
+    "--set",
+    "data.max_classes=40",
+    "--set",
+    "data.batch_size=64",
+    "--set",
+    "schedule.steps_per_epoch=2",
+    "--set",
+    "schedule.epochs=1",
+]
 
 
 def run(shared: bool, folder: Path, settings: list[str] = SETTINGS, trials: int = 4) -> dict[str, float]:
     name = "shared" if shared else "copies"
-    command = [sys.executable, "-m", "tune_lsd.cli", "search", "--space", "baseline", "--name", name,
-               "--searcher", "random", "--scheduler", "fifo", "--num-samples", str(trials), "--max-concurrent",
-               str(trials), "--cpus-per-trial", str(2 / trials), "--object-store-mb", "1000", *settings] + ([] if shared else ["--no-shared-data"])
-    process = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={"RAY_AUTH_MODE": "disabled", "PATH": "/usr/bin:/bin"})
+    command = [
+        sys.executable,
+        "-m",
+        "tune_lsd.cli",
+        "search",
+        "--space",
+        "baseline",
+        "--name",
+        name,
+        "--searcher",
+        "random",
+        "--scheduler",
+        "fifo",
+        "--num-samples",
+        str(trials),
+        "--max-concurrent",
+        str(trials),
+        "--cpus-per-trial",
+        str(2 / trials),
+        "--object-store-mb",
+        "1000",
+        *settings,
+    ] + ([] if shared else ["--no-shared-data"])
+    process = subprocess.Popen(
+        command,
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"RAY_AUTH_MODE": "disabled", "PATH": "/usr/bin:/bin"},
+    )
     peak_trials = peak_total = 0.0
     started = time.perf_counter()
     while process.poll() is None:
@@ -82,8 +135,13 @@ def run(shared: bool, folder: Path, settings: list[str] = SETTINGS, trials: int 
     experiment = client.get_experiment_by_name(name)
     runs = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
     setups = [r.data.metrics["time/trainer_s"] for r in runs]
-    return {"trials_mb": peak_trials, "total_mb": peak_total, "setup_s": statistics.mean(setups), "setup_max_s": max(setups),
-            "wall_s": wall}
+    return {
+        "trials_mb": peak_trials,
+        "total_mb": peak_total,
+        "setup_s": statistics.mean(setups),
+        "setup_max_s": max(setups),
+        "wall_s": wall,
+    }
 
 
 def main() -> None:
@@ -92,13 +150,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         copies = run(False, Path(tmp), settings, trials)
         shared = run(True, Path(tmp), settings, trials)
-    print(f"| mode | peak PSS of the {trials} trials (MB) | peak PSS of all processes (MB) | trial set-up mean / max (s) | search wall (s) |")
+    print(
+        f"| mode | peak PSS of the {trials} trials (MB) | peak PSS of all processes (MB) "
+        "| trial set-up mean / max (s) | search wall (s) |"
+    )
     print("|---|---|---|---|---|")
     for label, r in (("own copy per trial", copies), ("shared via object store", shared)):
-        print(f"| {label} | {r['trials_mb']:.0f} | {r['total_mb']:.0f} | {r['setup_s']:.2f} / {r['setup_max_s']:.2f} "
-              f"| {r['wall_s']:.0f} |")
-    print(f"ratio shared/copies: trials' peak memory {shared['trials_mb'] / copies['trials_mb']:.2f}x, "
-          f"all processes {shared['total_mb'] / copies['total_mb']:.2f}x, trial set-up {shared['setup_s'] / copies['setup_s']:.2f}x")
+        print(
+            f"| {label} | {r['trials_mb']:.0f} | {r['total_mb']:.0f} | {r['setup_s']:.2f} / {r['setup_max_s']:.2f} "
+            f"| {r['wall_s']:.0f} |"
+        )
+    print(
+        f"ratio shared/copies: trials' peak memory {shared['trials_mb'] / copies['trials_mb']:.2f}x, "
+        f"all processes {shared['total_mb'] / copies['total_mb']:.2f}x, "
+        f"trial set-up {shared['setup_s'] / copies['setup_s']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

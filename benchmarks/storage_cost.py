@@ -31,9 +31,19 @@ MODELS = {"resnet10t (demo)": "resnet10t", "resnet50": "resnet50"}
 
 def trainer_state(backbone: str, folder: Path) -> Path:
     """A trial's checkpoint folder after one short epoch (student, EMA teacher, Adam moments)."""
-    trainer = Trainer(Config().with_overrides({
-        "model.backbone": backbone, "data.max_classes": 40, "schedule.steps_per_epoch": 1, "runtime.progress": False,
-        "eval.nmi": False, "lsd.teacher": "ema", "lsd.ema_momentum": 0.5}))
+    trainer = Trainer(
+        Config().with_overrides(
+            {
+                "model.backbone": backbone,
+                "data.max_classes": 40,
+                "schedule.steps_per_epoch": 1,
+                "runtime.progress": False,
+                "eval.nmi": False,
+                "lsd.teacher": "ema",
+                "lsd.ema_momentum": 0.5,
+            }
+        )
+    )
     trainer.train_epoch()
     checkpoint = folder / f"checkpoint-{backbone}"
     checkpoint.mkdir()
@@ -46,8 +56,9 @@ def persist(checkpoint: Path, destination: Location, trial: str) -> float:
     started = time.perf_counter()
     filesystem, path = (destination / trial / "checkpoint_000000")._fs()
     filesystem.create_dir(path, recursive=True)
-    pyarrow.fs.copy_files(str(checkpoint), path, source_filesystem=pyarrow.fs.LocalFileSystem(),
-                          destination_filesystem=filesystem)
+    pyarrow.fs.copy_files(
+        str(checkpoint), path, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=filesystem
+    )
     (destination / "finished" / f"{trial}.json").write_text('{"epoch": 1, "val/recall@1": 0.9}')
     return time.perf_counter() - started
 

@@ -194,9 +194,11 @@ def validate_space(space: SearchSpace) -> None:
             if spec.type == "loguniform" and spec.low <= 0:
                 raise SearchSpaceError(f"{where}: loguniform needs low > 0")
             samples = [spec.low, spec.high] if spec.type != "int" else [int(spec.low), int(spec.high)]
-        for condition_key in (spec.when or {}):
+        for condition_key in spec.when or {}:
             if condition_key not in space.params and condition_key not in base_flat:
-                raise SearchSpaceError(f"{where}: condition on {condition_key!r}, which is neither a parameter nor a config key")
+                raise SearchSpaceError(
+                    f"{where}: condition on {condition_key!r}, which is neither a parameter nor a config key"
+                )
         for value in samples:  # the schema must accept both ends of every range
             try:
                 base.with_overrides({key: value})

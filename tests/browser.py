@@ -18,8 +18,14 @@ import pytest
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(os.environ.get("TUNE_LSD_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
 # No network, no GPU, no sandbox (CI runs as root); /dev/shm may be small in containers.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-         "--no-first-run", "--disable-extensions"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-extensions",
+]
 
 
 @contextmanager

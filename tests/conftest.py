@@ -8,8 +8,9 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from searching import TINY, tune_lsd  # noqa: E402
-from tune_lsd.config import Config  # noqa: E402
+from searching import TINY, tune_lsd
+
+from tune_lsd.config import Config
 
 
 def quick_config(**overrides) -> Config:
@@ -50,8 +51,21 @@ def config_factory():
 def asha_search(tmp_path_factory):
     """One real Optuna TPE + ASHA search of 6 trials, 2 at a time, 4 epochs each (shared, read-only)."""
     folder = tmp_path_factory.mktemp("asha")
-    result = tune_lsd("search", "--space", "lsd", "--name", "asha", "--num-samples", "6", "--max-concurrent", "2",
-                      "--set", "schedule.epochs=4", *TINY, cwd=folder)
+    result = tune_lsd(
+        "search",
+        "--space",
+        "lsd",
+        "--name",
+        "asha",
+        "--num-samples",
+        "6",
+        "--max-concurrent",
+        "2",
+        "--set",
+        "schedule.epochs=4",
+        *TINY,
+        cwd=folder,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return folder, result
 
@@ -64,8 +78,15 @@ def trained_model(tmp_path_factory):
     trainer = Trainer(quick_config(**{"schedule.epochs": 1, "model.embedding_dim": 32}))
     trainer.run_epoch()
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_file({"config": trainer.config.to_dict(), "epoch": trainer.epoch, "history": trainer.history,
-               "student": trainer.model.state_dict()}, path)
+    save_file(
+        {
+            "config": trainer.config.to_dict(),
+            "epoch": trainer.epoch,
+            "history": trainer.history,
+            "student": trainer.model.state_dict(),
+        },
+        path,
+    )
     return trainer, path
 
 

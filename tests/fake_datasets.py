@@ -18,8 +18,9 @@ def _image(path: Path, pattern: np.ndarray, rng: np.random.Generator) -> None:
     Image.fromarray(noisy).save(path)
 
 
-def write_fake_dataset(name: str, root: Path, classes: int = 20, per_class: int = 3, size: int = 20,
-                       seed: int = 0) -> None:
+def write_fake_dataset(
+    name: str, root: Path, classes: int = 20, per_class: int = 3, size: int = 20, seed: int = 0
+) -> None:
     """``classes`` classes (the first half training, the second test, as each loader splits
     them) of ``per_class`` images each; In-Shop's test items get one query and the rest gallery."""
     rng = np.random.default_rng(seed)
@@ -56,6 +57,7 @@ def write_fake_dataset(name: str, root: Path, classes: int = 20, per_class: int 
                 _image(root / relative, patterns[c], rng)
                 rows.append(f"{relative}  id_{c:08d}  {status}")
         (root / "list_eval_partition.txt").write_text(
-            f"{len(rows)}\nimage_name item_id evaluation_status\n" + "\n".join(rows) + "\n")
+            f"{len(rows)}\nimage_name item_id evaluation_status\n" + "\n".join(rows) + "\n"
+        )
     else:
         raise ValueError(f"no fake tree for dataset {name!r}")

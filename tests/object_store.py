@@ -64,11 +64,20 @@ def start_object_store(folder: Path, bucket: str = "tune-lsd", secret: str = "s3
     folder.mkdir(parents=True, exist_ok=True)
     taken: set[int] = set()
     ports = {name: _free_port_pair(taken) for name in ("master", "volume", "filer", "s3", "webdav", "admin")}
-    command = [weed(), "mini", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-               *(f"-{name}.port={port}" for name, port in ports.items()),
-               f"-debug.port={_free_port_pair(taken)}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-               "-s3.autoCreateBucket=false",  # as S3: writing to a missing bucket is an error
-               "-webdav=false", "-admin.ui=false"]  # (parts the tests do not use)
+    command = [
+        weed(),
+        "mini",
+        f"-dir={folder}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        *(f"-{name}.port={port}" for name, port in ports.items()),
+        f"-debug.port={_free_port_pair(taken)}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-s3.autoCreateBucket=false",  # as S3: writing to a missing bucket is an error
+        "-webdav=false",
+        "-admin.ui=false",
+    ]  # (parts the tests do not use)
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "tune-lsd-test", "AWS_SECRET_ACCESS_KEY": secret, "S3_BUCKET": bucket}
     log = open(folder / "weed.log", "w")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -86,9 +95,14 @@ def _bucket_answers(store: ObjectStore) -> bool:
     import pyarrow.fs
 
     try:
-        filesystem = pyarrow.fs.S3FileSystem(access_key=store.access_key, secret_key=store.secret_key,
-                                             endpoint_override=store.endpoint, scheme="http",
-                                             connect_timeout=1, request_timeout=2)
+        filesystem = pyarrow.fs.S3FileSystem(
+            access_key=store.access_key,
+            secret_key=store.secret_key,
+            endpoint_override=store.endpoint,
+            scheme="http",
+            connect_timeout=1,
+            request_timeout=2,
+        )
         with filesystem.open_output_stream(f"{store.bucket}/.ready") as stream:
             stream.write(b"ok")
         return True

@@ -14,16 +14,31 @@ from pathlib import Path
 from tune_lsd.cluster import descendants
 
 # ~1-2 s per trial epoch on one core: 40 glyph classes, 3 batches of 64 per epoch.
-TINY = ["--set", "data.max_classes=40", "--set", "data.max_test_classes=40", "--set", "data.batch_size=64", "--set", "schedule.steps_per_epoch=3"]
+TINY = [
+    "--set",
+    "data.max_classes=40",
+    "--set",
+    "data.max_test_classes=40",
+    "--set",
+    "data.batch_size=64",
+    "--set",
+    "schedule.steps_per_epoch=3",
+]
 
 
 def _command(args: tuple[str, ...], env: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:
     """`tune-lsd ARGS` in this Python, with a private local Ray and unbuffered output (``env``: added)."""
-    return [sys.executable, "-m", "tune_lsd.cli", *args], {**os.environ, "RAY_AUTH_MODE": "disabled",
-                                                            "PYTHONUNBUFFERED": "1", **(env or {})}
+    return [sys.executable, "-m", "tune_lsd.cli", *args], {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
 
 
-def tune_lsd(*args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def tune_lsd(
+    *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     command, env = _command(args, env)
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -88,8 +103,17 @@ def child_runs(runs_dir: Path, name: str):
 
 def start_server(folder: Path, port: int, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`tune-lsd server` on 127.0.0.1:PORT with its runs folder in FOLDER/server, once it answers /health."""
-    server = start_tune_lsd("server", "--port", str(port), "--runs-dir", str(folder / "server"), *extra,
-                            cwd=folder, log=folder / f"server-{time.time_ns()}.log", env=env)
+    server = start_tune_lsd(
+        "server",
+        "--port",
+        str(port),
+        "--runs-dir",
+        str(folder / "server"),
+        *extra,
+        cwd=folder,
+        log=folder / f"server-{time.time_ns()}.log",
+        env=env,
+    )
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
@@ -103,9 +127,16 @@ def start_server(folder: Path, port: int, *extra: str, env: dict[str, str] | Non
 
 def node_ids(address: str) -> dict[str, str]:
     """{"head": id, "worker": id} from the cluster itself (the head has node:__internal_head__)."""
-    script = (f"import ray, json; ray.init(address={address!r}, log_to_driver=False); "
-              "print(json.dumps({('head' if 'node:__internal_head__' in n['Resources'] else 'worker'): n['NodeID'] "
-              "for n in ray.nodes() if n['Alive']}))")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         env={"RAY_AUTH_MODE": "disabled", "PATH": "/usr/bin:/bin"})
+    script = (
+        f"import ray, json; ray.init(address={address!r}, log_to_driver=False); "
+        "print(json.dumps({('head' if 'node:__internal_head__' in n['Resources'] else 'worker'): n['NodeID'] "
+        "for n in ray.nodes() if n['Alive']}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"RAY_AUTH_MODE": "disabled", "PATH": "/usr/bin:/bin"},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])

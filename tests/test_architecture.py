@@ -13,8 +13,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tune_lsd", "trainables", "search_spaces")
-CORE = ("tune_lsd", "tune_lsd.config", "tune_lsd.data", "tune_lsd.models", "tune_lsd.losses", "tune_lsd.engine",
-        "tune_lsd.metrics", "tune_lsd.train", "tune_lsd.errors", "tune_lsd.storage")
+CORE = (
+    "tune_lsd",
+    "tune_lsd.config",
+    "tune_lsd.data",
+    "tune_lsd.models",
+    "tune_lsd.losses",
+    "tune_lsd.engine",
+    "tune_lsd.metrics",
+    "tune_lsd.train",
+    "tune_lsd.errors",
+    "tune_lsd.storage",
+)
 
 # part -> the parts it may import (the diagram in docs/architecture.md)
 ALLOWED = {
@@ -62,8 +72,10 @@ def imports(path: Path, known: dict[str, Path]) -> set[str]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module
-                     for alias in node.names]
+            names = [
+                f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module
+                for alias in node.names
+            ]
         else:
             continue
         found.update(name for name in names if name.split(".")[0] in PACKAGES)
@@ -76,9 +88,12 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def test_each_part_imports_only_the_parts_below_it():
-    wrong = [f"{module} ({part(module)}) imports {target} ({part(target)})"
-             for module, targets in import_graph().items() for target in targets
-             if part(target) != part(module) and part(target) not in ALLOWED[part(module)]]
+    wrong = [
+        f"{module} ({part(module)}) imports {target} ({part(target)})"
+        for module, targets in import_graph().items()
+        for target in targets
+        if part(target) != part(module) and part(target) not in ALLOWED[part(module)]
+    ]
     assert not wrong, wrong
 
 
@@ -90,7 +105,7 @@ def test_no_import_cycles():
         state[module] = "open"
         for target in sorted(graph.get(module, ())):
             if state.get(target) == "open":
-                raise AssertionError("import cycle: " + " -> ".join(path[path.index(target):] + [target]))
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(target) :] + [target]))
             if target not in state:
                 visit(target, path + [target])
         state[module] = "done"

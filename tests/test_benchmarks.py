@@ -15,8 +15,13 @@ BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
 
 def run(script: str, *args: str) -> list[str]:
-    result = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
-                            timeout=600, env={"PATH": "/usr/bin:/bin", "RAY_AUTH_MODE": "disabled"})
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PATH": "/usr/bin:/bin", "RAY_AUTH_MODE": "disabled"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout.strip().splitlines()
 
@@ -41,21 +46,52 @@ def test_lsd_step_cost_benchmark_runs():
 
 @pytest.mark.slow
 def test_search_overhead_benchmark_runs():
-    lines = run("search_overhead.py", "--epochs", "1", "--set", "data.max_classes=40", "--set", "data.batch_size=64",
-                "--set", "schedule.steps_per_epoch=2")
+    lines = run(
+        "search_overhead.py",
+        "--epochs",
+        "1",
+        "--set",
+        "data.max_classes=40",
+        "--set",
+        "data.batch_size=64",
+        "--set",
+        "schedule.steps_per_epoch=2",
+    )
     assert lines[-1].startswith("ratio search/plain:")
 
 
-TINY_SEARCH = ["--set", "data.max_classes=40", "--set", "data.max_test_classes=40", "--set", "schedule.steps_per_epoch=2"]
+TINY_SEARCH = [
+    "--set",
+    "data.max_classes=40",
+    "--set",
+    "data.max_test_classes=40",
+    "--set",
+    "schedule.steps_per_epoch=2",
+]
 
 
 @pytest.mark.slow
 def test_search_efficiency_benchmark_compares_an_arm_with_random_searchs_budget(tmp_path):
     # Random search runs through Ray Tune as every other arm but plain Optuna does.
-    lines = run("search_efficiency.py", "--seeds", "0", "--arms", "optuna", "--random-trials", "2",
-                "--asha-trials", "3", "--set", "schedule.epochs=2", *TINY_SEARCH, "--out", str(tmp_path))
-    seed, budget, random_best, optuna = (cell.strip() for cell in
-                                         next(line for line in lines if line.startswith("| 0 |")).split("|")[1:-2])
+    lines = run(
+        "search_efficiency.py",
+        "--seeds",
+        "0",
+        "--arms",
+        "optuna",
+        "--random-trials",
+        "2",
+        "--asha-trials",
+        "3",
+        "--set",
+        "schedule.epochs=2",
+        *TINY_SEARCH,
+        "--out",
+        str(tmp_path),
+    )
+    seed, budget, random_best, optuna = (
+        cell.strip() for cell in next(line for line in lines if line.startswith("| 0 |")).split("|")[1:-2]
+    )
     assert int(budget) == 4  # random search's budget: 2 trials x 2 epochs
     best, fraction, seconds = (part.strip() for part in optuna.split("/"))
     reached = fraction != "not reached"
@@ -71,26 +107,54 @@ def test_search_efficiency_benchmark_compares_an_arm_with_random_searchs_budget(
 @pytest.mark.slow
 def test_lsd_study_pairs_every_seed_of_both_winners_and_gives_intervals(tmp_path):
     # The pretrained regime at 32 px and 2 steps: the path the scratch regime shares, plus the ImageNet weights.
-    lines = run("lsd_study.py", "--regime", "pretrained", "--noise", "0.3", "--num-samples", "1", "--seeds", "2",
-                "--steps", "2", "--set", "schedule.epochs=1", "--set", "data.image_size=32", *TINY_SEARCH,
-                "--out", str(tmp_path))
-    rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in lines if line.startswith("| pretrained, 30% noise:")}
-    assert set(rows) == {f"pretrained, 30% noise: {label}" for label in
-                         ("raw pixels", "untrained network", "LSD (tuned)", "base loss only (tuned)")}
+    lines = run(
+        "lsd_study.py",
+        "--regime",
+        "pretrained",
+        "--noise",
+        "0.3",
+        "--num-samples",
+        "1",
+        "--seeds",
+        "2",
+        "--steps",
+        "2",
+        "--set",
+        "schedule.epochs=1",
+        "--set",
+        "data.image_size=32",
+        *TINY_SEARCH,
+        "--out",
+        str(tmp_path),
+    )
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2:] for line in lines if line.startswith("| pretrained, 30% noise:")
+    }
+    assert set(rows) == {
+        f"pretrained, 30% noise: {label}"
+        for label in ("raw pixels", "untrained network", "LSD (tuned)", "base loss only (tuned)")
+    }
     assert int(rows["pretrained, 30% noise: LSD (tuned)"][2]) == 2
     assert int(rows["pretrained, 30% noise: untrained network"][2]) == 1  # the floors, measured once
     summaries = {}
     comparison = tmp_path / "comparisons" / "study-pretrained-noise0.3"
     for space in ("lsd_pretrained", "baseline_pretrained"):
         folder = comparison / f"study-pretrained-noise0.3-{space}-s0"
-        summaries[space] = [json.loads((folder / f"retrain-seed{seed}" / "summary.json").read_text()) for seed in (0, 1)]
-        assert [yaml.safe_load((folder / f"retrain-seed{seed}" / "config.yaml").read_text())["seed"]
-                for seed in (0, 1)] == [0, 1]
+        summaries[space] = [
+            json.loads((folder / f"retrain-seed{seed}" / "summary.json").read_text()) for seed in (0, 1)
+        ]
+        assert [
+            yaml.safe_load((folder / f"retrain-seed{seed}" / "config.yaml").read_text())["seed"] for seed in (0, 1)
+        ] == [0, 1]
     # The differences row over retrain seeds: the mean of the per-seed differences and its interval.
-    difference_row = next(line for line in lines if line.startswith("| pretrained, 30%, over retrain seeds |")).split("|")
+    difference_row = next(line for line in lines if line.startswith("| pretrained, 30%, over retrain seeds |")).split(
+        "|"
+    )
     mean, low, high = map(float, re.match(r" ([-+.\d]+) \[([-+.\d]+), ([-+.\d]+)\]", difference_row[2]).groups())
-    differences = [a["test"]["test/recall@1"] - b["test"]["test/recall@1"]
-                   for a, b in zip(summaries["lsd_pretrained"], summaries["baseline_pretrained"])]
+    differences = [
+        a["test"]["test/recall@1"] - b["test"]["test/recall@1"]
+        for a, b in zip(summaries["lsd_pretrained"], summaries["baseline_pretrained"])
+    ]
     assert mean == pytest.approx(sum(differences) / 2, abs=1e-4)
     assert low - 1e-4 <= min(differences) and max(differences) <= high + 1e-4  # 2 pairs: the interval spans both
     assert any(line.startswith("pretrained, 30% noise: verdict: ") for line in lines)
@@ -103,14 +167,17 @@ def test_lsd_study_pairs_every_seed_of_both_winners_and_gives_intervals(tmp_path
 
 def test_gpu_benchmark_is_a_no_op_without_a_gpu():
     lines = run("gpu.py")
-    assert lines == ["benchmarks/gpu.py: no CUDA GPU here, nothing measured (run it on a GPU machine; "
-                     "--device cpu --tiny checks the script at toy sizes)"]
+    assert lines == [
+        "benchmarks/gpu.py: no CUDA GPU here, nothing measured (run it on a GPU machine; "
+        "--device cpu --tiny checks the script at toy sizes)"
+    ]
 
 
 @pytest.mark.slow
 def test_gpu_benchmark_runs_every_part_at_toy_sizes_on_the_cpu(tmp_path):
-    lines = run("gpu.py", "--device", "cpu", "--tiny", "--no-compile", "--steps", "2", "--trials", "4",
-                "--out", str(tmp_path))
+    lines = run(
+        "gpu.py", "--device", "cpu", "--tiny", "--no-compile", "--steps", "2", "--trials", "4", "--out", str(tmp_path)
+    )
     text = "\n".join(lines)
     assert "largest metric difference 0.0e+00" in text  # torch and faiss neighbours agree
     actors = int(re.search(r"4 trials, \d+ epochs, on (\d+) actor processes", text).group(1))

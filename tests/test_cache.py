@@ -7,10 +7,10 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from fake_datasets import write_fake_dataset
+from PIL import Image
 from searching import tune_lsd
+
 from tune_lsd.config import Config
 from tune_lsd.data import cache, decoding
 from tune_lsd.data.datasets import load_dataset
@@ -87,8 +87,16 @@ def test_an_interrupted_decode_leaves_no_entry(empty_cache, images, monkeypatch)
 
 def test_datasets_load_through_the_cache_unless_switched_off(empty_cache, tmp_path, monkeypatch):
     write_fake_dataset("cub", tmp_path / "cub", classes=6, per_class=2)
-    config = Config().with_overrides({"data.dataset": "cub", "data.root": str(tmp_path / "cub"), "data.image_size": 16,
-                                      "data.batch_size": 4, "data.samples_per_class": 2, "data.val_fraction": 0})
+    config = Config().with_overrides(
+        {
+            "data.dataset": "cub",
+            "data.root": str(tmp_path / "cub"),
+            "data.image_size": 16,
+            "data.batch_size": 4,
+            "data.samples_per_class": 2,
+            "data.val_fraction": 0,
+        }
+    )
     uncached = build_splits(config.with_overrides({"data.cache": False}).data, 0)
     assert cache.list_entries() == []
 
@@ -97,7 +105,9 @@ def test_datasets_load_through_the_cache_unless_switched_off(empty_cache, tmp_pa
     second = build_splits(config.data, 0)
 
     assert [entry.description for entry in cache.list_entries()] == [
-        f"cub train in {tmp_path / 'cub'}", f"cub test in {tmp_path / 'cub'}"]
+        f"cub train in {tmp_path / 'cub'}",
+        f"cub test in {tmp_path / 'cub'}",
+    ]
     np.testing.assert_array_equal(second.test.images, uncached.test.images)
     np.testing.assert_array_equal(first.train.images, uncached.train.images)
 

@@ -8,8 +8,17 @@ import time
 from pathlib import Path
 
 import pytest
+from searching import (
+    TINY,
+    child_runs,
+    free_port,
+    kill_tree,
+    node_ids,
+    start_tune_lsd,
+    tune_lsd,
+    wait_until_search_started,
+)
 
-from searching import TINY, child_runs, free_port, kill_tree, node_ids, start_tune_lsd, tune_lsd, wait_until_search_started
 from tune_lsd.cluster import _alive, cluster_down, cluster_up, descendants, end_process_tree
 from tune_lsd.tracking import NODES_TAG, STATE_TAG
 
@@ -43,14 +52,34 @@ def wait_for_runs(runs: Path, name: str, condition, driver_log: Path, timeout: f
 def test_driver_killed_on_the_cluster_resumes_and_trials_ran_on_both_nodes(cluster, tmp_path):
     address, runs, _ = cluster
     ids = node_ids(address)
-    args = ["search", "--space", "lsd", "--name", "onc", "--num-samples", "5", "--max-concurrent", "2",
-            "--scheduler", "fifo", "--address", address, "--set", "schedule.epochs=3", *TINY]
+    args = [
+        "search",
+        "--space",
+        "lsd",
+        "--name",
+        "onc",
+        "--num-samples",
+        "5",
+        "--max-concurrent",
+        "2",
+        "--scheduler",
+        "fifo",
+        "--address",
+        address,
+        "--set",
+        "schedule.epochs=3",
+        *TINY,
+    ]
     driver = start_tune_lsd(*args, cwd=tmp_path, log=tmp_path / "driver.log")
     try:
+
         def two_done_and_the_next_under_way(c, ch):  # see test_search: do not kill at a suggestion
             done = sum(r.data.tags.get(STATE_TAG) == "completed" for r in ch)
-            return done >= 2 and len(ch) > done and all(
-                len(c.get_metric_history(r.info.run_id, "val/recall_at_1")) >= 1 for r in ch)
+            return (
+                done >= 2
+                and len(ch) > done
+                and all(len(c.get_metric_history(r.info.run_id, "val/recall_at_1")) >= 1 for r in ch)
+            )
 
         client, children = wait_for_runs(runs, "onc", two_done_and_the_next_under_way, tmp_path / "driver.log")
     finally:
@@ -73,14 +102,35 @@ def test_driver_killed_on_the_cluster_resumes_and_trials_ran_on_both_nodes(clust
 def test_worker_node_killed_mid_search_the_trial_resumes_from_its_checkpoint(cluster, tmp_path):
     address, runs, nodes = cluster
     worker_id = node_ids(address)["worker"]
-    args = ["search", "--space", "lsd", "--name", "wk", "--num-samples", "3", "--max-concurrent", "2",
-            "--scheduler", "fifo", "--max-failures", "3", "--address", address,
-            "--set", "schedule.epochs=6", *TINY]
+    args = [
+        "search",
+        "--space",
+        "lsd",
+        "--name",
+        "wk",
+        "--num-samples",
+        "3",
+        "--max-concurrent",
+        "2",
+        "--scheduler",
+        "fifo",
+        "--max-failures",
+        "3",
+        "--address",
+        address,
+        "--set",
+        "schedule.epochs=6",
+        *TINY,
+    ]
     driver = start_tune_lsd(*args, cwd=tmp_path, log=tmp_path / "driver.log")
     try:
+
         def on_worker_with_progress(client, children):
-            return any(r.data.tags.get(NODES_TAG) == worker_id
-                       and len(client.get_metric_history(r.info.run_id, "val/recall_at_1")) >= 2 for r in children)
+            return any(
+                r.data.tags.get(NODES_TAG) == worker_id
+                and len(client.get_metric_history(r.info.run_id, "val/recall_at_1")) >= 2
+                for r in children
+            )
 
         wait_for_runs(runs, "wk", on_worker_with_progress, tmp_path / "driver.log")
         worker = next(n for n in nodes if n["role"] == "worker1")

@@ -49,7 +49,11 @@ def test_typo_gets_a_suggestion():
 
 @pytest.mark.parametrize(
     "override, named",
-    [("lsd.temperature=-1", "lsd.temperature"), ("lsd.teacher=mean", "lsd.teacher"), ("data.label_noise=2", "data.label_noise")],
+    [
+        ("lsd.temperature=-1", "lsd.temperature"),
+        ("lsd.teacher=mean", "lsd.teacher"),
+        ("data.label_noise=2", "data.label_noise"),
+    ],
 )
 def test_bad_values_name_the_key(override, named):
     with pytest.raises(ConfigError, match=named):

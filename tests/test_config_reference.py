@@ -15,7 +15,10 @@ def test_committed_reference_matches_the_schema():
 
 
 def test_every_key_is_documented_with_a_meaning():
-    rows = {line.split("|")[1].strip(" `"): line.split("|")[4].strip()
-            for line in render().splitlines() if line.startswith("| `")}
+    rows = {
+        line.split("|")[1].strip(" `"): line.split("|")[4].strip()
+        for line in render().splitlines()
+        if line.startswith("| `")
+    }
     assert set(rows) == set(allowed_keys()) - {"seed"}
     assert not [key for key, meaning in rows.items() if not meaning]

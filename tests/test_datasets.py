@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_datasets import write_fake_dataset
 from PIL import Image
 
-from fake_datasets import write_fake_dataset
 from tune_lsd.data import glyphs as glyph_module
 from tune_lsd.data.datasets import FASHION_MNIST_ROOT, DatasetError, load_dataset
 
@@ -60,7 +60,9 @@ def test_inshop_layout(tmp_path):
         rel = f"img/WOMEN/Dresses/{item}/{len(rows)}_front.jpg"
         write_image(tmp_path / rel, len(rows) * 30)
         rows.append(f"{rel} {item} {status}")
-    (tmp_path / "list_eval_partition.txt").write_text(f"{len(rows)}\nimage_name item_id evaluation_status\n" + "\n".join(rows))
+    (tmp_path / "list_eval_partition.txt").write_text(
+        f"{len(rows)}\nimage_name item_id evaluation_status\n" + "\n".join(rows)
+    )
     split = load_dataset("inshop", str(tmp_path), 8)
     assert len(split.train) == 2 and len(split.test) == 2 and split.test.num_classes == 1
     assert split.train.is_query is None and split.test.is_query.tolist() == [True, False]  # query -> gallery
@@ -72,17 +74,33 @@ def test_inshop_test_set_is_evaluated_query_to_gallery(tmp_path):
     from tune_lsd.metrics import retrieval_metrics
 
     write_fake_dataset("inshop", tmp_path, classes=10, per_class=3, size=16)  # 5 train items, 5 test items
-    config = Config().with_overrides({
-        "data.dataset": "inshop", "data.root": str(tmp_path), "data.image_size": 16, "data.val_fraction": 0.0,
-        "data.samples_per_class": 2, "data.batch_size": 4, "model.embedding_dim": 8, "eval.nmi": False,
-        "eval.ks": [1, 2], "runtime.progress": False})
+    config = Config().with_overrides(
+        {
+            "data.dataset": "inshop",
+            "data.root": str(tmp_path),
+            "data.image_size": 16,
+            "data.val_fraction": 0.0,
+            "data.samples_per_class": 2,
+            "data.batch_size": 4,
+            "model.embedding_dim": 8,
+            "eval.nmi": False,
+            "eval.ks": [1, 2],
+            "runtime.progress": False,
+        }
+    )
     trainer = Trainer(config)
     test = trainer.splits.test
     assert test.is_query.sum() == 5 and (~test.is_query).sum() == 10
     embeddings = trainer.embed(test).numpy()
     metrics = trainer.evaluate("test")
-    expected = retrieval_metrics(embeddings[test.is_query], test.labels[test.is_query], (1, 2), nmi=False,
-                                 gallery=embeddings[~test.is_query], gallery_labels=test.labels[~test.is_query])
+    expected = retrieval_metrics(
+        embeddings[test.is_query],
+        test.labels[test.is_query],
+        (1, 2),
+        nmi=False,
+        gallery=embeddings[~test.is_query],
+        gallery_labels=test.labels[~test.is_query],
+    )
     assert {k: metrics[f"test/{k}"] for k in expected} == pytest.approx(expected)
     pooled = retrieval_metrics(embeddings, test.labels, (1, 2), nmi=False)
     assert pooled != expected  # the protocol matters on this set
@@ -116,7 +134,9 @@ def test_unknown_dataset_and_missing_root():
         load_dataset("cub", None, 32)
 
 
-@pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").is_file(), reason="dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").is_file(), reason="dataset-fashion-mnist not installed"
+)
 def test_fashion_mnist_from_debian_package():
     split = load_dataset("fashion_mnist", None, 28)
     assert split.train.images.shape == (35000, 28, 28, 1)
@@ -151,8 +171,9 @@ def test_glyph_render_crops_to_ink_and_drops_blank():
     assert glyph_module.render_glyph(font, " ", 16) is None
 
 
-@pytest.mark.skipif(len(glyph_module.available_fonts()) < len(glyph_module.CURATED_FONTS),
-                    reason="CJK fonts not installed (make fonts)")
+@pytest.mark.skipif(
+    len(glyph_module.available_fonts()) < len(glyph_module.CURATED_FONTS), reason="CJK fonts not installed (make fonts)"
+)
 def test_bundled_glyphs_regenerate_bit_for_bit(tmp_path):
     out = tmp_path / "glyphs.npz"
     glyph_module.save_glyph_set(glyph_module.render_glyph_set(500, 32), out)

@@ -18,10 +18,10 @@ def wide_test_image(height: int = 100) -> np.ndarray:
     centre crop must drop), a green centre square holding a white square of half its side."""
     image = np.zeros((height, 3 * height, 3), np.uint8)
     image[:, :height] = RED
-    image[:, 2 * height:] = BLUE
-    image[:, height:2 * height] = GREEN
+    image[:, 2 * height :] = BLUE
+    image[:, height : 2 * height] = GREEN
     quarter = height // 4
-    image[quarter:height - quarter, height + quarter:2 * height - quarter] = WHITE
+    image[quarter : height - quarter, height + quarter : 2 * height - quarter] = WHITE
     return image
 
 
@@ -60,8 +60,9 @@ def test_large_jpegs_decode_in_draft_mode_close_to_a_full_decode(tmp_path):
     """A 1600 x 1200 JPEG stored at 100 px: the DCT-scaled decode (1/4 here, >= 2 x 100 px
     left) is within a few grey levels of decoding every pixel."""
     rows, cols = np.mgrid[0:1200, 0:1600]
-    smooth = np.stack([128 + 100 * np.sin(cols / 90), 128 + 100 * np.cos(rows / 70),
-                       (rows + cols) % 256], axis=-1).astype(np.uint8)
+    smooth = np.stack(
+        [128 + 100 * np.sin(cols / 90), 128 + 100 * np.cos(rows / 70), (rows + cols) % 256], axis=-1
+    ).astype(np.uint8)
     path = tmp_path / "large.jpg"
     Image.fromarray(smooth).save(path, quality=92)
     with Image.open(path) as image:

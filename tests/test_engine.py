@@ -42,8 +42,15 @@ def test_checkpoint_resumes_exactly(tmp_path, config_factory, teacher):
 
 
 def test_short_training_on_glyphs_beats_the_untrained_model(config_factory):
-    config = config_factory(**{"data.max_classes": 100, "schedule.epochs": 3, "schedule.steps_per_epoch": None,
-                               "data.batch_size": 128, "lsd.ema_momentum": 0.9})
+    config = config_factory(
+        **{
+            "data.max_classes": 100,
+            "schedule.epochs": 3,
+            "schedule.steps_per_epoch": None,
+            "data.batch_size": 128,
+            "lsd.ema_momentum": 0.9,
+        }
+    )
     trainer = Trainer(config)
     untrained = trainer.evaluate("val")["val/recall@1"]
     history = [trainer.run_epoch() for _ in range(3)]
@@ -59,14 +66,20 @@ def per_step_means(trainer: Trainer) -> dict[str, float]:
     seed_everything([config.seed, trainer.epoch])
     generator = torch.Generator().manual_seed(config.seed * 100_003 + trainer.epoch)
     train = trainer.splits.train
-    batches = class_balanced_batches(train.labels, config.data.samples_per_class, config.data.batch_size,
-                                     trainer.steps_per_epoch)
+    batches = class_balanced_batches(
+        train.labels, config.data.samples_per_class, config.data.batch_size, trainer.steps_per_epoch
+    )
     weight = lsd_weight(config.lsd, trainer.epoch, config.schedule.epochs)
     trainer.model.train()
     losses = []
     for indices in batches:
-        step = trainer._train_step(torch.from_numpy(train.images[indices]), torch.from_numpy(train.labels[indices]),
-                                   generator, weight, need_teacher=trainer.teacher is not None and weight > 0)
+        step = trainer._train_step(
+            torch.from_numpy(train.images[indices]),
+            torch.from_numpy(train.labels[indices]),
+            generator,
+            weight,
+            need_teacher=trainer.teacher is not None and weight > 0,
+        )
         losses.append([value.item() for value in step])
     trainer.teacher.after_epoch(trainer.model)
     trainer.epoch += 1
@@ -87,8 +100,17 @@ def test_epoch_means_read_once_equal_per_step_reading(config_factory, sync_every
 
 
 def test_non_finite_loss_stops_with_a_clear_error(config_factory):
-    trainer = Trainer(config_factory(**{"optim.name": "sgd", "optim.lr": 1e30, "lsd.enabled": False,
-                                        "loss.name": "normalized_softmax", "runtime.sync_every": 2}))
+    trainer = Trainer(
+        config_factory(
+            **{
+                "optim.name": "sgd",
+                "optim.lr": 1e30,
+                "lsd.enabled": False,
+                "loss.name": "normalized_softmax",
+                "runtime.sync_every": 2,
+            }
+        )
+    )
     with pytest.raises(NonFiniteLossError, match=r"training loss is (nan|inf) at epoch \d+ \(in steps \d+-\d+ of 4"):
         for _ in range(3):
             trainer.train_epoch()

@@ -36,8 +36,13 @@ def test_every_error_class_of_the_project_is_a_tune_lsd_error():
         for path in sorted((root / package).rglob("*.py")):
             if path.name == "__main__.py":
                 continue
-            module = importlib.import_module(".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__"))
-            errors += [cls for _, cls in inspect.getmembers(module, inspect.isclass)
-                       if issubclass(cls, Exception) and cls.__module__ == module.__name__]
+            module = importlib.import_module(
+                ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+            )
+            errors += [
+                cls
+                for _, cls in inspect.getmembers(module, inspect.isclass)
+                if issubclass(cls, Exception) and cls.__module__ == module.__name__
+            ]
     assert len(errors) >= 16
     assert [cls.__qualname__ for cls in errors if not issubclass(cls, TuneLsdError)] == []

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from searching import tune_lsd
+
 from tune_lsd.data.datasets import data_footprint
 from tune_lsd.data.memory import DataMemoryError, available_memory, check_memory, check_object_store
 
@@ -42,12 +42,16 @@ def test_too_big_for_memory_says_what_to_lower(tmp_path):
     footprint = data_footprint("sop", str(sop_listing(tmp_path / "sop")), 256)
 
     check_memory(footprint, available=30 * 10**9)
-    with pytest.raises(DataMemoryError, match=r"23.6 GB decoded .*, but this node has 16.0 GB .*lower data.load_size \(now 256\)"):
+    with pytest.raises(
+        DataMemoryError, match=r"23.6 GB decoded .*, but this node has 16.0 GB .*lower data.load_size \(now 256\)"
+    ):
         check_memory(footprint, available=16 * 10**9)
     # It would fit, but leave the processes too little: 23.6 GB of 24.0 GB (this machine's case).
     with pytest.raises(DataMemoryError, match=r"has 24.0 GB of memory available \(the data may take 80%\)"):
         check_memory(footprint, available=24 * 10**9)
-    with pytest.raises(DataMemoryError, match=r"4 copies \(one per concurrent trial\) need 94.4 GB, .*--max-concurrent"):
+    with pytest.raises(
+        DataMemoryError, match=r"4 copies \(one per concurrent trial\) need 94.4 GB, .*--max-concurrent"
+    ):
         check_memory(footprint, copies=4, available=30 * 10**9)
 
 
@@ -71,8 +75,11 @@ def test_commands_stop_with_one_line_before_decoding(tmp_path, command):
     """SOP at 1024 px (378 GB) fits no test machine: one line, exit 2, no run folder, no Ray."""
     root = sop_listing(tmp_path / "sop")
     data = ["--set", "data.dataset=sop", "--set", f"data.root={root}", "--set", "data.load_size=1024"]
-    args = ["train", "--config", "glyphs_demo", *data] if command == "train" else [
-        "search", "--space", "lsd", "--name", "big", "--num-samples", "1", *data]
+    args = (
+        ["train", "--config", "glyphs_demo", *data]
+        if command == "train"
+        else ["search", "--space", "lsd", "--name", "big", "--num-samples", "1", *data]
+    )
 
     result = tune_lsd(*args, cwd=tmp_path, timeout=120)
 

@@ -10,8 +10,13 @@ from sklearn.metrics import normalized_mutual_info_score
 from tune_lsd.metrics import clustering_nmi, nearest_neighbours, retrieval_metrics
 
 
-def brute_force(embeddings: np.ndarray, labels: np.ndarray, ks, gallery: np.ndarray | None = None,
-                gallery_labels: np.ndarray | None = None) -> dict[str, float]:
+def brute_force(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    ks,
+    gallery: np.ndarray | None = None,
+    gallery_labels: np.ndarray | None = None,
+) -> dict[str, float]:
     """Full similarity matrix, full argsort, one query at a time (pooled, or query -> gallery)."""
     pooled = gallery is None
     items, item_labels = (embeddings, labels) if pooled else (gallery, gallery_labels)
@@ -86,8 +91,9 @@ def test_torch_and_faiss_paths_give_identical_metrics_with_ties(seed, chunk_size
     ks = (1, 2, 4, 8)
     expected = brute_force(embeddings, labels, ks)
     by_faiss = retrieval_metrics(embeddings, labels, ks, nmi=False, chunk_size=chunk_size, backend="faiss")
-    by_torch = retrieval_metrics(torch.from_numpy(embeddings), labels, ks, nmi=False, chunk_size=chunk_size,
-                                 backend="torch")
+    by_torch = retrieval_metrics(
+        torch.from_numpy(embeddings), labels, ks, nmi=False, chunk_size=chunk_size, backend="torch"
+    )
     assert by_faiss == by_torch  # exactly: the same neighbours in the same order
     for name, value in expected.items():
         assert by_torch[name] == pytest.approx(value, abs=1e-12), name
@@ -97,7 +103,8 @@ def test_torch_and_faiss_paths_give_identical_metrics_with_ties(seed, chunk_size
 def test_auto_backend_uses_faiss_on_the_cpu_and_checks_its_name():
     embeddings, labels = clustered_embeddings(10, np.full(10, 4), 8, noise=1.0, seed=2)
     assert retrieval_metrics(torch.from_numpy(embeddings), labels, nmi=False) == retrieval_metrics(
-        embeddings, labels, nmi=False, backend="faiss")
+        embeddings, labels, nmi=False, backend="faiss"
+    )
     with pytest.raises(ValueError, match="unknown backend 'gpu'"):
         retrieval_metrics(embeddings, labels, backend="gpu")
 
@@ -150,13 +157,15 @@ def test_query_to_gallery_differs_from_pooled_as_computed_by_hand():
     gallery, gallery_labels = _unit([0, 90]), np.array([0, 1])
     queries, query_labels = _unit([10, 30]), np.array([0, 1])
     # Query -> gallery: the A query finds A (10 deg away), the B query finds A (30 deg) before B (60 deg).
-    separate = retrieval_metrics(queries, query_labels, ks=(1, 2), nmi=False, gallery=gallery,
-                                 gallery_labels=gallery_labels)
+    separate = retrieval_metrics(
+        queries, query_labels, ks=(1, 2), nmi=False, gallery=gallery, gallery_labels=gallery_labels
+    )
     assert separate == {"recall@1": 0.5, "recall@2": 1.0, "map@r": 0.5, "r_precision": 0.5}
     # Pooled (4 items, each against the 3 others): A@10 -> A@0 right, B@30 -> A@10 wrong,
     # A@0 -> A@10 right, B@90 -> B@30 (60 deg, before A@10 at 80 deg) right.
-    pooled = retrieval_metrics(np.concatenate([queries, gallery]), np.concatenate([query_labels, gallery_labels]),
-                               ks=(1,), nmi=False)
+    pooled = retrieval_metrics(
+        np.concatenate([queries, gallery]), np.concatenate([query_labels, gallery_labels]), ks=(1,), nmi=False
+    )
     assert pooled == {"recall@1": 0.75, "map@r": 0.75, "r_precision": 0.75}
 
 
@@ -170,10 +179,25 @@ def test_query_to_gallery_matches_brute_force_on_both_backends(seed):
     query_labels[0] = labels.max() + 1  # a query whose class is not in the gallery: left out
     ks = (1, 2, 4)
     expected = brute_force(queries, query_labels, ks, gallery, gallery_labels)
-    by_faiss = retrieval_metrics(queries, query_labels, ks, nmi=False, gallery=gallery, gallery_labels=gallery_labels,
-                                 chunk_size=5, backend="faiss")
-    by_torch = retrieval_metrics(torch.from_numpy(queries), query_labels, ks, nmi=False, backend="torch",
-                                 gallery=torch.from_numpy(gallery), gallery_labels=gallery_labels)
+    by_faiss = retrieval_metrics(
+        queries,
+        query_labels,
+        ks,
+        nmi=False,
+        gallery=gallery,
+        gallery_labels=gallery_labels,
+        chunk_size=5,
+        backend="faiss",
+    )
+    by_torch = retrieval_metrics(
+        torch.from_numpy(queries),
+        query_labels,
+        ks,
+        nmi=False,
+        backend="torch",
+        gallery=torch.from_numpy(gallery),
+        gallery_labels=gallery_labels,
+    )
     assert by_faiss == by_torch
     for name, value in expected.items():
         assert by_faiss[name] == pytest.approx(value, abs=1e-12), name

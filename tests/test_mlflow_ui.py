@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import expect
-from mlflow.tracking import MlflowClient
-
 from browser import chromium_page, screenshot, wait_for_http
+from mlflow.tracking import MlflowClient
+from playwright.sync_api import expect
 from searching import free_port, kill_tree, start_tune_lsd
+
 from tune_lsd.tracking import default_tracking_uri
 
 pytestmark = pytest.mark.slow

@@ -30,7 +30,9 @@ def test_efficientnet_lite0_weights_classify_a_real_photo():
 
 
 def test_pretrained_embedding_model_for_grayscale_input():
-    model = build_model(ModelConfig(backbone="efficientnet_lite0", pretrained="efficientnet_lite0", embedding_dim=32), in_chans=1)
+    model = build_model(
+        ModelConfig(backbone="efficientnet_lite0", pretrained="efficientnet_lite0", embedding_dim=32), in_chans=1
+    )
     reference = timm.create_model("efficientnet_lite0", num_classes=0)
     reference.load_state_dict(efficientnet_lite0_weights(reference))
     # the grayscale stem is the RGB stem summed over colours (timm's adapt_input_conv)
@@ -60,7 +62,9 @@ def test_small_input_stem_drops_maxpool():
 def test_weights_file_round_trip(tmp_path):
     source = build_model(ModelConfig(backbone="resnet10t", embedding_dim=8), in_chans=1)
     torch.save(source.backbone.state_dict(), tmp_path / "w.pt")
-    loaded = build_model(ModelConfig(backbone="resnet10t", pretrained="file", weights_path=str(tmp_path / "w.pt")), in_chans=1)
+    loaded = build_model(
+        ModelConfig(backbone="resnet10t", pretrained="file", weights_path=str(tmp_path / "w.pt")), in_chans=1
+    )
     for name, value in source.backbone.state_dict().items():
         assert torch.equal(loaded.backbone.state_dict()[name], value)
 

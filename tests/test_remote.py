@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.fs
 import pytest
+from fake_datasets import write_fake_dataset
 from PIL import Image
 
-from fake_datasets import write_fake_dataset
 from tune_lsd.data import cache, remote
 from tune_lsd.data.datasets import data_footprint, load_dataset
 from tune_lsd.storage import Location, StorageError
@@ -24,8 +24,9 @@ def bucket_dataset(object_store, tmp_path, monkeypatch):
     write_fake_dataset("cub", tmp_path / "cub", classes=6, per_class=3)
     uri = object_store.uri(f"datasets/{tmp_path.name}/CUB_200_2011")
     filesystem, path = Location(uri)._fs()
-    pyarrow.fs.copy_files(str(tmp_path / "cub"), path, source_filesystem=pyarrow.fs.LocalFileSystem(),
-                          destination_filesystem=filesystem)
+    pyarrow.fs.copy_files(
+        str(tmp_path / "cub"), path, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=filesystem
+    )
     return tmp_path / "cub", uri
 
 
@@ -55,7 +56,8 @@ def test_a_bucket_dataset_loads_as_the_same_tree_on_disk(bucket_dataset, monkeyp
     np.testing.assert_array_equal(from_bucket.train.images, from_disk.train.images)
     np.testing.assert_array_equal(from_bucket.test.labels, from_disk.test.labels)
     assert [line for line in lines if "fetched now" in line] == [
-        f"data.root {uri}: 18 files mirrored in {remote.mirror_folder(uri)} (18 fetched now)"]
+        f"data.root {uri}: 18 files mirrored in {remote.mirror_folder(uri)} (18 fetched now)"
+    ]
 
 
 def test_a_second_load_fetches_and_decodes_nothing_and_a_changed_object_is_fetched_again(bucket_dataset, monkeypatch):
@@ -79,6 +81,7 @@ def test_a_second_load_fetches_and_decodes_nothing_and_a_changed_object_is_fetch
     assert int(again.train.images[0].mean()) == 7 and int(first.train.images[0].mean()) != 7
     np.testing.assert_array_equal(again.train.images[1:], first.train.images[1:])
     assert len(cache.list_entries()) == 3  # the changed training set decoded again, the test set not
+
 
 def test_a_bucket_root_that_is_empty_or_refused_is_one_line(bucket_dataset, object_store, monkeypatch):
     _, uri = bucket_dataset

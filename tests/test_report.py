@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from browser import chromium_page, screenshot
-from search_spaces.loader import load_space
+from mlflow.tracking import MlflowClient
 from searching import tune_lsd
+
+from search_spaces.loader import load_space
 from tune_lsd.report import load_trials, optuna_study
 from tune_lsd.tracking import STATE_TAG, default_tracking_uri
 
@@ -28,7 +28,11 @@ def recorded_trials(folder):
     client = MlflowClient(default_tracking_uri(folder / "runs"))
     experiment = client.get_experiment_by_name("asha")
     runs = client.search_runs([experiment.experiment_id])
-    return client, [r for r in runs if "mlflow.parentRunId" in r.data.tags], [r for r in runs if "mlflow.parentRunId" not in r.data.tags][0]
+    return (
+        client,
+        [r for r in runs if "mlflow.parentRunId" in r.data.tags],
+        [r for r in runs if "mlflow.parentRunId" not in r.data.tags][0],
+    )
 
 
 def test_report_page_shows_every_plot_and_the_trials_sorted_by_the_metric(report):
@@ -48,7 +52,9 @@ def test_report_page_shows_every_plot_and_the_trials_sorted_by_the_metric(report
     states = [row.split("\t")[2] for row in rows]
     assert states.count("stopped early") == sum(r.data.tags[STATE_TAG] == "stopped early" for r in trials) > 0
     completed = states.count("completed")  # hyperparameters are compared on full trials when there are 3+
-    assert (f"use the {completed} of 6 trials that ran every epoch" in (out / "report.html").read_text()) == (completed >= 3)
+    assert (f"use the {completed} of 6 trials that ran every epoch" in (out / "report.html").read_text()) == (
+        completed >= 3
+    )
 
 
 def test_report_is_logged_on_the_parent_run_and_names_the_best_config(report):
@@ -88,7 +94,9 @@ def test_report_of_an_unknown_search_is_one_line(asha_search):
     folder, _ = asha_search
     result = tune_lsd("report", "nope", cwd=folder)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: no search named 'nope' in {default_tracking_uri(folder / 'runs')}"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: no search named 'nope' in {default_tracking_uri(folder / 'runs')}"
+    ]
 
 
 def test_retrieval_examples_decode_and_their_frames_follow_the_labels(report):
@@ -101,7 +109,8 @@ def test_retrieval_examples_decode_and_their_frames_follow_the_labels(report):
             const img = cell.querySelector('img');
             return {verdict: cell.dataset.verdict, label: cell.dataset.label,
                     query: cell.parentElement.querySelector('td.query').dataset.label,
-                    row: cell.parentElement.rowIndex, table: [...document.querySelectorAll('table.retrieval')].indexOf(cell.closest('table')),
+                    row: cell.parentElement.rowIndex,
+                    table: [...document.querySelectorAll('table.retrieval')].indexOf(cell.closest('table')),
                     colour: getComputedStyle(img).borderTopColor, width: img.complete ? img.naturalWidth : 0};
         })""")
         tables.first.scroll_into_view_if_needed()
@@ -113,5 +122,7 @@ def test_retrieval_examples_decode_and_their_frames_follow_the_labels(report):
         assert cell["verdict"] == ("correct" if cell["label"] == cell["query"] else "wrong")
         assert cell["colour"] == (green if cell["verdict"] == "correct" else red)
     assert {cell["verdict"] for cell in cells} == {"correct", "wrong"}
-    worst_correct = [sum(c["verdict"] == "correct" for c in cells if c["table"] == 1 and c["row"] == row) for row in range(6)]
+    worst_correct = [
+        sum(c["verdict"] == "correct" for c in cells if c["table"] == 1 and c["row"] == row) for row in range(6)
+    ]
     assert worst_correct == sorted(worst_correct)  # fewest correct neighbours first

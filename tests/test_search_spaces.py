@@ -9,7 +9,6 @@ import yaml
 from search_spaces.loader import SearchSpaceError, available_spaces, load_space
 from trainables.dml import trial_config
 
-
 PRESETS = ["cub", "cars", "sop", "inshop"]
 
 
@@ -65,8 +64,11 @@ def write_space(tmp_path, params, **extra):
     [
         ({"lsd.temprature": {"type": "uniform", "low": 0.1, "high": 1}}, {}, "lsd.temprature: unknown config key"),
         ({"optim.lr": {"type": "loguniform", "low": 0.1, "high": 0.01}}, {}, "optim.lr: low (0.1) must be below high"),
-        ({"lsd.ema_momentum": {"type": "uniform", "low": 0.8, "high": 0.9, "when": {"lsd.mentor": "ema"}}}, {},
-         "condition on 'lsd.mentor'"),
+        (
+            {"lsd.ema_momentum": {"type": "uniform", "low": 0.8, "high": 0.9, "when": {"lsd.mentor": "ema"}}},
+            {},
+            "condition on 'lsd.mentor'",
+        ),
         ({"lsd.ema_momentum": {"type": "uniform", "low": 0.8, "high": 1.5}}, {}, "value 1.5 rejected"),
         ({"lsd.teacher": {"type": "choice", "values": []}}, {}, "non-empty"),
         ({"optim.lr": {"type": "uniform", "low": 0.1, "high": 0.2}}, {"fixed": {"optim.lrr": 1}}, "optim.lrr"),
@@ -100,19 +102,37 @@ def test_paper_presets_train_and_test_on_a_fake_tree(name, tmp_path):
     """Each dataset preset, as shipped but with a tiny backbone and batch, on a fake tree in
     the dataset's real format: one epoch, then the test metrics at the preset's ks."""
     from fake_datasets import write_fake_dataset
+
     from search_spaces import CONFIG_DIR
     from tune_lsd.config import Config
     from tune_lsd.engine import Trainer
 
     preset = Config.load(CONFIG_DIR / f"{name}.yaml")
-    assert (preset.model.backbone, preset.model.freeze_bn, preset.data.batch_size, preset.data.samples_per_class,
-            preset.data.image_size, preset.data.load_size) == ("resnet50", True, 112, 2, 224, 256)
+    assert (
+        preset.model.backbone,
+        preset.model.freeze_bn,
+        preset.data.batch_size,
+        preset.data.samples_per_class,
+        preset.data.image_size,
+        preset.data.load_size,
+    ) == ("resnet50", True, 112, 2, 224, 256)
     assert preset.lsd.temperature == 1.0 and preset.optim.lr == 1e-5 and preset.data.eval_crop == 0.875
     write_fake_dataset(name, tmp_path, classes=20, per_class=3)
-    config = Config.load(CONFIG_DIR / f"{name}.yaml", [
-        f"data.root={tmp_path}", "model.backbone=resnet10t", "model.pretrained=none", "data.image_size=16",
-        "data.load_size=20", "data.batch_size=8", "schedule.epochs=1", "schedule.steps_per_epoch=2",
-        "eval.batch_size=16", "runtime.progress=false"])
+    config = Config.load(
+        CONFIG_DIR / f"{name}.yaml",
+        [
+            f"data.root={tmp_path}",
+            "model.backbone=resnet10t",
+            "model.pretrained=none",
+            "data.image_size=16",
+            "data.load_size=20",
+            "data.batch_size=8",
+            "schedule.epochs=1",
+            "schedule.steps_per_epoch=2",
+            "eval.batch_size=16",
+            "runtime.progress=false",
+        ],
+    )
     trainer = Trainer(config)
     metrics = trainer.run_epoch()
     assert trainer.splits.train.num_classes == 8 and trainer.splits.val.num_classes == 2

@@ -28,12 +28,12 @@ def test_train_val_test_classes_are_disjoint_and_seeded(glyphs):
         return {img.tobytes() for img in part.images}
 
     # Labels are renumbered per split, so check disjointness on the images' source classes.
-    train_classes = {tuple(np.nonzero(glyphs.train.labels == l)[0]) for l in np.unique(glyphs.train.labels)}
+    train_classes = {tuple(np.nonzero(glyphs.train.labels == label)[0]) for label in np.unique(glyphs.train.labels)}
     assert len(train_classes) == 300
     assert a.train.num_classes == 225 and a.val.num_classes == 75 and a.test.num_classes == 200
     assert not image_keys(a.train) & image_keys(a.test)
     # every val image comes from a class with no image in train: compare per class image sets
-    train_sets = [image_keys(a.train.subset(a.train.labels == l)) for l in range(a.train.num_classes)]
+    train_sets = [image_keys(a.train.subset(a.train.labels == label)) for label in range(a.train.num_classes)]
     for label in range(a.val.num_classes):
         val_images = image_keys(a.val.subset(a.val.labels == label))
         assert not any(val_images & s for s in train_sets)

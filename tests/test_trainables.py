@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from tune_lsd.engine import Trainer
-from trainables.dml import DMLTrainable
 from conftest import quick_config
+
+from trainables.dml import DMLTrainable
+from tune_lsd.engine import Trainer
 
 
 @pytest.fixture

@@ -128,7 +128,8 @@ class DMLTrainable(tune.Trainable):
         self.timings["time/import_s"] = time.perf_counter() - started
         base = Config.from_dict(base_config or {})
         use_shared = shared_splits is not None and split_key(self.run_config.data, self.run_config.seed) == split_key(
-            base.data, base.seed)
+            base.data, base.seed
+        )
         self.trainer = _engine().Trainer(self.run_config, splits=shared_splits if use_shared else None)
         self.timings["time/trainer_s"] = time.perf_counter() - started - self.timings["time/import_s"]
         self.timings["time/setup_s"] = time.perf_counter() - started
@@ -140,8 +141,9 @@ class DMLTrainable(tune.Trainable):
 
     def _open_tracker(self, tracking: TrackingContext, config: dict[str, Any], node_id: str) -> TrialTracker:
         sampled = {k: v for k, v in config.items() if v is not None}
-        tracker = TrialTracker(tracking, self.trial_id, self.trial_name, self.run_config.flat(), sampled,
-                               node_id=node_id)
+        tracker = TrialTracker(
+            tracking, self.trial_id, self.trial_name, self.run_config.flat(), sampled, node_id=node_id
+        )
         tracker.log_text(self.run_config.to_yaml(), "config.yaml")
         self._mark_spool(tracker, node_id)
         return tracker
@@ -152,9 +154,13 @@ class DMLTrainable(tune.Trainable):
         on that node's disk, and the search's end names the node (``tune-lsd sync`` there)."""
         if self.undelivered_dir is None:
             return
-        marker = {"trial_id": tracker.trial_id, "node_id": node_id, "spool": str(tracker.writer.spool.folder),
-                  "node_ip": ray.util.get_node_ip_address() if ray.is_initialized() else "localhost",
-                  "records_left": records_left}
+        marker = {
+            "trial_id": tracker.trial_id,
+            "node_id": node_id,
+            "spool": str(tracker.writer.spool.folder),
+            "node_ip": ray.util.get_node_ip_address() if ray.is_initialized() else "localhost",
+            "records_left": records_left,
+        }
         (self.undelivered_dir / f"{tracker.trial_id}.json").write_text(json.dumps(marker))
 
     def step(self) -> dict[str, Any]:
@@ -194,9 +200,12 @@ class DMLTrainable(tune.Trainable):
             return
         self.trainer.save(folder / STATE_FILE)
         best_is_current = self.best_model is not None and self.best_model["epoch"] == self.trainer.epoch
-        best = {"best_value": self.best_value, "best_is_current": best_is_current,
-                "best_epoch": None if self.best_model is None else self.best_model["epoch"],
-                "best_student": None if best_is_current or self.best_model is None else self.best_model["student"]}
+        best = {
+            "best_value": self.best_value,
+            "best_is_current": best_is_current,
+            "best_epoch": None if self.best_model is None else self.best_model["epoch"],
+            "best_student": None if best_is_current or self.best_model is None else self.best_model["student"],
+        }
         _engine().save_file(best, folder / BEST_FILE)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
@@ -211,8 +220,12 @@ class DMLTrainable(tune.Trainable):
             self.best_model = self._model_snapshot()
         elif best["best_student"] is not None:
             epoch = best["best_epoch"]
-            self.best_model = {"config": self.run_config.to_dict(), "epoch": epoch, "student": best["best_student"],
-                               "history": copy.deepcopy(self.trainer.history[:epoch])}
+            self.best_model = {
+                "config": self.run_config.to_dict(),
+                "epoch": epoch,
+                "student": best["best_student"],
+                "history": copy.deepcopy(self.trainer.history[:epoch]),
+            }
         else:
             self.best_model = None
 
@@ -232,8 +245,11 @@ class DMLTrainable(tune.Trainable):
         trained = hasattr(self, "device_baseline")  # (an actor that only replayed finished trials did not)
         held = _engine().device_bytes_allocated() - self.device_baseline if trained else 0
         if held > 0:
-            warnings.warn(f"not reusing this actor for trial {self.trial_id}: {held / 2**20:.0f} MB of GPU memory "
-                          "is still allocated after the previous trial ended", stacklevel=1)
+            warnings.warn(
+                f"not reusing this actor for trial {self.trial_id}: {held / 2**20:.0f} MB of GPU memory "
+                "is still allocated after the previous trial ended",
+                stacklevel=1,
+            )
             return False
         self.setup(new_config)
         return True
@@ -249,8 +265,11 @@ class DMLTrainable(tune.Trainable):
                 self.tracker.log_checkpoint(lambda folder: _engine().save_file(best, folder / MODEL_FILE))
             left = self.tracker.close()
             if left:
-                warnings.warn(f"trial {self.tracker.trial_id}: the tracking server did not take {left} records "
-                              f"({self.tracker.writer.last_error}); they are kept for `tune-lsd sync`", stacklevel=1)
+                warnings.warn(
+                    f"trial {self.tracker.trial_id}: the tracking server did not take {left} records "
+                    f"({self.tracker.writer.last_error}); they are kept for `tune-lsd sync`",
+                    stacklevel=1,
+                )
                 self._mark_spool(self.tracker, self.node_id, records_left=left)
             elif self.undelivered_dir is not None:
                 (self.undelivered_dir / f"{self.tracker.trial_id}.json").delete()

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
 from tune_lsd.errors import TuneLsdError
 
 
@@ -31,12 +32,16 @@ def _ray_executable() -> str:
     return str(Path(sys.executable).with_name("ray"))
 
 
-def node_command(head_address: str | None, port: int, cpus: float, gpus: float | None,
-                 object_store_bytes: int | None) -> list[str]:
+def node_command(
+    head_address: str | None, port: int, cpus: float, gpus: float | None, object_store_bytes: int | None
+) -> list[str]:
     """The ``ray start --block`` command line of a head (no address) or a worker node."""
     command = [_ray_executable(), "start", "--block", f"--num-cpus={cpus:g}", "--disable-usage-stats"]
-    command += [f"--address={head_address}"] if head_address else ["--head", f"--port={port}", "--include-dashboard=false",
-                                                                     "--node-ip-address=127.0.0.1"]
+    command += (
+        [f"--address={head_address}"]
+        if head_address
+        else ["--head", f"--port={port}", "--include-dashboard=false", "--node-ip-address=127.0.0.1"]
+    )
     if gpus is not None:
         command.append(f"--num-gpus={gpus:g}")
     if object_store_bytes:
@@ -44,13 +49,22 @@ def node_command(head_address: str | None, port: int, cpus: float, gpus: float |
     return command
 
 
-def cluster_up(runs_dir: Path, port: int = 6390, workers: int = 1, cpus_per_node: float = 1,
-               gpus_per_node: float | None = None, object_store_mb: int = 300, auth: str = "disabled",
-               timeout_s: float = 120) -> str:
+def cluster_up(
+    runs_dir: Path,
+    port: int = 6390,
+    workers: int = 1,
+    cpus_per_node: float = 1,
+    gpus_per_node: float | None = None,
+    object_store_mb: int = 300,
+    auth: str = "disabled",
+    timeout_s: float = 120,
+) -> str:
     """Start a head and ``workers`` worker nodes on this machine; return the cluster address."""
     state_file = runs_dir / "cluster" / "nodes.json"
     if state_file.exists():
-        raise ClusterError(f"a cluster started from {runs_dir} is already up ({state_file}); `tune-lsd cluster down` first")
+        raise ClusterError(
+            f"a cluster started from {runs_dir} is already up ({state_file}); `tune-lsd cluster down` first"
+        )
     if _port_open(port):
         raise ClusterError(f"port {port} is in use: pick another with --port")
     state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -60,15 +74,21 @@ def cluster_up(runs_dir: Path, port: int = 6390, workers: int = 1, cpus_per_node
     store = object_store_mb * 2**20
     nodes: list[dict] = []
     try:
-        nodes.append(_start_node("head", node_command(None, port, cpus_per_node, gpus_per_node, store), env, state_file.parent))
+        nodes.append(
+            _start_node("head", node_command(None, port, cpus_per_node, gpus_per_node, store), env, state_file.parent)
+        )
         _write_state(state_file, address, auth, nodes)
         _wait_for(lambda: _port_open(port), timeout_s, f"the head node did not open port {port}", nodes)
         for index in range(workers):
             command = node_command(address, port, cpus_per_node, gpus_per_node, store)
             nodes.append(_start_node(f"worker{index + 1}", command, env, state_file.parent))
             _write_state(state_file, address, auth, nodes)
-        _wait_for(lambda: _alive_nodes(address, env) >= workers + 1, timeout_s,
-                  f"not all {workers + 1} nodes joined the cluster", nodes)
+        _wait_for(
+            lambda: _alive_nodes(address, env) >= workers + 1,
+            timeout_s,
+            f"not all {workers + 1} nodes joined the cluster",
+            nodes,
+        )
     except BaseException:
         cluster_down(runs_dir)
         raise
@@ -147,7 +167,9 @@ def _wait_for(condition, timeout_s: float, what: str, nodes: list[dict]) -> None
 
 def _alive_nodes(address: str, env: dict) -> int:
     """Number of alive nodes, asked in a separate process (a driver here would pin this one)."""
-    script = f"import ray; ray.init(address={address!r}, log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))"
+    script = (
+        f"import ray; ray.init(address={address!r}, log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))"
+    )
     try:
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
         return int(out.stdout.strip().splitlines()[-1])

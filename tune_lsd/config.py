@@ -34,15 +34,23 @@ class DataConfig(_Section):
     """Which images, how they are split into train/val/test classes and how batches are built."""
 
     dataset: DatasetName = Field("glyphs", description="Which loader reads data.root (see docs/data.md).")
-    root: str | None = Field(None, description="Dataset folder, or its URI in object storage (s3://bucket/CUB_200_2011: "
-                             "fetched once to this machine's cache); None uses the bundled glyph sample.")
+    root: str | None = Field(
+        None,
+        description="Dataset folder, or its URI in object storage (s3://bucket/CUB_200_2011: "
+        "fetched once to this machine's cache); None uses the bundled glyph sample.",
+    )
     image_size: int = Field(32, gt=0, description="Side of the square images the network sees.")
     load_size: int | None = Field(
-        None, gt=0, description="Side of the square images are decoded to and kept in memory: the shorter side is "
-        "resized to it and the centre square kept, never squashed (default: image_size).")
+        None,
+        gt=0,
+        description="Side of the square images are decoded to and kept in memory: the shorter side is "
+        "resized to it and the centre square kept, never squashed (default: image_size).",
+    )
     cache: bool = Field(
-        True, description="Keep decoded folder datasets in this machine's decode cache and memory-map them from "
-        "there next time ($TUNE_LSD_CACHE, else ~/.cache/tune_lsd; `tune-lsd cache ls|clear`).")
+        True,
+        description="Keep decoded folder datasets in this machine's decode cache and memory-map them from "
+        "there next time ($TUNE_LSD_CACHE, else ~/.cache/tune_lsd; `tune-lsd cache ls|clear`).",
+    )
     max_classes: int | None = Field(
         None, gt=1, description="Use only this many (seeded, random) training classes; None = all."
     )
@@ -60,8 +68,12 @@ class DataConfig(_Section):
     )
     crop_scale_min: float = Field(0.6, gt=0.0, le=1.0, description="Smallest area share of a random resized crop.")
     eval_crop: float = Field(
-        1.0, gt=0.0, le=1.0, description="Evaluation: share of the image side kept by a centre crop before resizing "
-        "to image_size (0.875 with load_size 256 and image_size 224: the literature's Resize 256 + CenterCrop 224).")
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Evaluation: share of the image side kept by a centre crop before resizing "
+        "to image_size (0.875 with load_size 256 and image_size 224: the literature's Resize 256 + CenterCrop 224).",
+    )
 
     @property
     def stored_size(self) -> int:
@@ -85,7 +97,7 @@ class ModelConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _weights_path_given(self) -> "ModelConfig":
+    def _weights_path_given(self) -> ModelConfig:
         if self.pretrained == "file" and not self.weights_path:
             raise ValueError("model.pretrained=file needs model.weights_path")
         return self
@@ -104,8 +116,11 @@ class LossConfig(_Section):
         default_factory=dict, description="Keyword arguments of the pytorch-metric-learning loss class."
     )
     miner: Literal["auto", "none", "multi_similarity", "triplet_semihard", "distance_weighted", "pair_margin"] = Field(
-        "auto", description="auto = the miner usually paired with the loss (none for proxy losses).")
-    proxy_lr_multiplier: float = Field(100.0, gt=0, description="Learning rate of proxies / class weights, as a multiple of optim.lr.")
+        "auto", description="auto = the miner usually paired with the loss (none for proxy losses)."
+    )
+    proxy_lr_multiplier: float = Field(
+        100.0, gt=0, description="Learning rate of proxies / class weights, as a multiple of optim.lr."
+    )
 
 
 class LSDConfig(_Section):
@@ -114,7 +129,9 @@ class LSDConfig(_Section):
     enabled: bool = Field(True, description="Add the LSD term to the base loss.")
     weight: float = Field(10.0, ge=0.0, description="alpha: weight of the LSD term.")
     temperature: float = Field(1.0, gt=0.0, description="tau: softmax temperature of the similarity lists.")
-    teacher: Literal["ema", "epoch"] = Field("ema", description="ema = EMA of the student; epoch = previous epoch's student.")
+    teacher: Literal["ema", "epoch"] = Field(
+        "ema", description="ema = EMA of the student; epoch = previous epoch's student."
+    )
     ema_momentum: float = Field(0.95, ge=0.0, lt=1.0, description="m: teacher <- m*teacher + (1-m)*student per step.")
     ema_warmup: bool = Field(False, description="timm ModelEmaV3 warm-up: the decay ramps up from 0.")
     ramp: Literal["linear", "constant", "none"] = Field(
@@ -130,7 +147,9 @@ class OptimConfig(_Section):
     lr: float = Field(1e-3, gt=0.0, description="Peak learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, description="L2 penalty (decoupled for adamw).")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD only.")
-    grad_clip: float | None = Field(None, gt=0.0, description="Clip the gradient norm to this value; None = no clipping.")
+    grad_clip: float | None = Field(
+        None, gt=0.0, description="Clip the gradient norm to this value; None = no clipping."
+    )
 
 
 class ScheduleConfig(_Section):
@@ -167,17 +186,27 @@ class RuntimeConfig(_Section):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = leave as is.")
     progress: bool = Field(True, description="tqdm progress bars (off inside searches).")
     sync_every: int = Field(
-        50, ge=1, description="Steps between reads of the running loss on the host: the NaN/inf check and the "
-        "progress bar. Losses are summed on the device; reading them waits for the GPU.")
+        50,
+        ge=1,
+        description="Steps between reads of the running loss on the host: the NaN/inf check and the "
+        "progress bar. Losses are summed on the device; reading them waits for the GPU.",
+    )
     device_data_mb: int = Field(
-        2048, ge=0, description="On CUDA, keep the uint8 images of a split on the GPU when they take at most this "
-        "many MB (no host-to-device copy per batch); 0 = never.")
+        2048,
+        ge=0,
+        description="On CUDA, keep the uint8 images of a split on the GPU when they take at most this "
+        "many MB (no host-to-device copy per batch); 0 = never.",
+    )
     cudnn_benchmark: bool = Field(
-        False, description="cuDNN tries its kernels for each new input shape and keeps the fastest: a few seconds "
-        "more in a trial's first epoch, a faster step afterwards (worth it for long runs).")
+        False,
+        description="cuDNN tries its kernels for each new input shape and keeps the fastest: a few seconds "
+        "more in a trial's first epoch, a faster step afterwards (worth it for long runs).",
+    )
     compile: bool = Field(
-        False, description="torch.compile the student and teacher: faster steps after a warm-up of tens of "
-        "seconds (see docs/gpu.md for when it pays).")
+        False,
+        description="torch.compile the student and teacher: faster steps after a warm-up of tens of "
+        "seconds (see docs/gpu.md for when it pays).",
+    )
 
 
 class Config(_Section):
@@ -196,7 +225,7 @@ class Config(_Section):
     # --- construction -------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "Config":
+    def from_dict(cls, values: dict[str, Any]) -> Config:
         """Validate a nested dict; raises ConfigError with one line naming the bad key."""
         _check_keys(values, cls, prefix="")
         try:
@@ -205,7 +234,7 @@ class Config(_Section):
             raise ConfigError(_one_line(error)) from None
 
     @classmethod
-    def load(cls, path: str | Path, overrides: list[str] | dict[str, Any] | None = None) -> "Config":
+    def load(cls, path: str | Path, overrides: list[str] | dict[str, Any] | None = None) -> Config:
         """Read a YAML file and apply dotted overrides (``["lsd.weight=5", ...]`` or a dict)."""
         path = Path(path)
         if not path.is_file():
@@ -213,7 +242,7 @@ class Config(_Section):
         values = read_yaml_mapping(path, "config")
         return cls.from_dict(apply_overrides(values, overrides or {}))
 
-    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> "Config":
+    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> Config:
         """A copy with dotted overrides applied and validated."""
         return Config.from_dict(apply_overrides(self.to_dict(), overrides))
 
@@ -271,7 +300,9 @@ def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     if values is None:
         raise ConfigError(f"{what} {path} is empty")
     if not isinstance(values, dict):
-        raise ConfigError(f"{what} {path}: expected a mapping of sections at the top level, got {type(values).__name__}")
+        raise ConfigError(
+            f"{what} {path}: expected a mapping of sections at the top level, got {type(values).__name__}"
+        )
     return values
 
 

@@ -34,8 +34,10 @@ def render() -> str:
         section = field.annotation
         if isinstance(section, type) and issubclass(section, BaseModel):
             parts.append(_section(name, section))
-    parts.append("## seed\n\n`seed` (int, default `0`): seeds model initialisation, sampling, augmentation and "
-                 "label noise (the class split has its own `data.split_seed`).\n")
+    parts.append(
+        "## seed\n\n`seed` (int, default `0`): seeds model initialisation, sampling, augmentation and "
+        "label noise (the class split has its own `data.split_seed`).\n"
+    )
     return "\n".join(parts)
 
 
@@ -43,8 +45,10 @@ def _section(name: str, model: type[BaseModel]) -> str:
     doc = (model.__doc__ or "").strip()
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key, field in model.model_fields.items():
-        rows.append(f"| `{name}.{key}` | {_type(field.annotation)}{_bounds(field)} | {_default(field)} | "
-                    f"{(field.description or '').replace('|', '/')} |")
+        rows.append(
+            f"| `{name}.{key}` | {_type(field.annotation)}{_bounds(field)} | {_default(field)} | "
+            f"{(field.description or '').replace('|', '/')} |"
+        )
     return f"## {name}\n\n" + (f"{doc}\n\n" if doc else "") + "\n".join(rows) + "\n"
 
 
@@ -62,8 +66,12 @@ def _type(annotation: Any) -> str:
 
 def _bounds(field: FieldInfo) -> str:
     symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
-    found = [f"{symbols[attr]} {getattr(item, attr)}" for item in field.metadata for attr in symbols
-             if getattr(item, attr, None) is not None]
+    found = [
+        f"{symbols[attr]} {getattr(item, attr)}"
+        for item in field.metadata
+        for attr in symbols
+        if getattr(item, attr, None) is not None
+    ]
     return f" ({', '.join(found)})" if found else ""
 
 

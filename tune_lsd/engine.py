@@ -33,11 +33,11 @@ from tune_lsd.data.datasets import LabelledImages
 from tune_lsd.data.sampler import class_balanced_batches
 from tune_lsd.data.splits import DataSplits, build_splits
 from tune_lsd.data.transforms import center_crop, normalise, random_resized_crop, resize, resolve_augment
+from tune_lsd.errors import TuneLsdError
 from tune_lsd.losses.base import build_base_loss
 from tune_lsd.losses.lsd import build_teacher, ema_horizon_warning, listwise_kl, lsd_weight
 from tune_lsd.metrics import retrieval_metrics
 from tune_lsd.models import build_model
-from tune_lsd.errors import TuneLsdError
 
 
 def save_file(obj: Any, path) -> None:
@@ -64,7 +64,9 @@ def load_model_state(path) -> dict[str, Any]:
     at least the config and the student's weights; CheckpointError otherwise."""
     state = load_file(path)
     if not isinstance(state, dict) or not {"config", "student"} <= state.keys():
-        raise CheckpointError(f"{path} is not a tune_lsd checkpoint or model file (no config and student weights in it)")
+        raise CheckpointError(
+            f"{path} is not a tune_lsd checkpoint or model file (no config and student weights in it)"
+        )
     return state
 
 
@@ -198,8 +200,11 @@ class Trainer:
         seed_everything([config.seed, self.epoch])
         generator = torch.Generator().manual_seed(config.seed * 100_003 + self.epoch)
         train = self.splits.train
-        batches = np.stack(class_balanced_batches(
-            train.labels, config.data.samples_per_class, config.data.batch_size, self.steps_per_epoch))
+        batches = np.stack(
+            class_balanced_batches(
+                train.labels, config.data.samples_per_class, config.data.batch_size, self.steps_per_epoch
+            )
+        )
         weight = lsd_weight(config.lsd, self.epoch, config.schedule.epochs)
         need_teacher = self.teacher is not None and (weight > 0 or config.lsd.ramp == "none")
         self.model.train()
@@ -208,8 +213,13 @@ class Trainer:
         index = torch.from_numpy(batches).to(self.device) if resident is not None else None
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, base loss, lsd loss
         started = time.perf_counter()
-        progress = tqdm(total=len(batches), desc=f"epoch {self.epoch + 1}/{config.schedule.epochs}", leave=False,
-                        disable=None if config.runtime.progress else True, unit="batch")  # None: off when not a TTY
+        progress = tqdm(
+            total=len(batches),
+            desc=f"epoch {self.epoch + 1}/{config.schedule.epochs}",
+            leave=False,
+            disable=None if config.runtime.progress else True,
+            unit="batch",
+        )  # None: off when not a TTY
         for step in range(len(batches)):
             images = resident[index[step]] if resident is not None else self._host_batch(train.images[batches[step]])
             loss, base, lsd = self._train_step(images, labels[step], generator, weight, need_teacher)
@@ -234,16 +244,25 @@ class Trainer:
             "train/epoch_s": elapsed,
         }
 
-    def _train_step(self, images_uint8: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
-                    weight: float, need_teacher: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _train_step(
+        self,
+        images_uint8: torch.Tensor,
+        labels: torch.Tensor,
+        generator: torch.Generator,
+        weight: float,
+        need_teacher: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One optimiser step; returns (loss, base loss, LSD loss) as device tensors, unread."""
         images = self._augment(self._channels_last(normalise(images_uint8)), generator)
         with self._autocast():
             embeddings = self.model(images)
             teacher_embeddings = self.teacher.embed(images) if need_teacher else None
         base = self.base_loss(embeddings, labels)
-        lsd = (listwise_kl(embeddings, teacher_embeddings, self.config.lsd.temperature)
-               if teacher_embeddings is not None else self._zero)
+        lsd = (
+            listwise_kl(embeddings, teacher_embeddings, self.config.lsd.temperature)
+            if teacher_embeddings is not None
+            else self._zero
+        )
         loss = base + weight * lsd
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -262,11 +281,14 @@ class Trainer:
         if math.isfinite(loss_sum):
             return loss_sum
         first = steps_done - (steps_done - 1) % self.config.runtime.sync_every
-        parts = ", ".join(f"{name} {'finite' if math.isfinite(v) else v}" for name, v in
-                          (("base loss", base_sum), ("lsd loss", lsd_sum)))
+        parts = ", ".join(
+            f"{name} {'finite' if math.isfinite(v) else v}"
+            for name, v in (("base loss", base_sum), ("lsd loss", lsd_sum))
+        )
         raise NonFiniteLossError(
             f"training loss is {loss_sum} at epoch {self.epoch + 1} (in steps {first}-{steps_done} of {steps}; "
-            f"{parts}): lower optim.lr or lsd.weight")
+            f"{parts}): lower optim.lr or lsd.weight"
+        )
 
     def _resident_images(self, data: LabelledImages) -> torch.Tensor | None:
         """The split's uint8 images on the GPU (copied once per Trainer) when they fit in
@@ -324,9 +346,15 @@ class Trainer:
             metrics = retrieval_metrics(embeddings, data.labels, config.ks, nmi=config.nmi, seed=self.config.seed)
         else:  # In-Shop: query images against gallery images
             query = torch.from_numpy(data.is_query).to(embeddings.device)
-            metrics = retrieval_metrics(embeddings[query], data.labels[data.is_query], config.ks, nmi=config.nmi,
-                                        seed=self.config.seed, gallery=embeddings[~query],
-                                        gallery_labels=data.labels[~data.is_query])
+            metrics = retrieval_metrics(
+                embeddings[query],
+                data.labels[data.is_query],
+                config.ks,
+                nmi=config.nmi,
+                seed=self.config.seed,
+                gallery=embeddings[~query],
+                gallery_labels=data.labels[~data.is_query],
+            )
         result = {f"{split}/{name}": value for name, value in metrics.items()}
         result[f"{split}/eval_s"] = time.perf_counter() - started
         return result
@@ -384,7 +412,7 @@ class Trainer:
         torch.save(self.state_dict(), path)
 
     @classmethod
-    def from_checkpoint(cls, path, splits: DataSplits | None = None, overrides: dict | None = None) -> "Trainer":
+    def from_checkpoint(cls, path, splits: DataSplits | None = None, overrides: dict | None = None) -> Trainer:
         """Rebuild a Trainer from a checkpoint file written by :meth:`save`."""
         state = load_model_state(path)
         config = Config.from_dict(state["config"])

@@ -63,8 +63,11 @@ def retrieval_metrics(
         raise ValueError("give both gallery and gallery_labels, or neither")
     pooled = gallery is None
     queries, labels = _vectors(embeddings, backend), np.asarray(labels).astype(np.int64)
-    items, item_labels = (queries, labels) if pooled else (_vectors(gallery, backend).to(queries.device),
-                                                          np.asarray(gallery_labels).astype(np.int64))
+    items, item_labels = (
+        (queries, labels)
+        if pooled
+        else (_vectors(gallery, backend).to(queries.device), np.asarray(gallery_labels).astype(np.int64))
+    )
     for vectors, names, what in ((queries, labels, "embeddings"), (items, item_labels, "gallery")):
         if vectors.ndim != 2 or len(vectors) != len(names):
             raise ValueError(f"need (N, D) {what} and N labels, got {tuple(vectors.shape)} and {names.shape}")
@@ -78,8 +81,10 @@ def retrieval_metrics(
     others = np.where(classes[position] == labels, counts[position], 0) - int(pooled)  # R for every query
     num_queries = int((others > 0).sum())
     if num_queries == 0:
-        raise ValueError(("no class has two or more items" if pooled else "no query's class is in the gallery")
-                         + ": retrieval metrics are undefined")
+        raise ValueError(
+            ("no class has two or more items" if pooled else "no query's class is in the gallery")
+            + ": retrieval metrics are undefined"
+        )
     k = min(max(max(ks), int(others.max())), len(items) - int(pooled))
 
     if chunk_size is None:
@@ -115,8 +120,9 @@ def retrieval_metrics(
     return metrics
 
 
-def nearest_neighbours(queries: np.ndarray, gallery: np.ndarray | None = None, k: int = 5
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(
+    queries: np.ndarray, gallery: np.ndarray | None = None, k: int = 5
+) -> tuple[np.ndarray, np.ndarray]:
     """(ids, similarities) of each query's ``k`` nearest gallery items, in the canonical order
     the metrics use; without ``gallery``, of the other queries (each query itself excluded)."""
     queries = _vectors(queries, "faiss")
@@ -211,4 +217,3 @@ def clustering_nmi(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) ->
     kmeans.train(embeddings)
     _, clusters = kmeans.index.search(embeddings, 1)
     return float(normalized_mutual_info_score(labels, clusters[:, 0]))
-

@@ -29,7 +29,7 @@ class EmbeddingModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.backbone(images)).float(), dim=-1)
 
-    def train(self, mode: bool = True) -> "EmbeddingModel":
+    def train(self, mode: bool = True) -> EmbeddingModel:
         """With ``freeze_bn`` the BatchNorm layers stay in eval mode (running stats fixed)."""
         super().train(mode)
         if self.freeze_bn:

@@ -26,15 +26,15 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import optuna  # noqa: E402
-import yaml  # noqa: E402
-from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
+import matplotlib.pyplot as plt
+import optuna
+import yaml
+from matplotlib.ticker import MaxNLocator
+from optuna.visualization import matplotlib as optuna_plots
 
-from search_spaces.loader import ParamSpec  # noqa: E402
-from tune_lsd import tracking  # noqa: E402
-from tune_lsd.config import Config  # noqa: E402
+from search_spaces.loader import ParamSpec
+from tune_lsd import tracking
+from tune_lsd.config import Config
 
 HIGHLIGHTED = 5  # learning curves drawn in colour
 LSD_PARAMS = ("lsd.weight", "lsd.temperature")
@@ -58,12 +58,17 @@ class TrialSummary:
 def load_trials(tracking_uri: str, search: str, metric: str, mode: str = "max") -> list[TrialSummary]:
     """Every trial of ``search`` with its curve, best first (trials without a result last)."""
     best_key = tracking.mlflow_key(f"best/{metric}")
-    trials = [TrialSummary(name=run.info.run_name, run_id=run.info.run_id,
-                           state=run.data.tags.get(tracking.STATE_TAG, "running"),
-                           sampled=json.loads(run.data.tags.get(tracking.SAMPLED_TAG, "{}")),
-                           best=run.data.metrics.get(best_key),
-                           curve=[(step, value) for step, value, _ in tracking.metric_history(tracking_uri, run.info.run_id, metric)])
-              for run in tracking.trial_runs(tracking_uri, search)]
+    trials = [
+        TrialSummary(
+            name=run.info.run_name,
+            run_id=run.info.run_id,
+            state=run.data.tags.get(tracking.STATE_TAG, "running"),
+            sampled=json.loads(run.data.tags.get(tracking.SAMPLED_TAG, "{}")),
+            best=run.data.metrics.get(best_key),
+            curve=[(step, value) for step, value, _ in tracking.metric_history(tracking_uri, run.info.run_id, metric)],
+        )
+        for run in tracking.trial_runs(tracking_uri, search)
+    ]
     sign = -1 if mode == "max" else 1
     return sorted(trials, key=lambda t: (t.best is None, sign * (t.best or 0.0), t.name))
 
@@ -76,8 +81,11 @@ def optuna_study(trials: list[TrialSummary], params: dict[str, ParamSpec], mode:
         if trial.best is None:
             continue
         sampled = {k: v for k, v in trial.sampled.items() if k in params and v is not None}
-        study.add_trial(optuna.trial.create_trial(
-            params=sampled, distributions={k: params[k].optuna_distribution() for k in sampled}, value=trial.best))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=sampled, distributions={k: params[k].optuna_distribution() for k in sampled}, value=trial.best
+            )
+        )
     return study
 
 
@@ -92,9 +100,16 @@ def plot_curves(trials: list[TrialSummary], metric: str, path: Path) -> None:
             continue
         epochs, values = zip(*trial.curve)
         coloured = rank < HIGHLIGHTED
-        axis.plot(epochs, values, marker="o", markersize=3, linewidth=2 if coloured else 1,
-                  color=f"C{rank}" if coloured else "0.7", label=f"#{rank + 1} {trial.name}" if coloured else None,
-                  zorder=3 if coloured else 2)
+        axis.plot(
+            epochs,
+            values,
+            marker="o",
+            markersize=3,
+            linewidth=2 if coloured else 1,
+            color=f"C{rank}" if coloured else "0.7",
+            label=f"#{rank + 1} {trial.name}" if coloured else None,
+            zorder=3 if coloured else 2,
+        )
         if trial.state == "stopped early":
             axis.plot(epochs[-1], values[-1], "x", color="black", markersize=7, zorder=4)
     axis.plot([], [], "x", color="black", label="stopped early")
@@ -136,8 +151,14 @@ def _save(figure, path: Path) -> None:
 # --- the page --------------------------------------------------------------------------------
 
 
-def write_report(tracking_uri: str, search: str, out: Path, metric: str = "val/recall@1", mode: str = "max",
-                 log_to_mlflow: bool = True) -> Path:
+def write_report(
+    tracking_uri: str,
+    search: str,
+    out: Path,
+    metric: str = "val/recall@1",
+    mode: str = "max",
+    log_to_mlflow: bool = True,
+) -> Path:
     """Write ``out/report.html`` and its PNGs for search ``search``; returns the HTML path."""
     parent = tracking.search_parent_run(tracking_uri, search)
     trials = load_trials(tracking_uri, search, metric, mode)
@@ -168,17 +189,27 @@ def write_report(tracking_uri: str, search: str, out: Path, metric: str = "val/r
 
 def _basis_note(used: int, full: int, total: int) -> str:
     if used == full:
-        return (f"<p class=\"basis\">The plots below use the {full} of {total} trials that ran every epoch "
-                "(early-stopped trials' values come from fewer epochs and are not comparable).</p>")
-    return (f"<p class=\"basis\">The plots below use all {total} trials, early-stopped ones included "
-            f"(only {full} ran every epoch).</p>")
+        return (
+            f'<p class="basis">The plots below use the {full} of {total} trials that ran every epoch '
+            "(early-stopped trials' values come from fewer epochs and are not comparable).</p>"
+        )
+    return (
+        f'<p class="basis">The plots below use all {total} trials, early-stopped ones included '
+        f"(only {full} ran every epoch).</p>"
+    )
 
 
-def _hyperparameter_sections(study: optuna.Study, params: dict[str, ParamSpec], metric: str,
-                             out: Path, note: str) -> list[tuple[str, str]]:
+def _hyperparameter_sections(
+    study: optuna.Study, params: dict[str, ParamSpec], metric: str, out: Path, note: str
+) -> list[tuple[str, str]]:
     if not params:
-        return [("Hyperparameters", f"<p>No search space was recorded with this search ({tracking.SPACE_ARTIFACT} "
-                 "on its parent run), so the hyperparameter plots are left out.</p>")]
+        return [
+            (
+                "Hyperparameters",
+                f"<p>No search space was recorded with this search ({tracking.SPACE_ARTIFACT} "
+                "on its parent run), so the hyperparameter plots are left out.</p>",
+            )
+        ]
     finished = [t for t in study.trials if t.params]
     if len(finished) < 2:
         return [("Hyperparameters", "<p>Parallel coordinates and importance need two trials with a result.</p>")]
@@ -194,7 +225,9 @@ def _hyperparameter_sections(study: optuna.Study, params: dict[str, ParamSpec], 
         plot_optuna("slice", study, metric, out / "lsd.png", lsd_params)
         sections.append(("LSD weight and temperature against the metric", _inline(out / "lsd.png")))
     else:
-        sections.append(("LSD weight and temperature", "<p>This search does not tune the LSD weight or temperature.</p>"))
+        sections.append(
+            ("LSD weight and temperature", "<p>This search does not tune the LSD weight or temperature.</p>")
+        )
     return sections
 
 
@@ -204,9 +237,9 @@ def retrieval_examples(tracking_uri: str, best: TrialSummary, count: int = EXAMP
     if best.best is None:
         return "<p>No trial has a model yet.</p>"
     from tune_lsd.data.splits import build_splits  # torch: imported only when a report is written
-    from tune_lsd.serving.embedder import embedder_from_snapshot
     from tune_lsd.engine import load_model_state
     from tune_lsd.metrics import nearest_neighbours
+    from tune_lsd.serving.embedder import embedder_from_snapshot
     from tune_lsd.serving.retrieval import WORST_QUERIES, neighbour_rows_html, worst_queries
 
     with tempfile.TemporaryDirectory() as folder:
@@ -231,15 +264,18 @@ def retrieval_examples(tracking_uri: str, best: TrialSummary, count: int = EXAMP
     captions = [f"class {label}" for label in val.labels]
 
     def rows(chosen) -> str:
-        return neighbour_rows_html(val.images, val.images, list(chosen), ids, similarities, captions,
-                                   val.labels, val.labels)
+        return neighbour_rows_html(
+            val.images, val.images, list(chosen), ids, similarities, captions, val.labels, val.labels
+        )
 
-    return (f"<p>Trial <b>{html.escape(best.name)}</b>'s best model (epoch {snapshot.get('epoch')}) on the "
-            f"{len(val)} validation images: each query (blue) with its {k} nearest other images, "
-            f"<span style=\"color:#1a9e3a\">green</span> when of the query's class, "
-            f"<span style=\"color:#d11f1f\">red</span> when not.</p>"
-            f"<h3>{len(shown)} queries drawn at random (seed {config.seed})</h3>{rows(shown)}"
-            f"<h3>The {len(worst)} worst queries</h3>{rows(worst)}")
+    return (
+        f"<p>Trial <b>{html.escape(best.name)}</b>'s best model (epoch {snapshot.get('epoch')}) on the "
+        f"{len(val)} validation images: each query (blue) with its {k} nearest other images, "
+        f'<span style="color:#1a9e3a">green</span> when of the query\'s class, '
+        f'<span style="color:#d11f1f">red</span> when not.</p>'
+        f"<h3>{len(shown)} queries drawn at random (seed {config.seed})</h3>{rows(shown)}"
+        f"<h3>The {len(worst)} worst queries</h3>{rows(worst)}"
+    )
 
 
 def _space_params(tracking_uri: str, parent_run_id: str) -> dict[str, ParamSpec]:
@@ -270,34 +306,63 @@ def _inline(path: Path) -> str:
     return f'<img alt="{path.stem}" data-plot="{path.stem}" src="data:image/png;base64,{encoded}">'
 
 
-def _page(search: str, parent, trials: list[TrialSummary], metric: str, sections: list[tuple[str, str]],
-          best_config: str | None) -> str:
+def _page(
+    search: str,
+    parent,
+    trials: list[TrialSummary],
+    metric: str,
+    sections: list[tuple[str, str]],
+    best_config: str | None,
+) -> str:
     keys = sorted({k for t in trials for k, v in t.sampled.items() if v is not None})
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["#", "trial", "state", "epochs", f"best {metric}", *keys])
     rows = []
     for rank, trial in enumerate(trials, start=1):
         best = "" if trial.best is None else f"{trial.best:.4f}"
-        cells = [str(rank), trial.name, trial.state, str(len(trial.curve)), best,
-                 *(_short(trial.sampled.get(k)) for k in keys)]
-        rows.append(f'<tr class="{trial.state.replace(" ", "-")}">' + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        cells = [
+            str(rank),
+            trial.name,
+            trial.state,
+            str(len(trial.curve)),
+            best,
+            *(_short(trial.sampled.get(k)) for k in keys),
+        ]
+        rows.append(
+            f'<tr class="{trial.state.replace(" ", "-")}">'
+            + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+            + "</tr>"
+        )
     state = parent.data.tags.get(tracking.STATE_TAG, "running")
-    settings = ", ".join(f"{k} {html.escape(parent.data.params[k])}" for k in ("space", "searcher", "scheduler", "num_samples")
-                         if k in parent.data.params)
+    settings = ", ".join(
+        f"{k} {html.escape(parent.data.params[k])}"
+        for k in ("space", "searcher", "scheduler", "num_samples")
+        if k in parent.data.params
+    )
     best = trials[0]
-    summary = (f"<p><b>{len(trials)}</b> trials, state <b>{html.escape(state)}</b> ({settings}). Best: "
-               f"<b>{html.escape(best.name)}</b> with {html.escape(metric)} = <b>{best.best:.4f}</b>.</p>"
-               if best.best is not None else f"<p>{len(trials)} trials, none with a result yet.</p>")
+    summary = (
+        f"<p><b>{len(trials)}</b> trials, state <b>{html.escape(state)}</b> ({settings}). Best: "
+        f"<b>{html.escape(best.name)}</b> with {html.escape(metric)} = <b>{best.best:.4f}</b>.</p>"
+        if best.best is not None
+        else f"<p>{len(trials)} trials, none with a result yet.</p>"
+    )
     body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
-    config = (f"<h2>Best configuration</h2><p>Retrain it on all training classes and test once: "
-              f"<code>tune-lsd export --experiment {html.escape(search)} -o best.yaml &amp;&amp; "
-              f"tune-lsd train --config best.yaml</code></p><pre>{html.escape(best_config)}</pre>") if best_config else ""
+    config = (
+        (
+            f"<h2>Best configuration</h2><p>Retrain it on all training classes and test once: "
+            f"<code>tune-lsd export --experiment {html.escape(search)} -o best.yaml &amp;&amp; "
+            f"tune-lsd train --config best.yaml</code></p><pre>{html.escape(best_config)}</pre>"
+        )
+        if best_config
+        else ""
+    )
     from tune_lsd.serving.retrieval import RETRIEVAL_CSS
 
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>tune-lsd report: {html.escape(search)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
-table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }}
 tr.stopped-early {{ color: #777; }} tr.errored {{ color: #b00; }} img {{ max-width: 100%; }}
 pre {{ background: #f5f5f5; padding: 1em; font-size: 12px; }}
 {RETRIEVAL_CSS}
@@ -325,9 +390,15 @@ def list_searches(tracking_uri: str, metric: str = "val/recall@1") -> list[dict[
     for parent in tracking.search_parent_runs(tracking_uri):
         trials = tracking.trial_runs(tracking_uri, parent.info.run_name)
         values = [t.data.metrics[best_key] for t in trials if best_key in t.data.metrics]
-        rows.append({"name": parent.info.run_name, "state": parent.data.tags.get(tracking.STATE_TAG, "running"),
-                     "trials": len(trials),
-                     "errored": sum(t.data.tags.get(tracking.STATE_TAG) == "errored" for t in trials),
-                     "best": max(values) if values else None, "started_ms": parent.info.start_time,
-                     "space": parent.data.params.get("space", "")})
+        rows.append(
+            {
+                "name": parent.info.run_name,
+                "state": parent.data.tags.get(tracking.STATE_TAG, "running"),
+                "trials": len(trials),
+                "errored": sum(t.data.tags.get(tracking.STATE_TAG) == "errored" for t in trials),
+                "best": max(values) if values else None,
+                "started_ms": parent.info.start_time,
+                "space": parent.data.params.get("space", ""),
+            }
+        )
     return rows

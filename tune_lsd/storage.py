@@ -200,10 +200,12 @@ def _check_endpoint_answers(uri: str) -> None:
 def _reason(error: Exception) -> str:
     """The part of a pyarrow S3 error that says what is wrong."""
     text = first_line(error, 400)
-    for code, meaning in (("NO_SUCH_BUCKET", "the bucket does not exist"),
-                          ("SIGNATURE_DOES_NOT_MATCH", "the credentials were refused (AWS_SECRET_ACCESS_KEY)"),
-                          ("INVALID_ACCESS_KEY_ID", "the credentials were refused (AWS_ACCESS_KEY_ID)"),
-                          ("ACCESS_DENIED", "access denied for these credentials")):
+    for code, meaning in (
+        ("NO_SUCH_BUCKET", "the bucket does not exist"),
+        ("SIGNATURE_DOES_NOT_MATCH", "the credentials were refused (AWS_SECRET_ACCESS_KEY)"),
+        ("INVALID_ACCESS_KEY_ID", "the credentials were refused (AWS_ACCESS_KEY_ID)"),
+        ("ACCESS_DENIED", "access denied for these credentials"),
+    ):
         if code in text:
             return f"{meaning} ({text})"
     return text

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,18 +48,25 @@ def train_and_test(
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / "config.yaml")
     splits = trainer.splits
-    log(f"data: {len(splits.train)} train images / {splits.train.num_classes} classes, "
+    log(
+        f"data: {len(splits.train)} train images / {splits.train.num_classes} classes, "
         f"{len(splits.val) if splits.val else 0} val, {len(splits.test)} test; "
-        f"{trainer.steps_per_epoch} steps per epoch on {trainer.device}")
+        f"{trainer.steps_per_epoch} steps per epoch on {trainer.device}"
+    )
 
     summary: dict[str, Any] = {"run_dir": str(run_dir), "flipped_labels": splits.flipped_labels}
     select_split = "val" if splits.val is not None else "test"
     if baselines:
         summary["untrained"] = {**trainer.evaluate(select_split), **trainer.evaluate("test")}
-        summary["raw_pixels"] = {f"{s}/{k}": v for s in (select_split, "test")
-                                 for k, v in raw_pixel_metrics(getattr(splits, s), config).items()}
-        log(f"untrained {select_split} R@1 {summary['untrained'][f'{select_split}/recall@1']:.4f}, "
-            f"raw pixels {summary['raw_pixels'][f'{select_split}/recall@1']:.4f}")
+        summary["raw_pixels"] = {
+            f"{s}/{k}": v
+            for s in (select_split, "test")
+            for k, v in raw_pixel_metrics(getattr(splits, s), config).items()
+        }
+        log(
+            f"untrained {select_split} R@1 {summary['untrained'][f'{select_split}/recall@1']:.4f}, "
+            f"raw pixels {summary['raw_pixels'][f'{select_split}/recall@1']:.4f}"
+        )
 
     best_value, best_epoch = -np.inf, 0
     with open(run_dir / "metrics.jsonl", "w") as history:
@@ -77,14 +85,20 @@ def train_and_test(
     if splits.val is not None:
         summary["best_val"] = {k: v for k, v in best.history[-1].items() if k.startswith("val/")}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    log(f"best epoch {best_epoch}: test R@1 {summary['test']['test/recall@1']:.4f}, "
-        f"MAP@R {summary['test']['test/map@r']:.4f}  ->  {run_dir}")
+    log(
+        f"best epoch {best_epoch}: test R@1 {summary['test']['test/recall@1']:.4f}, "
+        f"MAP@R {summary['test']['test/map@r']:.4f}  ->  {run_dir}"
+    )
     return summary
 
 
 def _epoch_line(metrics: dict[str, Any], epochs: int) -> str:
-    parts = [f"epoch {metrics['epoch']}/{epochs}", f"loss {metrics['train/loss']:.4f}",
-             f"lsd w {metrics['lsd/weight']:.3g}", f"{metrics['train/images_per_s']:.0f} img/s"]
+    parts = [
+        f"epoch {metrics['epoch']}/{epochs}",
+        f"loss {metrics['train/loss']:.4f}",
+        f"lsd w {metrics['lsd/weight']:.3g}",
+        f"{metrics['train/images_per_s']:.0f} img/s",
+    ]
     if "val/recall@1" in metrics:
         parts += [f"val R@1 {metrics['val/recall@1']:.4f}", f"MAP@R {metrics['val/map@r']:.4f}"]
     return "  ".join(parts)

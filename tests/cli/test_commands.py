@@ -9,13 +9,28 @@ import sys
 
 import pytest
 
-QUICK = ["--set", "data.max_classes=40", "--set", "data.max_test_classes=30", "--set", "data.batch_size=64",
-         "--set", "schedule.epochs=2", "--set", "schedule.steps_per_epoch=3", "--set", "eval.nmi=false",
-         "--set", "lsd.ema_momentum=0.5"]
+QUICK = [
+    "--set",
+    "data.max_classes=40",
+    "--set",
+    "data.max_test_classes=30",
+    "--set",
+    "data.batch_size=64",
+    "--set",
+    "schedule.epochs=2",
+    "--set",
+    "schedule.steps_per_epoch=3",
+    "--set",
+    "eval.nmi=false",
+    "--set",
+    "lsd.ema_momentum=0.5",
+]
 
 
 def tune_lsd(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tune_lsd.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "tune_lsd.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
 
 
 def test_train_writes_run_folder_and_evaluate_reproduces_test_metrics(tmp_path):
@@ -72,13 +87,19 @@ BAD_INPUTS = [
     (["search", "--tracking-uri", "http://127.0.0.1:9"], "is unreachable"),
     (["search", "--set", "data.dataset=cub", "--set", "data.root=/no/such/folder"], "does not exist: /no/such/folder"),
     (["search", "--resume", "never_ran"], "no search named 'never_ran'"),
-    (["search", "--storage", "s3://bucket/x?endpoint_override=127.0.0.1:9&scheme=http"],
-     "the endpoint 127.0.0.1:9 does not answer"),
-    (["search", "--resume", "s3", "--storage", "s3://bucket/x?endpoint_override=127.0.0.1:9&scheme=http"],
-     "the endpoint 127.0.0.1:9 does not answer"),
+    (
+        ["search", "--storage", "s3://bucket/x?endpoint_override=127.0.0.1:9&scheme=http"],
+        "the endpoint 127.0.0.1:9 does not answer",
+    ),
+    (
+        ["search", "--resume", "s3", "--storage", "s3://bucket/x?endpoint_override=127.0.0.1:9&scheme=http"],
+        "the endpoint 127.0.0.1:9 does not answer",
+    ),
     (["search", "--storage", "nosuchscheme://bucket/x"], "storage nosuchscheme://bucket/x"),
-    (["server", "--artifacts-destination", "s3://bucket/x?endpoint_override=127.0.0.1:9&scheme=http"],
-     "the endpoint 127.0.0.1:9 does not answer"),
+    (
+        ["server", "--artifacts-destination", "s3://bucket/x?endpoint_override=127.0.0.1:9&scheme=http"],
+        "the endpoint 127.0.0.1:9 does not answer",
+    ),
     (["evaluate", "--checkpoint", "notes.pt"], "is not a tune_lsd checkpoint or model file"),
     (["evaluate", "--checkpoint", "/no/such.pt"], "checkpoint not found"),
     (["export", "--experiment", "demo"], "no MLflow store"),
@@ -103,8 +124,11 @@ def test_bad_input_is_one_line_and_leaves_nothing_behind(args, message, tmp_path
     for name, text in BAD_FILES.items():
         (tmp_path / name).write_text(text)
     monkeypatch.chdir(tmp_path)
-    for variable in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT",
-                     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"):  # main() sets defaults: undo them afterwards
+    for variable in (
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+    ):  # main() sets defaults: undo them afterwards
         monkeypatch.setenv(variable, os.environ.get(variable, ""))
         monkeypatch.delenv(variable)
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
@@ -138,10 +162,13 @@ def test_ui_serves_the_mlflow_ui_of_the_runs_folder_and_ends_with_it(tmp_path):
     from pathlib import Path
 
     from searching import free_port, kill_tree, start_tune_lsd
+
     from tune_lsd.cluster import descendants
     from tune_lsd.tracking import default_tracking_uri, start_search_run
 
-    start_search_run(default_tracking_uri(tmp_path / "runs"), "uisearch", {"space": "lsd"}, tmp_path / "runs" / "mlartifacts")
+    start_search_run(
+        default_tracking_uri(tmp_path / "runs"), "uisearch", {"space": "lsd"}, tmp_path / "runs" / "mlartifacts"
+    )
     port = free_port()
     server = start_tune_lsd("ui", "--port", str(port), cwd=tmp_path, log=tmp_path / "ui.log")
     try:
@@ -149,8 +176,11 @@ def test_ui_serves_the_mlflow_ui_of_the_runs_folder_and_ends_with_it(tmp_path):
         while time.time() < deadline:
             try:
                 request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search", method="POST",
-                    data=b'{"max_results": 10}', headers={"Content-Type": "application/json"})
+                    f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search",
+                    method="POST",
+                    data=b'{"max_results": 10}',
+                    headers={"Content-Type": "application/json"},
+                )
                 body = urllib.request.urlopen(request, timeout=5).read().decode()
                 break
             except OSError:
@@ -173,6 +203,8 @@ def test_ui_serves_the_mlflow_ui_of_the_runs_folder_and_ends_with_it(tmp_path):
 def test_reading_commands_refuse_a_missing_store_in_one_line(tmp_path, command):
     result = tune_lsd(*command, "--runs-dir", str(tmp_path / "nothing-here"), cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: no MLflow store at {tmp_path / 'nothing-here' / 'mlflow.db'}: "
-                                                  "run a search first, or point --runs-dir / --tracking-uri at one"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: no MLflow store at {tmp_path / 'nothing-here' / 'mlflow.db'}: "
+        "run a search first, or point --runs-dir / --tracking-uri at one"
+    ]
     assert not (tmp_path / "nothing-here").exists()  # nothing created on the way

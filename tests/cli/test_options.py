@@ -89,8 +89,15 @@ def test_no_options_give_the_models_defaults(command):
     assert model_from_args(model, args, name="n") == model(name="n")
 
 
-@pytest.mark.parametrize("command, field", [(command, field) for command, (model, internal) in COMMANDS.items()
-                                            for field in model.model_fields if field not in internal])
+@pytest.mark.parametrize(
+    "command, field",
+    [
+        (command, field)
+        for command, (model, internal) in COMMANDS.items()
+        for field in model.model_fields
+        if field not in internal
+    ],
+)
 def test_each_option_sets_its_field(command, field):
     from tune_lsd.cli.options import model_from_args
 
@@ -102,12 +109,15 @@ def test_each_option_sets_its_field(command, field):
     assert settings.model_dump(exclude={field, "name"}) == model(name="n").model_dump(exclude={field, "name"})
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["search", "--reduction-factor", "1"], "--reduction-factor 1.0: input should be greater than 1"),
-    (["search", "--grace-period", "0"], "--grace-period 0: input should be greater than or equal to 1"),
-    (["compare", "--spaces", "lsd"], "--spaces ['lsd']: list should have at least 2 items"),
-    (["compare", "--name", "a b"], "--name 'a b': the comparison's name"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["search", "--reduction-factor", "1"], "--reduction-factor 1.0: input should be greater than 1"),
+        (["search", "--grace-period", "0"], "--grace-period 0: input should be greater than or equal to 1"),
+        (["compare", "--spaces", "lsd"], "--spaces ['lsd']: list should have at least 2 items"),
+        (["compare", "--name", "a b"], "--name 'a b': the comparison's name"),
+    ],
+)
 def test_a_bad_value_is_one_line_naming_the_option(argv, message):
     from tune_lsd.cli.options import model_from_args
 

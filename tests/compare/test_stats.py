@@ -14,14 +14,24 @@ from tune_lsd.compare.stats import bootstrap_interval, paired_differences, t_int
 
 
 def results(values: dict[tuple[str, int, int], float]) -> list[dict]:
-    return [{"space": space, "search_seed": k, "seed": r, "metrics": {"test/recall@1": value}}
-            for (space, k, r), value in values.items()]
+    return [
+        {"space": space, "search_seed": k, "seed": r, "metrics": {"test/recall@1": value}}
+        for (space, k, r), value in values.items()
+    ]
 
 
 def test_pairs_match_search_seed_and_retrain_seed_and_incomplete_pairs_are_left_out():
-    values = {("a", 0, 0): 0.80, ("b", 0, 0): 0.70, ("a", 0, 1): 0.82, ("b", 0, 1): 0.78,
-              ("a", 1, 0): 0.75, ("b", 1, 0): 0.77, ("a", 1, 1): 0.79, ("b", 1, 1): 0.74,
-              ("a", 2, 0): 0.90}  # no partner yet: not counted
+    values = {
+        ("a", 0, 0): 0.80,
+        ("b", 0, 0): 0.70,
+        ("a", 0, 1): 0.82,
+        ("b", 0, 1): 0.78,
+        ("a", 1, 0): 0.75,
+        ("b", 1, 0): 0.77,
+        ("a", 1, 1): 0.79,
+        ("b", 1, 1): 0.74,
+        ("a", 2, 0): 0.90,
+    }  # no partner yet: not counted
     per_retrain, per_search = paired_differences(results(values), "a", "b", "test/recall@1")
 
     assert per_retrain.level == "retrain seeds" and per_search.level == "search seeds"
@@ -52,8 +62,9 @@ def test_the_bootstrap_interval_matches_the_exact_bootstrap_distribution():
     assert bootstrap_interval([0.01, 0.01, 0.01]) == (0.01, 0.01)  # nothing varies: no spread
 
 
-@pytest.mark.parametrize("shift, outcome", [(0.05, "a beats b"), (-0.05, "a loses to b"),
-                                            (0.0, "no clear difference between a and b")])
+@pytest.mark.parametrize(
+    "shift, outcome", [(0.05, "a beats b"), (-0.05, "a loses to b"), (0.0, "no clear difference between a and b")]
+)
 def test_the_verdict_reads_the_search_seed_level(shift, outcome):
     rng = np.random.default_rng(0)
     values = {}

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import scipy.stats
 from mlflow.tracking import MlflowClient
-
 from searching import TINY, kill_tree, start_tune_lsd, tune_lsd
+
 from tune_lsd.tracking import default_tracking_uri
 
 pytestmark = pytest.mark.slow
@@ -23,8 +23,24 @@ SPACES = ("lsd", "baseline")
 
 
 def test_compare_continues_after_a_kill_and_its_differences_match_the_retrains(tmp_path):
-    args = ["compare", "--name", "cmp", "--spaces", ",".join(SPACES), "--num-samples", "1", "--search-seeds", "2",
-            "--seeds", "2", "--set", "schedule.epochs=1", "--set", "lsd.ramp=constant", *TINY]
+    args = [
+        "compare",
+        "--name",
+        "cmp",
+        "--spaces",
+        ",".join(SPACES),
+        "--num-samples",
+        "1",
+        "--search-seeds",
+        "2",
+        "--seeds",
+        "2",
+        "--set",
+        "schedule.epochs=1",
+        "--set",
+        "lsd.ramp=constant",
+        *TINY,
+    ]
     log = tmp_path / "first.log"
     first = start_tune_lsd(*args, cwd=tmp_path, log=log)
     state_file = tmp_path / "runs" / "comparisons" / "cmp" / "compare.json"
@@ -56,10 +72,18 @@ def test_compare_continues_after_a_kill_and_its_differences_match_the_retrains(t
     for space in SPACES:
         for k in range(2):
             for r in range(2):
-                summary = tmp_path / "runs" / "comparisons" / "cmp" / f"cmp-{space}-s{k}" / f"retrain-seed{r}" / "summary.json"
+                summary = (
+                    tmp_path
+                    / "runs"
+                    / "comparisons"
+                    / "cmp"
+                    / f"cmp-{space}-s{k}"
+                    / f"retrain-seed{r}"
+                    / "summary.json"
+                )
                 tested[(space, k, r)] = json.loads(summary.read_text())["test"]["test/recall@1"]
     per_pair = [tested[("lsd", k, r)] - tested[("baseline", k, r)] for k in range(2) for r in range(2)]
-    per_search = [np.mean(per_pair[2 * k:2 * k + 2]) for k in range(2)]
+    per_search = [np.mean(per_pair[2 * k : 2 * k + 2]) for k in range(2)]
     for level, values in (("retrain seeds", per_pair), ("search seeds", per_search)):
         row = next(line for line in lines if line.strip().startswith(f"Recall@1  over {len(values)} {level}"))
         mean, boot_low, boot_high, t_low, t_high = map(float, re.findall(r"[-+]\d\.\d{4}", row))
@@ -74,15 +98,24 @@ def test_compare_continues_after_a_kill_and_its_differences_match_the_retrains(t
     parent = client.search_runs([experiment.experiment_id], "tags.`tune_lsd.search` = 'comparison'")[0]
     retrains = client.search_runs([experiment.experiment_id], "tags.`tune_lsd.search` = 'retrain'")
     assert {r.data.tags["mlflow.parentRunId"] for r in retrains} == {parent.info.run_id}
-    assert len({(r.data.tags["tune_lsd.space"], r.data.tags["tune_lsd.search_seed"], r.data.tags["tune_lsd.seed"])
-                for r in retrains}) == 8
+    assert (
+        len(
+            {
+                (r.data.tags["tune_lsd.space"], r.data.tags["tune_lsd.search_seed"], r.data.tags["tune_lsd.seed"])
+                for r in retrains
+            }
+        )
+        == 8
+    )
     assert parent.data.metrics["test/recall_at_1/search/mean"] == pytest.approx(np.mean(per_search), abs=1e-9)
     assert parent.data.tags["tune_lsd.verdict"] == lines[-1]
     assert set(parent.data.tags["tune_lsd.searches"].split(",")) == {f"cmp-{s}-s{k}" for s in SPACES for k in range(2)}
     page = (tmp_path / "runs" / "reports" / "cmp" / "compare.html").read_text()
     assert lines[-1] in page.replace("&#x27;", "'") and "data:image/png;base64," in page
     assert [a.path for a in client.list_artifacts(parent.info.run_id, "compare")] == [
-        "compare/compare.html", "compare/forest.png"]
+        "compare/compare.html",
+        "compare/forest.png",
+    ]
 
     again = tune_lsd(*args, cwd=tmp_path)
     assert again.returncode == 2 and "a comparison named 'cmp' already exists" in again.stderr

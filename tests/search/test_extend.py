@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from searching import TINY, child_runs, tune_lsd
+
 from tune_lsd.tracking import SAMPLED_TAG
 
 pytestmark = pytest.mark.slow
@@ -15,10 +15,25 @@ pytestmark = pytest.mark.slow
 
 def test_extend_runs_more_trials_in_the_same_search_and_starts_the_searcher_from_the_earlier_results(tmp_path):
     refused = tune_lsd("search", "--extend", "ext", "--num-samples", "2", cwd=tmp_path)
-    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith("error: no search named 'ext'")
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith(
+        "error: no search named 'ext'"
+    )
 
-    first = tune_lsd("search", "--space", "lsd", "--name", "ext", "--num-samples", "3", "--max-concurrent", "2",
-                     "--set", "schedule.epochs=2", *TINY, cwd=tmp_path)
+    first = tune_lsd(
+        "search",
+        "--space",
+        "lsd",
+        "--name",
+        "ext",
+        "--num-samples",
+        "3",
+        "--max-concurrent",
+        "2",
+        "--set",
+        "schedule.epochs=2",
+        *TINY,
+        cwd=tmp_path,
+    )
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
     extended = tune_lsd("search", "--extend", "ext", "--num-samples", "2", cwd=tmp_path)
 

@@ -9,8 +9,8 @@ import re
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-
 from searching import TINY, tune_lsd
+
 from tune_lsd.config import Config
 from tune_lsd.engine import Trainer
 from tune_lsd.metrics import retrieval_metrics
@@ -20,14 +20,31 @@ pytestmark = pytest.mark.slow
 
 
 def test_finalize_registers_the_retrained_model_as_champion_and_pyfunc_gives_the_printed_recall(tmp_path):
-    searched = tune_lsd("search", "--space", "lsd", "--name", "fin", "--num-samples", "2", "--max-concurrent", "2",
-                        "--scheduler", "fifo", "--set", "schedule.epochs=2", *TINY, cwd=tmp_path)
+    searched = tune_lsd(
+        "search",
+        "--space",
+        "lsd",
+        "--name",
+        "fin",
+        "--num-samples",
+        "2",
+        "--max-concurrent",
+        "2",
+        "--scheduler",
+        "fifo",
+        "--set",
+        "schedule.epochs=2",
+        *TINY,
+        cwd=tmp_path,
+    )
     assert searched.returncode == 0, searched.stdout[-3000:] + searched.stderr[-2000:]
     finalized = tune_lsd("finalize", "fin", "--set", "schedule.epochs=3", cwd=tmp_path)
     assert finalized.returncode == 0, finalized.stdout[-3000:] + finalized.stderr[-2000:]
     out = finalized.stdout
-    printed = {label: float(value) for label, value in
-               re.findall(r"^  (final model|untrained network|raw pixels) +([0-9.]+)", out, flags=re.M)}
+    printed = {
+        label: float(value)
+        for label, value in re.findall(r"^  (final model|untrained network|raw pixels) +([0-9.]+)", out, flags=re.M)
+    }
     assert set(printed) == {"final model", "untrained network", "raw pixels"}, out[-2000:]
     assert "registered as models:/fin-best@champion" in out
 

@@ -12,15 +12,32 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from searching import (
+    TINY,
+    free_port,
+    kill_tree,
+    node_ids,
+    start_server,
+    start_tune_lsd,
+    tune_lsd,
+    wait_until_search_started,
+)
 
-from searching import (TINY, free_port, kill_tree, node_ids, start_server, start_tune_lsd, tune_lsd,
-                       wait_until_search_started)
 from tune_lsd.storage import Location
 from tune_lsd.tracking import NODES_TAG, STATE_TAG
 
 pytestmark = pytest.mark.slow
-FAST = [*TINY, "--set", "model.backbone=test_efficientnet", "--set", "model.embedding_dim=32",
-        "--set", "schedule.steps_per_epoch=30", "--set", "schedule.epochs=3"]
+FAST = [
+    *TINY,
+    "--set",
+    "model.backbone=test_efficientnet",
+    "--set",
+    "model.embedding_dim=32",
+    "--set",
+    "schedule.steps_per_epoch=30",
+    "--set",
+    "schedule.epochs=3",
+]
 
 
 def bucket_epochs(experiment: Location) -> dict[str, list[int]]:
@@ -29,13 +46,15 @@ def bucket_epochs(experiment: Location) -> dict[str, list[int]]:
     for trial in experiment.folders():
         if (experiment / trial / "result.json").exists():
             lines = (experiment / trial / "result.json").read_text().splitlines()
-            found[trial.split("_")[1]] = [json.loads(line)["epoch"] for line in lines
-                                          if line and not json.loads(line).get("replayed")]
+            found[trial.split("_")[1]] = [
+                json.loads(line)["epoch"] for line in lines if line and not json.loads(line).get("replayed")
+            ]
     return found
 
 
-def test_a_search_on_object_storage_resumes_elsewhere_with_only_its_name_and_storage(object_store, tmp_path,
-                                                                                     monkeypatch):
+def test_a_search_on_object_storage_resumes_elsewhere_with_only_its_name_and_storage(
+    object_store, tmp_path, monkeypatch
+):
     started = time.time()
     storage = object_store.uri(f"searches-{tmp_path.name}")
     for key, value in object_store.credentials().items():  # the driver's (and this test's) environment only
@@ -43,8 +62,24 @@ def test_a_search_on_object_storage_resumes_elsewhere_with_only_its_name_and_sto
     first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
     first.mkdir(), elsewhere.mkdir()
     log = first / "driver.log"
-    driver = start_tune_lsd("search", "--space", "lsd", "--name", "s3", "--num-samples", "3", "--max-concurrent", "1",
-                            "--scheduler", "fifo", "--storage", storage, *FAST, cwd=first, log=log)
+    driver = start_tune_lsd(
+        "search",
+        "--space",
+        "lsd",
+        "--name",
+        "s3",
+        "--num-samples",
+        "3",
+        "--max-concurrent",
+        "1",
+        "--scheduler",
+        "fifo",
+        "--storage",
+        storage,
+        *FAST,
+        cwd=first,
+        log=log,
+    )
     try:
         wait_until_search_started(log, "s3")
         deadline = time.time() + 240
@@ -74,8 +109,10 @@ def test_a_search_on_object_storage_resumes_elsewhere_with_only_its_name_and_sto
     for command in (["prune", "s3"], ["sync", "s3"]):  # found again from the storage alone
         done = tune_lsd(*command, "--storage", storage, cwd=elsewhere, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
-    assert "deleted 0 checkpoints of every trial (the search is complete)" in tune_lsd(
-        "prune", "s3", "--storage", storage, cwd=elsewhere, timeout=120).stdout
+    assert (
+        "deleted 0 checkpoints of every trial (the search is complete)"
+        in tune_lsd("prune", "s3", "--storage", storage, cwd=elsewhere, timeout=120).stdout
+    )
     assert not list((elsewhere / "runs").glob("ray")) and not list((elsewhere / "runs").glob("searches/s3/*.yaml"))
 
     # The secret is in no output, no file the search wrote, no MLflow store and no object of the bucket.
@@ -93,8 +130,11 @@ def test_a_search_on_object_storage_resumes_elsewhere_with_only_its_name_and_sto
     import pyarrow.fs
 
     filesystem, root = bucket._fs()
-    objects = [info.path for info in filesystem.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
-               if info.type == pyarrow.fs.FileType.File]
+    objects = [
+        info.path
+        for info in filesystem.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
+        if info.type == pyarrow.fs.FileType.File
+    ]
     assert len(objects) > 10
     for path in objects:
         with filesystem.open_input_stream(path) as stream:
@@ -126,15 +166,33 @@ def two_nodes(tmp_path: Path):
     runs, worker_home = tmp_path / "runs", tmp_path / "worker-home"
     runs.mkdir(exist_ok=True), (worker_home / "tmp").mkdir(parents=True)
     address = cluster_up(tmp_path / "head", port=free_port(), workers=0, cpus_per_node=1, object_store_mb=150)
-    worker_env = {"PATH": os.environ["PATH"], "HOME": str(worker_home), "TMPDIR": str(worker_home / "tmp"),
-                  "RAY_AUTH_MODE": "disabled", "RAY_LOGGER_LEVEL": "warning",  # as docs/cluster.md says to start it
-                  # (and the same Python and tune_lsd as the head, as on real machines)
-                  **{k: os.environ[k] for k in ("PYTHONPATH", "VIRTUAL_ENV") if k in os.environ}}
-    hide_runs = f"mount -t tmpfs none {runs} && exec \"$@\""
-    worker = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", hide_runs, "sh",
-                               *node_command(address, 0, 1, None, 150 * 2**20)],
-                              env=worker_env, stdout=open(tmp_path / "worker.log", "w"), stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    worker_env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(worker_home),
+        "TMPDIR": str(worker_home / "tmp"),
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_LOGGER_LEVEL": "warning",  # as docs/cluster.md says to start it
+        # (and the same Python and tune_lsd as the head, as on real machines)
+        **{k: os.environ[k] for k in ("PYTHONPATH", "VIRTUAL_ENV") if k in os.environ},
+    }
+    hide_runs = f'mount -t tmpfs none {runs} && exec "$@"'
+    worker = subprocess.Popen(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            hide_runs,
+            "sh",
+            *node_command(address, 0, 1, None, 150 * 2**20),
+        ],
+        env=worker_env,
+        stdout=open(tmp_path / "worker.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         yield address, wait_for_nodes(address, 2)["worker"], worker
     finally:
@@ -144,14 +202,15 @@ def two_nodes(tmp_path: Path):
 
 @pytest.mark.skipif(not can_hide_folders(), reason="needs root and mount namespaces (unshare -m) to hide a folder")
 def test_two_nodes_sharing_only_the_bucket_complete_a_search_and_a_killed_worker_s_trial_resumes(
-        object_store, tmp_path, monkeypatch):
+    object_store, tmp_path, monkeypatch
+):
     """The bucket and the tracking server are all the nodes share; the trials on the worker get
     the S3 credentials through Ray's runtime environment. The dataset is in the bucket too: the
     driver fetches and decodes it, the worker's trials get it through Ray's object store. SIGKILL
     of the worker node mid-trial: the trial continues on the head from its checkpoint in the bucket."""
     import pyarrow.fs
-
     from fake_datasets import write_fake_dataset
+
     from tune_lsd.cluster import end_process_tree
 
     for key, value in object_store.credentials().items():
@@ -161,8 +220,9 @@ def test_two_nodes_sharing_only_the_bucket_complete_a_search_and_a_killed_worker
     write_fake_dataset("cub", tmp_path / "cub", classes=100, per_class=4, size=32)
     dataset = object_store.uri(f"datasets-{tmp_path.name}/CUB_200_2011")
     filesystem, path = Location(dataset)._fs()
-    pyarrow.fs.copy_files(str(tmp_path / "cub"), path, source_filesystem=pyarrow.fs.LocalFileSystem(),
-                          destination_filesystem=filesystem)
+    pyarrow.fs.copy_files(
+        str(tmp_path / "cub"), path, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=filesystem
+    )
     data = ["--set", "data.dataset=cub", "--set", f"data.root={dataset}"]
     port = free_port()
     server = start_server(tmp_path, port)
@@ -170,16 +230,42 @@ def test_two_nodes_sharing_only_the_bucket_complete_a_search_and_a_killed_worker
     log = tmp_path / "driver.log"
     try:
         with two_nodes(tmp_path) as (address, worker_id, worker):
-            driver = start_tune_lsd("search", "--space", "lsd", "--name", "nodes", "--num-samples", "3",
-                                    "--max-concurrent", "2", "--scheduler", "fifo", "--max-failures", "2",
-                                    "--address", address, "--storage", storage,
-                                    "--tracking-uri", f"http://127.0.0.1:{port}",
-                                    *FAST, "--set", "schedule.epochs=5", *data, cwd=tmp_path, log=log)
+            driver = start_tune_lsd(
+                "search",
+                "--space",
+                "lsd",
+                "--name",
+                "nodes",
+                "--num-samples",
+                "3",
+                "--max-concurrent",
+                "2",
+                "--scheduler",
+                "fifo",
+                "--max-failures",
+                "2",
+                "--address",
+                address,
+                "--storage",
+                storage,
+                "--tracking-uri",
+                f"http://127.0.0.1:{port}",
+                *FAST,
+                "--set",
+                "schedule.epochs=5",
+                *data,
+                cwd=tmp_path,
+                log=log,
+            )
             try:
                 deadline = time.time() + 300
                 while True:  # a trial with two epochs done on the worker node: kill that node
-                    on_worker = [r for r in trial_runs(client, "nodes") if r.data.tags.get(NODES_TAG) == worker_id
-                                 and len(client.get_metric_history(r.info.run_id, "val/recall_at_1")) >= 2]
+                    on_worker = [
+                        r
+                        for r in trial_runs(client, "nodes")
+                        if r.data.tags.get(NODES_TAG) == worker_id
+                        and len(client.get_metric_history(r.info.run_id, "val/recall_at_1")) >= 2
+                    ]
                     if on_worker:
                         break
                     assert driver.poll() is None and time.time() < deadline, log.read_text()[-3000:]
@@ -190,8 +276,10 @@ def test_two_nodes_sharing_only_the_bucket_complete_a_search_and_a_killed_worker
             finally:
                 kill_tree(driver)
         trials = trial_runs(client, "nodes")
-        steps = {r.info.run_id: sorted(m.step for m in client.get_metric_history(r.info.run_id, "val/recall_at_1"))
-                 for r in trials}
+        steps = {
+            r.info.run_id: sorted(m.step for m in client.get_metric_history(r.info.run_id, "val/recall_at_1"))
+            for r in trials
+        }
     finally:
         kill_tree(server)
     assert len(trials) == 3 and {r.data.tags[STATE_TAG] for r in trials} == {"completed"}
@@ -211,7 +299,8 @@ def test_two_nodes_sharing_only_the_bucket_complete_a_search_and_a_killed_worker
 
 @pytest.mark.skipif(not can_hide_folders(), reason="needs root and mount namespaces (unshare -m) to hide a folder")
 def test_records_a_worker_kept_while_the_server_was_down_are_named_and_synced_on_that_node(
-        object_store, tmp_path, monkeypatch):
+    object_store, tmp_path, monkeypatch
+):
     """The tracking server goes down once both trials (one per node) have reported an epoch and
     comes back only after the search ended: the search names the worker node that keeps records
     and the command to run there; `tune-lsd sync` on the head and on the worker (in its mount
@@ -228,10 +317,30 @@ def test_records_a_worker_kept_while_the_server_was_down_are_named_and_synced_on
     client = MlflowClient(uri)
     log = tmp_path / "driver.log"
     with two_nodes(tmp_path) as (address, worker_id, worker):
-        driver = start_tune_lsd("search", "--space", "lsd", "--name", "down", "--num-samples", "2",
-                                "--max-concurrent", "2", "--scheduler", "fifo", "--address", address,
-                                "--storage", storage, "--tracking-uri", uri, *FAST, "--set", "schedule.epochs=4",
-                                cwd=tmp_path, log=log)
+        driver = start_tune_lsd(
+            "search",
+            "--space",
+            "lsd",
+            "--name",
+            "down",
+            "--num-samples",
+            "2",
+            "--max-concurrent",
+            "2",
+            "--scheduler",
+            "fifo",
+            "--address",
+            address,
+            "--storage",
+            storage,
+            "--tracking-uri",
+            uri,
+            *FAST,
+            "--set",
+            "schedule.epochs=4",
+            cwd=tmp_path,
+            log=log,
+        )
         try:
             deadline = time.time() + 300
             while True:  # both trials running and recorded: the server goes away for the rest of the search
@@ -256,15 +365,35 @@ def test_records_a_worker_kept_while_the_server_was_down_are_named_and_synced_on
             on_head = tune_lsd("sync", "down", "--storage", storage, cwd=tmp_path, timeout=300)
             assert on_head.returncode == 0, on_head.stdout[-2000:] + on_head.stderr[-2000:]
             on_worker = subprocess.run(
-                ["nsenter", "-t", str(worker.pid), "-m", "--", sys.executable, "-m", "tune_lsd.cli", "sync", "down",
-                 "--storage", storage], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                [
+                    "nsenter",
+                    "-t",
+                    str(worker.pid),
+                    "-m",
+                    "--",
+                    sys.executable,
+                    "-m",
+                    "tune_lsd.cli",
+                    "sync",
+                    "down",
+                    "--storage",
+                    storage,
+                ],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert on_worker.returncode == 0, on_worker.stdout[-2000:] + on_worker.stderr[-2000:]
             assert "records of 1 spools delivered" in on_worker.stdout, on_worker.stdout
             runs = trial_runs(client, "down")
-            steps = {r.info.run_id: sorted({m.step for m in client.get_metric_history(r.info.run_id,
-                                                                                     "val/recall_at_1")}) for r in runs}
-            checkpoints = {r.info.run_id: [a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")]
-                           for r in runs}
+            steps = {
+                r.info.run_id: sorted({m.step for m in client.get_metric_history(r.info.run_id, "val/recall_at_1")})
+                for r in runs
+            }
+            checkpoints = {
+                r.info.run_id: [a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")] for r in runs
+            }
             states = {r.data.tags.get(NODES_TAG): r.data.tags.get(STATE_TAG) for r in runs}
         finally:
             kill_tree(server)
@@ -276,8 +405,13 @@ def test_records_a_worker_kept_while_the_server_was_down_are_named_and_synced_on
 
 def ray_logs_since(started: float) -> list[Path]:
     """The log files of every Ray session started since ``started`` (/tmp/ray: Ray's default)."""
-    return [log for session in Path("/tmp/ray").glob("session_2*") if session.stat().st_mtime >= started - 1
-            for log in (session / "logs").rglob("*") if log.is_file()]
+    return [
+        log
+        for session in Path("/tmp/ray").glob("session_2*")
+        if session.stat().st_mtime >= started - 1
+        for log in (session / "logs").rglob("*")
+        if log.is_file()
+    ]
 
 
 def wait_for_nodes(address: str, count: int, timeout_s: float = 120) -> dict[str, str]:
@@ -302,7 +436,8 @@ def trial_runs(client, name: str) -> list:
 
 @pytest.mark.skipif(not can_hide_folders(), reason="needs root and mount namespaces (unshare -m) to hide a folder")
 def test_a_node_that_cannot_use_the_storage_is_named_before_any_trial_and_file_credentials_reach_the_nodes(
-        object_store, tmp_path, monkeypatch):
+    object_store, tmp_path, monkeypatch
+):
     """The worker node cannot see the driver's runs folder: a search keeping its checkpoints
     there stops with one line that names the worker, before any trial. The bucket's credentials
     only in the driver's ~/.aws/credentials (the worker has its own HOME, without them): the
@@ -311,7 +446,8 @@ def test_a_node_that_cannot_use_the_storage_is_named_before_any_trial_and_file_c
     driver_home = tmp_path / "driver-home"
     (driver_home / ".aws").mkdir(parents=True)
     (driver_home / ".aws" / "credentials").write_text(
-        f"[default]\naws_access_key_id = {object_store.access_key}\naws_secret_access_key = {object_store.secret_key}\n")
+        f"[default]\naws_access_key_id = {object_store.access_key}\naws_secret_access_key = {object_store.secret_key}\n"
+    )
     monkeypatch.setenv("HOME", str(driver_home))  # the driver's and the head node's
     for key in object_store.credentials():
         monkeypatch.delenv(key, raising=False)
@@ -320,11 +456,36 @@ def test_a_node_that_cannot_use_the_storage_is_named_before_any_trial_and_file_c
     tracking = ["--tracking-uri", f"http://127.0.0.1:{port}", *FAST, "--set", "schedule.epochs=1"]
     try:
         with two_nodes(tmp_path) as (address, worker_id, _):
-            unseen = tune_lsd("search", "--space", "lsd", "--name", "unseen", "--num-samples", "2",
-                              "--address", address, *tracking, cwd=tmp_path, timeout=300)
-            stored = tune_lsd("search", "--space", "lsd", "--name", "stored", "--num-samples", "1",
-                              "--address", address, "--storage", object_store.uri(f"files-{tmp_path.name}"),
-                              *tracking, cwd=tmp_path, timeout=400)
+            unseen = tune_lsd(
+                "search",
+                "--space",
+                "lsd",
+                "--name",
+                "unseen",
+                "--num-samples",
+                "2",
+                "--address",
+                address,
+                *tracking,
+                cwd=tmp_path,
+                timeout=300,
+            )
+            stored = tune_lsd(
+                "search",
+                "--space",
+                "lsd",
+                "--name",
+                "stored",
+                "--num-samples",
+                "1",
+                "--address",
+                address,
+                "--storage",
+                object_store.uri(f"files-{tmp_path.name}"),
+                *tracking,
+                cwd=tmp_path,
+                timeout=400,
+            )
     finally:
         kill_tree(server)
     last = unseen.stderr.strip().splitlines()[-1]

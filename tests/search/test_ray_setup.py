@@ -7,7 +7,12 @@ import weakref
 import pytest
 import ray
 
-from tune_lsd.search.ray_setup import FORWARDED_VARIABLES, end_ray_in_background, forwarded_credentials, wait_for_ray_end
+from tune_lsd.search.ray_setup import (
+    FORWARDED_VARIABLES,
+    end_ray_in_background,
+    forwarded_credentials,
+    wait_for_ray_end,
+)
 
 
 @pytest.fixture
@@ -22,14 +27,21 @@ def home(tmp_path, monkeypatch):
 def test_credentials_in_the_usual_files_are_forwarded_of_the_chosen_profile(home, monkeypatch):
     assert forwarded_credentials() == {}
     (home / ".mlflow").mkdir()
-    (home / ".mlflow" / "credentials").write_text("[mlflow]\nmlflow_tracking_username = ann\n"
-                                                  "mlflow_tracking_password = s3cret\n")
+    (home / ".mlflow" / "credentials").write_text(
+        "[mlflow]\nmlflow_tracking_username = ann\nmlflow_tracking_password = s3cret\n"
+    )
     (home / ".aws").mkdir()
-    (home / ".aws" / "credentials").write_text("[default]\naws_access_key_id = AKDEFAULT\naws_secret_access_key = d\n"
-                                               "[lab]\naws_access_key_id = AKLAB\naws_secret_access_key = l\n"
-                                               "aws_session_token = tok\n")
-    assert forwarded_credentials() == {"MLFLOW_TRACKING_USERNAME": "ann", "MLFLOW_TRACKING_PASSWORD": "s3cret",
-                                       "AWS_ACCESS_KEY_ID": "AKDEFAULT", "AWS_SECRET_ACCESS_KEY": "d"}
+    (home / ".aws" / "credentials").write_text(
+        "[default]\naws_access_key_id = AKDEFAULT\naws_secret_access_key = d\n"
+        "[lab]\naws_access_key_id = AKLAB\naws_secret_access_key = l\n"
+        "aws_session_token = tok\n"
+    )
+    assert forwarded_credentials() == {
+        "MLFLOW_TRACKING_USERNAME": "ann",
+        "MLFLOW_TRACKING_PASSWORD": "s3cret",
+        "AWS_ACCESS_KEY_ID": "AKDEFAULT",
+        "AWS_SECRET_ACCESS_KEY": "d",
+    }
     monkeypatch.setenv("AWS_PROFILE", "lab")
     lab = forwarded_credentials()
     assert (lab["AWS_ACCESS_KEY_ID"], lab["AWS_SECRET_ACCESS_KEY"], lab["AWS_SESSION_TOKEN"]) == ("AKLAB", "l", "tok")
@@ -38,8 +50,12 @@ def test_credentials_in_the_usual_files_are_forwarded_of_the_chosen_profile(home
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "e")
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
-    assert forwarded_credentials() == {"MLFLOW_TRACKING_USERNAME": "bob", "MLFLOW_TRACKING_PASSWORD": "pw",
-                                       "AWS_ACCESS_KEY_ID": "AKENV", "AWS_SECRET_ACCESS_KEY": "e"}
+    assert forwarded_credentials() == {
+        "MLFLOW_TRACKING_USERNAME": "bob",
+        "MLFLOW_TRACKING_PASSWORD": "pw",
+        "AWS_ACCESS_KEY_ID": "AKENV",
+        "AWS_SECRET_ACCESS_KEY": "e",
+    }
 
 
 class _Holder:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-
 from searching import tune_lsd
+
 from tune_lsd.tracking import STATE_TAG, TRIAL_ID_TAG, default_tracking_uri
 
 pytestmark = pytest.mark.slow
@@ -37,8 +37,14 @@ def reported_epochs(experiment: Path) -> dict[str, list[int]]:
 
 def test_the_state_is_saved_under_the_old_module_names():
     pickled = (SAVED / "ray" / NAME / "tuner.pkl").read_bytes()
-    for name in (b"TrialCountCallback", b"TrialStateCallback", b"ProgressCallback", b"ResumableOptunaSearch",
-                 b"TrialCountedSearch", b"TrackingContext"):
+    for name in (
+        b"TrialCountCallback",
+        b"TrialStateCallback",
+        b"ProgressCallback",
+        b"ResumableOptunaSearch",
+        b"TrialCountedSearch",
+        b"TrackingContext",
+    ):
         assert name in pickled
     assert b"tune_lsd.search\x94" in pickled and b"tune_lsd.tracking\x94" in pickled  # module names, pickle protocol 5
     assert b"tune_lsd.search.callbacks" not in pickled and b"tune_lsd.tracking.store" not in pickled

@@ -1,4 +1,5 @@
-"""tune_lsd/search/ (runner, callbacks, lifecycle) end to end: real Ray Tune searches on the bundled glyphs, tracked in MLflow."""
+"""tune_lsd/search/ (runner, callbacks, lifecycle) end to end: real Ray Tune searches on the bundled
+glyphs, tracked in MLflow."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from searching import TINY, child_runs, kill_tree, start_tune_lsd, tune_lsd, wait_until_search_started
+
 from tune_lsd.config import Config
 from tune_lsd.engine import Trainer
 from tune_lsd.tracking import SAMPLED_TAG, STATE_TAG
@@ -80,8 +81,17 @@ def test_export_validates_and_trains(asha_search):
     assert exported.returncode == 0, exported.stderr
     config = Config.load(folder / "best.yaml")  # validates against the schema
     assert config.data.final and config.schedule.epochs == 4
-    trained = tune_lsd("train", "--config", "best.yaml", "-o", "final", "--no-baselines",
-                       "--set", "data.max_test_classes=30", cwd=folder)
+    trained = tune_lsd(
+        "train",
+        "--config",
+        "best.yaml",
+        "-o",
+        "final",
+        "--no-baselines",
+        "--set",
+        "data.max_test_classes=30",
+        cwd=folder,
+    )
     assert trained.returncode == 0, trained.stderr[-2000:]
     summary = json.loads((folder / "final" / "summary.json").read_text())
     assert summary["best_epoch"] == 4 and 0 < summary["test"]["test/recall@1"] <= 1
@@ -89,9 +99,27 @@ def test_export_validates_and_trains(asha_search):
 
 
 def test_pbt_search_exploits_at_least_once(tmp_path):
-    result = tune_lsd("search", "--space", "lsd_pbt", "--name", "pbt", "--searcher", "random", "--scheduler", "pbt",
-                      "--num-samples", "4", "--max-concurrent", "2", "--perturbation-interval", "1",
-                      "--set", "schedule.epochs=4", *TINY, cwd=tmp_path)
+    result = tune_lsd(
+        "search",
+        "--space",
+        "lsd_pbt",
+        "--name",
+        "pbt",
+        "--searcher",
+        "random",
+        "--scheduler",
+        "pbt",
+        "--num-samples",
+        "4",
+        "--max-concurrent",
+        "2",
+        "--perturbation-interval",
+        "1",
+        "--set",
+        "schedule.epochs=4",
+        *TINY,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     experiment = tmp_path / "runs" / "ray" / "pbt"
     policy_lines = [line for p in experiment.glob("pbt_policy_*.txt") for line in p.read_text().splitlines()]
@@ -101,8 +129,11 @@ def test_pbt_search_exploits_at_least_once(tmp_path):
     # Actors are reused: without reuse every trial start and every exploit's restart would be
     # a fresh process. (Ray's actor cache may still evict a paused trial's actor and start a
     # new one, so the exact count is not fixed; seen once in CI: 3 processes for 4 trials.)
-    pids = {trial.name: [json.loads(line)["pid"] for line in (trial / "result.json").read_text().splitlines()]
-            for trial in experiment.iterdir() if (trial / "result.json").is_file()}
+    pids = {
+        trial.name: [json.loads(line)["pid"] for line in (trial / "result.json").read_text().splitlines()]
+        for trial in experiment.iterdir()
+        if (trial / "result.json").is_file()
+    }
     processes = {pid for trial in pids.values() for pid in trial}
     starts = len(pids) + len(policy_lines)
     assert len(pids) == 4 and len(processes) < starts, (pids, policy_lines)
@@ -113,9 +144,28 @@ def checkpoints(runs_dir: Path, name: str) -> list[Path]:
 
 
 def test_random_search_with_fifo_runs_every_trial_to_the_end(tmp_path):
-    result = tune_lsd("search", "--space", "baseline", "--name", "rnd", "--searcher", "random", "--scheduler", "fifo",
-                      "--num-samples", "3", "--max-concurrent", "2", "--set", "schedule.epochs=3",
-                      "--keep-checkpoints", "--checkpoint-every", "2", *TINY, cwd=tmp_path)
+    result = tune_lsd(
+        "search",
+        "--space",
+        "baseline",
+        "--name",
+        "rnd",
+        "--searcher",
+        "random",
+        "--scheduler",
+        "fifo",
+        "--num-samples",
+        "3",
+        "--max-concurrent",
+        "2",
+        "--set",
+        "schedule.epochs=3",
+        "--keep-checkpoints",
+        "--checkpoint-every",
+        "2",
+        *TINY,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     client, _, children = child_runs(tmp_path / "runs", "rnd")
     assert len(children) == 3 and {r.data.tags[STATE_TAG] for r in children} == {"completed"}
@@ -131,7 +181,10 @@ def test_random_search_with_fifo_runs_every_trial_to_the_end(tmp_path):
     assert checkpoints(tmp_path / "runs", "rnd") == []
     assert all((c.parent / "result.json").is_file() for c in kept)  # the trials' results stay
     resumed = tune_lsd("search", "--resume", "rnd", cwd=tmp_path)
-    assert resumed.returncode == 0 and "search 'rnd' is complete (3 trials, 0 errored); nothing to resume" in resumed.stdout
+    assert (
+        resumed.returncode == 0
+        and "search 'rnd' is complete (3 trials, 0 errored); nothing to resume" in resumed.stdout
+    )
 
 
 def trial_epochs(runs_dir: Path, name: str) -> dict[str, list[int]]:
@@ -171,9 +224,26 @@ def test_search_killed_at_five_moments_and_interrupted_ends_with_exactly_its_tri
     runs_dir = tmp_path / "runs"
     finished_at_kill: dict[str, int] = {}  # trial -> epochs Ray recorded for it when it had finished
     for number, (moment, reached) in enumerate(KILL_MOMENTS):
-        args = (["search", "--resume", "kills"] if number else
-                ["search", "--space", "lsd", "--name", "kills", "--num-samples", str(samples), "--max-concurrent", "1",
-                 "--scheduler", "fifo", "--set", f"schedule.epochs={epochs}", *TINY])
+        args = (
+            ["search", "--resume", "kills"]
+            if number
+            else [
+                "search",
+                "--space",
+                "lsd",
+                "--name",
+                "kills",
+                "--num-samples",
+                str(samples),
+                "--max-concurrent",
+                "1",
+                "--scheduler",
+                "fifo",
+                "--set",
+                f"schedule.epochs={epochs}",
+                *TINY,
+            ]
+        )
         log_path = tmp_path / f"run{number}.log"
         driver = start_tune_lsd(*args, cwd=tmp_path, log=log_path)
         try:
@@ -208,7 +278,9 @@ def test_search_killed_at_five_moments_and_interrupted_ends_with_exactly_its_tri
     finally:
         kill_tree(driver)
     log = (tmp_path / "ctrl-c.log").read_text()
-    assert driver.returncode == 130 and "was interrupted; continue it with: tune-lsd search --resume kills" in log, log[-3000:]
+    assert driver.returncode == 130 and "was interrupted; continue it with: tune-lsd search --resume kills" in log, log[
+        -3000:
+    ]
     assert checkpoints(runs_dir, "kills") and not (runs_dir / "searches" / "kills" / "completed.json").exists()
 
     # What a kill can leave (seen in CI): a trial that opened its MLflow run just before the kill,
@@ -241,8 +313,9 @@ def open_a_lost_trial_run(runs_dir: Path, name: str) -> str:
 
     uri = tracking.default_tracking_uri(runs_dir)
     parent = tracking.search_parent_run(uri, name)
-    context = tracking.TrackingContext(uri, parent.info.experiment_id, parent.info.run_id,
-                                       str(runs_dir.parent / "lost-spool"), ray_experiment=name)
+    context = tracking.TrackingContext(
+        uri, parent.info.experiment_id, parent.info.run_id, str(runs_dir.parent / "lost-spool"), ray_experiment=name
+    )
     tracker = tracking.TrialTracker(context, "lost0001", "DMLTrainable_lost0001", {}, {}, node_id="gone")
     tracker.log_metrics({"epoch": 1, "val/recall@1": 0.99}, step=1)
     assert tracker.close() == 0
@@ -251,21 +324,26 @@ def open_a_lost_trial_run(runs_dir: Path, name: str) -> str:
 
 def test_gpus_on_a_cpu_machine_fail_fast_with_one_line(tmp_path):
     started = time.time()
-    result = tune_lsd("search", "--space", "lsd", "--name", "gpu", "--gpus-per-trial", "0.5", *TINY, cwd=tmp_path,
-                      timeout=180)
+    result = tune_lsd(
+        "search", "--space", "lsd", "--name", "gpu", "--gpus-per-trial", "0.5", *TINY, cwd=tmp_path, timeout=180
+    )
     assert result.returncode == 2
     assert "--gpus-per-trial 0.5 but the Ray cluster has 0 GPUs" in result.stderr.strip().splitlines()[-1]
     assert time.time() - started < 120
 
 
 def test_bad_space_fails_before_ray_starts(tmp_path):
-    (tmp_path / "bad.yaml").write_text("base: glyphs_search\nparams:\n  optim.lr: {type: uniform, low: 0.1, high: 0.01}\n")
+    (tmp_path / "bad.yaml").write_text(
+        "base: glyphs_search\nparams:\n  optim.lr: {type: uniform, low: 0.1, high: 0.01}\n"
+    )
     result = tune_lsd("search", "--space", "bad.yaml", "--name", "bad", cwd=tmp_path, timeout=120)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "optim.lr: low (0.1) must be below high (0.01)" in lines[0]
     assert not (tmp_path / "runs" / "ray").exists() and not (tmp_path / "runs" / "mlflow.db").exists()
-    typo = tune_lsd("search", "--space", "lsd", "--name", "typo", "--set", "lsd.temprature=0.5", cwd=tmp_path, timeout=120)
+    typo = tune_lsd(
+        "search", "--space", "lsd", "--name", "typo", "--set", "lsd.temprature=0.5", cwd=tmp_path, timeout=120
+    )
     assert typo.returncode == 2 and "lsd.temprature" in typo.stderr
 
 
@@ -273,24 +351,57 @@ def test_trial_with_nan_loss_is_recorded_as_errored_and_the_search_goes_on(tmp_p
     (tmp_path / "nan.yaml").write_text(
         "base: glyphs_search\n"
         "fixed: {optim.name: sgd, loss.name: normalized_softmax, lsd.enabled: false}\n"
-        "params:\n  optim.lr: {type: choice, values: [0.001, 1.0e+30]}\n")
-    result = tune_lsd("search", "--space", "nan.yaml", "--name", "nan", "--searcher", "random", "--scheduler", "fifo",
-                      "--num-samples", "4", "--set", "schedule.epochs=2", *TINY, cwd=tmp_path)
+        "params:\n  optim.lr: {type: choice, values: [0.001, 1.0e+30]}\n"
+    )
+    result = tune_lsd(
+        "search",
+        "--space",
+        "nan.yaml",
+        "--name",
+        "nan",
+        "--searcher",
+        "random",
+        "--scheduler",
+        "fifo",
+        "--num-samples",
+        "4",
+        "--set",
+        "schedule.epochs=2",
+        *TINY,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     client, parents, children = child_runs(tmp_path / "runs", "nan")
     states = {r.data.params["optim.lr"]: r.data.tags[STATE_TAG] for r in children}
     errored = [r for r in children if r.data.tags[STATE_TAG] == "errored"]
     assert errored and all(float(r.data.params["optim.lr"]) == 1e30 for r in errored)
-    assert all("NonFiniteLossError" in r.data.tags["tune_lsd.error"] and "training loss is" in r.data.tags["tune_lsd.error"]
-               for r in errored)
+    assert all(
+        "NonFiniteLossError" in r.data.tags["tune_lsd.error"] and "training loss is" in r.data.tags["tune_lsd.error"]
+        for r in errored
+    )
     assert states.get("0.001") == "completed"
     assert "errored: tune_lsd.engine.NonFiniteLossError: training loss is" in result.stdout
     assert parents[0].data.tags[STATE_TAG] == "completed with errors"
 
 
 def test_search_where_every_trial_errors_fails_with_one_line(tmp_path):
-    args = ["search", "--space", "baseline", "--name", "allbad", "--searcher", "random", "--scheduler", "fifo",
-            "--num-samples", "2", "--set", "data.max_classes=4", "--set", "data.val_fraction=0.5"]
+    args = [
+        "search",
+        "--space",
+        "baseline",
+        "--name",
+        "allbad",
+        "--searcher",
+        "random",
+        "--scheduler",
+        "fifo",
+        "--num-samples",
+        "2",
+        "--set",
+        "data.max_classes=4",
+        "--set",
+        "data.val_fraction=0.5",
+    ]
     shared = tune_lsd(*args, cwd=tmp_path, timeout=300)  # the driver builds the shared split and finds it first
     assert shared.returncode == 2 and "needs 32 classes of 4 samples" in shared.stderr.strip().splitlines()[-1]
     separate = tune_lsd(*args[:4], "allbad2", *args[5:], "--no-shared-data", cwd=tmp_path, timeout=300)
@@ -311,12 +422,29 @@ def test_search_on_a_folder_dataset_decodes_it_once_per_machine(tmp_path):
     from fake_datasets import write_fake_dataset
 
     write_fake_dataset("cub", tmp_path / "cub", classes=20, per_class=4, size=40)
-    data = ["--set", "data.dataset=cub", "--set", f"data.root={tmp_path / 'cub'}", "--set", "data.image_size=24",
-            "--set", "data.load_size=32", "--set", "data.batch_size=16", "--set", "data.samples_per_class=2",
-            "--set", "schedule.steps_per_epoch=2", "--set", "schedule.epochs=2"]
+    data = [
+        "--set",
+        "data.dataset=cub",
+        "--set",
+        f"data.root={tmp_path / 'cub'}",
+        "--set",
+        "data.image_size=24",
+        "--set",
+        "data.load_size=32",
+        "--set",
+        "data.batch_size=16",
+        "--set",
+        "data.samples_per_class=2",
+        "--set",
+        "schedule.steps_per_epoch=2",
+        "--set",
+        "schedule.epochs=2",
+    ]
     env = {"TUNE_LSD_CACHE": str(tmp_path / "cache")}
 
-    searched = tune_lsd("search", "--space", "lsd", "--name", "birds", "--num-samples", "2", *data, cwd=tmp_path, env=env)
+    searched = tune_lsd(
+        "search", "--space", "lsd", "--name", "birds", "--num-samples", "2", *data, cwd=tmp_path, env=env
+    )
 
     assert searched.returncode == 0, searched.stderr[-2000:]
     assert "dataset: cub at 32 px: 40 train + 40 test images = 0.2 MB decoded" in searched.stdout

@@ -20,8 +20,9 @@ def test_restored_searcher_tolerates_a_trial_it_never_suggested():
     assert [t.value for t in searcher._ot_study.trials] == [0.7]  # only the trial it suggested informs TPE
 
 
-@pytest.mark.parametrize("num_samples, startup_trials, expected", [(8, None, 3), (16, None, 4), (100, None, 10),
-                                                                    (8, 0, 0), (8, 5, 5)])
+@pytest.mark.parametrize(
+    "num_samples, startup_trials, expected", [(8, None, 3), (16, None, 4), (100, None, 10), (8, 0, 0), (8, 5, 5)]
+)
 def test_tpe_starts_using_its_model_after_the_startup_trials(num_samples, startup_trials, expected):
     """Optuna's default of 10 random start-up trials would make an 8-trial search pure random."""
     import optuna
@@ -49,8 +50,14 @@ def test_every_searcher_and_scheduler_pair_builds_a_tune_config_or_is_refused_in
 
     from tune_lsd.search import SearchError, SearchSettings, prepare_space, tune_config
 
-    settings = SearchSettings(name="pair", space="lsd_pbt" if scheduler == "pbt" else "lsd", searcher=searcher,
-                              scheduler=scheduler, num_samples=4, max_concurrent=2)
+    settings = SearchSettings(
+        name="pair",
+        space="lsd_pbt" if scheduler == "pbt" else "lsd",
+        searcher=searcher,
+        scheduler=scheduler,
+        num_samples=4,
+        max_concurrent=2,
+    )
     if scheduler == "pbt" and searcher != "random":
         with pytest.raises(SearchError, match="^the pbt scheduler samples its own population"):
             prepare_space(settings)
@@ -99,8 +106,19 @@ def test_a_searcher_given_earlier_results_models_them_from_its_first_suggestion(
     from tune_lsd.search import SearchSettings, tune_config
 
     space = load_space("lsd")
-    earlier = [({"optim.lr": 1e-3 * (1 + 0.5 * i), "optim.weight_decay": 1e-5, "lsd.weight": 10.0 + i,
-                 "lsd.temperature": 0.5, "lsd.teacher": "epoch"}, 0.5 + 0.1 * i) for i in range(4)]
+    earlier = [
+        (
+            {
+                "optim.lr": 1e-3 * (1 + 0.5 * i),
+                "optim.weight_decay": 1e-5,
+                "lsd.weight": 10.0 + i,
+                "lsd.temperature": 0.5,
+                "lsd.teacher": "epoch",
+            },
+            0.5 + 0.1 * i,
+        )
+        for i in range(4)
+    ]
     settings = SearchSettings(name="more", num_samples=2, startup_trials=3)
     outside = ({**earlier[0][0], "optim.lr": 0.5}, 0.99)  # from a space that has changed since: left out
     searcher = tune_config(settings, space, epochs=3, earlier=[*earlier, outside]).search_alg.searcher.searcher

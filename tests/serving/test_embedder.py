@@ -10,8 +10,13 @@ from PIL import Image
 
 from tune_lsd.data.transforms import center_crop, normalise, resize
 from tune_lsd.engine import CheckpointError, load_model_state
-from tune_lsd.serving.embedder import (ImageReadError, embed_images, embedder_from_snapshot,
-                               read_image_folder, write_model_files)
+from tune_lsd.serving.embedder import (
+    ImageReadError,
+    embed_images,
+    embedder_from_snapshot,
+    read_image_folder,
+    write_model_files,
+)
 from tune_lsd.serving.pyfunc_model import ImageEmbedder, to_network_input
 
 
@@ -33,8 +38,10 @@ def test_the_evaluation_centre_crop_is_part_of_the_model(config_factory, tmp_pat
     from tune_lsd.engine import Trainer, save_file
 
     trainer = Trainer(config_factory(**{"data.load_size": 36, "data.image_size": 24, "data.eval_crop": 0.75}))
-    save_file({"config": trainer.config.to_dict(), "epoch": 0, "history": [], "student": trainer.model.state_dict()},
-              tmp_path / "model.pt")
+    save_file(
+        {"config": trainer.config.to_dict(), "epoch": 0, "history": [], "student": trainer.model.state_dict()},
+        tmp_path / "model.pt",
+    )
     snapshot = load_model_state(tmp_path / "model.pt")
     files, preprocessing = write_model_files(snapshot, tmp_path / "model")
     assert preprocessing["crop"] == 0.75 and preprocessing["image_size"] == 24
@@ -78,8 +85,10 @@ def test_preprocessing_of_other_sizes_and_colours_is_the_engines_transform():
 def test_images_of_mixed_sizes_are_embedded_as_one_by_one(trained_model):
     trainer, path = trained_model
     embedder = embedder_from_snapshot(load_model_state(path))
-    images = [np.asarray(Image.fromarray(im[..., 0]).resize((s, s)))[..., None]
-              for im, s in zip(trainer.splits.test.images[:7], [32, 32, 48, 48, 48, 32, 20])]
+    images = [
+        np.asarray(Image.fromarray(im[..., 0]).resize((s, s)))[..., None]
+        for im, s in zip(trainer.splits.test.images[:7], [32, 32, 48, 48, 48, 32, 20])
+    ]
     together = embed_images(embedder, iter(images), len(images), batch_size=2, progress=False)
     one_by_one = np.concatenate([embedder.embed(im[None]) for im in images])
     np.testing.assert_allclose(together, one_by_one, atol=1e-6)
@@ -88,9 +97,11 @@ def test_images_of_mixed_sizes_are_embedded_as_one_by_one(trained_model):
 def test_files_that_are_not_models_get_one_line(tmp_path):
     (tmp_path / "notes.txt").write_text("not a checkpoint")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    for path, message in [(tmp_path / "missing.pt", "file not found"),
-                          (tmp_path / "notes.txt", "is not a tune_lsd checkpoint or model file"),
-                          (tmp_path / "other.pt", "no config and student weights")]:
+    for path, message in [
+        (tmp_path / "missing.pt", "file not found"),
+        (tmp_path / "notes.txt", "is not a tune_lsd checkpoint or model file"),
+        (tmp_path / "other.pt", "no config and student weights"),
+    ]:
         with pytest.raises(CheckpointError, match=message) as error:
             load_model_state(path)
         assert "\n" not in str(error.value)

@@ -1,4 +1,5 @@
-"""The search's champion as an MLflow model (tune_lsd/serving/pyfunc_model.py, logged by tune_lsd/tracking/model_log.py):
+"""The search's champion as an MLflow model (tune_lsd/serving/pyfunc_model.py, logged by
+tune_lsd/tracking/model_log.py):
 loaded in a fresh Python without tune_lsd, and served over HTTP, it gives the engine's embeddings."""
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import pytest
 import yaml
 from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
-
 from searching import free_port, kill_tree
+
 from tune_lsd.engine import Trainer
 from tune_lsd.tracking import CHECKPOINT_DIR, MODEL_FILE, default_tracking_uri
 
@@ -47,8 +48,14 @@ def champion(asha_search, tmp_path_factory):
     trainer = Trainer.from_checkpoint(model_file, overrides={"runtime.progress": False})  # as `tune-lsd evaluate`
     val = trainer.splits.val
     np.save(work / "images.npy", val.images)
-    return {"uri": uri, "client": client, "version": version, "images": val.images,
-            "expected": trainer.embed(val).numpy(), "work": work}
+    return {
+        "uri": uri,
+        "client": client,
+        "version": version,
+        "images": val.images,
+        "expected": trainer.embed(val).numpy(),
+        "work": work,
+    }
 
 
 def test_the_champion_is_the_best_trial_and_a_pinned_pyfunc_model(champion, asha_search):
@@ -57,8 +64,10 @@ def test_the_champion_is_the_best_trial_and_a_pinned_pyfunc_model(champion, asha
     trials = client.search_runs([experiment.experiment_id], "tags.`tune_lsd.search` = 'trial'")
     best = max(trials, key=lambda r: r.data.metrics["best/val/recall_at_1"])
     assert version.run_id == best.info.run_id
-    local = download_artifacts(artifact_uri=client.get_model_version_download_uri("asha-best", version.version),
-                               dst_path=str(champion["work"] / "model"))
+    local = download_artifacts(
+        artifact_uri=client.get_model_version_download_uri("asha-best", version.version),
+        dst_path=str(champion["work"] / "model"),
+    )
     mlmodel = yaml.safe_load(open(os.path.join(local, "MLmodel")))
     requirements = open(os.path.join(local, "requirements.txt")).read().split()
     assert "python_function" in mlmodel["flavors"] and mlmodel["metadata"]["tune_lsd"]["channels"] == 1
@@ -74,8 +83,19 @@ def test_the_champion_is_the_best_trial_and_a_pinned_pyfunc_model(champion, asha
 
 def test_pyfunc_in_a_fresh_python_without_tune_lsd_gives_the_engines_embeddings(champion):
     work = champion["work"]
-    result = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_TUNE_LSD, champion["uri"], str(work / "images.npy"),
-                             str(work / "pyfunc.npy")], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LOAD_WITHOUT_TUNE_LSD,
+            champion["uri"],
+            str(work / "images.npy"),
+            str(work / "pyfunc.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_allclose(np.load(work / "pyfunc.npy"), champion["expected"], atol=1e-5)
 
@@ -92,11 +112,31 @@ def test_the_served_champion_answers_with_the_same_embeddings(champion, tmp_path
     port = free_port()
     log = open(tmp_path / "serve.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/asha-best@champion", "--env-manager",
-         "local", "-h", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            "models:/asha-best@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
         # MLflow starts `uvicorn` by name: the environment's bin folder must be on PATH (as when activated).
-        env={**os.environ, "MLFLOW_TRACKING_URI": champion["uri"],
-             "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}, start_new_session=True)
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": champion["uri"],
+            "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
+        },
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 180
         while not _answers(f"http://127.0.0.1:{port}/ping"):
@@ -106,8 +146,9 @@ def test_the_served_champion_answers_with_the_same_embeddings(champion, tmp_path
         body = json.dumps({"inputs": images.tolist()}).encode()
         latencies = []
         for _ in range(5):
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+            )
             started = time.perf_counter()
             with urllib.request.urlopen(request, timeout=120) as response:
                 answer = json.loads(response.read())

@@ -18,7 +18,7 @@ from tune_lsd.metrics import retrieval_metrics
 
 QUERIES_PER_CLASS = 2
 
-OTHER_MODEL_CODE = '''
+OTHER_MODEL_CODE = """
 import mlflow.pyfunc
 import numpy as np
 
@@ -29,7 +29,7 @@ class Echo(mlflow.pyfunc.PythonModel):
 
 
 mlflow.models.set_model(Echo())
-'''
+"""
 
 
 def tune_lsd(capsys, *args) -> tuple[int, str, str]:
@@ -64,8 +64,9 @@ def engine_embeddings(trainer, paths: list[str]) -> tuple[np.ndarray, np.ndarray
 
 def test_embed_writes_the_engines_embeddings_in_path_order(trained_model, folders, tmp_path, capsys):
     trainer, model_file = trained_model
-    status, out, _ = tune_lsd(capsys, "embed", "--model", model_file, "--images", folders / "all",
-                              "-o", tmp_path / "vectors.npy")
+    status, out, _ = tune_lsd(
+        capsys, "embed", "--model", model_file, "--images", folders / "all", "-o", tmp_path / "vectors.npy"
+    )
     assert status == 0 and "wrote" in out
     paths = (tmp_path / "vectors.paths.txt").read_text().split()
     expected, _ = engine_embeddings(trainer, paths)
@@ -78,8 +79,20 @@ def test_retrieve_page_and_csv_agree_with_the_metrics(trained_model, folders, tm
     trainer, model_file = trained_model
     pooled = protocol == "each against the others"
     query_dir, gallery_dir = (folders / "all",) * 2 if pooled else (folders / "query", folders / "gallery")
-    status, out, _ = tune_lsd(capsys, "retrieve", "--model", model_file, "--gallery", gallery_dir,
-                              "--query", query_dir, "-k", 3, "-o", tmp_path / "out")
+    status, out, _ = tune_lsd(
+        capsys,
+        "retrieve",
+        "--model",
+        model_file,
+        "--gallery",
+        gallery_dir,
+        "--query",
+        query_dir,
+        "-k",
+        3,
+        "-o",
+        tmp_path / "out",
+    )
     assert status == 0, out
     with open(tmp_path / "out" / "neighbours.csv") as file:
         rows = list(csv.DictReader(file))
@@ -89,16 +102,18 @@ def test_retrieve_page_and_csv_agree_with_the_metrics(trained_model, folders, tm
         expected = retrieval_metrics(query_vectors, query_labels, ks=(1, 3), nmi=False)
     else:
         gallery_vectors, gallery_labels = engine_embeddings(trainer, sorted(str(p) for p in gallery_dir.rglob("*.png")))
-        expected = retrieval_metrics(query_vectors, query_labels, ks=(1, 3), nmi=False, gallery=gallery_vectors,
-                                     gallery_labels=gallery_labels)
+        expected = retrieval_metrics(
+            query_vectors, query_labels, ks=(1, 3), nmi=False, gallery=gallery_vectors, gallery_labels=gallery_labels
+        )
     page = (tmp_path / "out" / "index.html").read_text()
     shown = {m: float(v) for m, v in re.findall(r'data-metric="(recall@\d)">([0-9.]+)<', page)}
     assert shown == pytest.approx({k: expected[k] for k in ("recall@1", "recall@3")}, abs=5e-5)
     assert 0 < expected["recall@1"] < 1  # a non-trivial case: both marks appear on the page
     assert len(rows) == 3 * len(queries)
     for row in rows:  # the CSV's verdicts are the class folders'
-        assert row["correct"] == str(int(re.search(r"class\d+", row["query"]).group()
-                                         == re.search(r"class\d+", row["neighbour"]).group()))
+        assert row["correct"] == str(
+            int(re.search(r"class\d+", row["query"]).group() == re.search(r"class\d+", row["neighbour"]).group())
+        )
         assert row["query"] != row["neighbour"]
     top1 = [row["correct"] == "1" for row in rows if row["rank"] == "1"]
     assert np.mean(top1) == pytest.approx(expected["recall@1"])
@@ -132,8 +147,9 @@ def test_bad_inputs_get_one_line(trained_model, folders, tmp_path, capsys):
         status, _, err = tune_lsd(capsys, "embed", *args, "--runs-dir", runs, "-o", tmp_path / "e.npy")
         assert status == 2 and err.startswith("error: ") and message in err, (args, err)
         assert err.count("\n") == 1, err
-    status, _, err = tune_lsd(capsys, "embed", "--model", "models:/x@champion", "--images", all_images,
-                              "--runs-dir", tmp_path / "no-store")
+    status, _, err = tune_lsd(
+        capsys, "embed", "--model", "models:/x@champion", "--images", all_images, "--runs-dir", tmp_path / "no-store"
+    )
     assert status == 2 and "no MLflow store" in err and not (tmp_path / "no-store").exists()
     status, _, err = tune_lsd(capsys, "retrieve", "--model", model_file, "--gallery", all_images, "-k", 0)
     assert status == 2 and "-k must be 1 or more" in err

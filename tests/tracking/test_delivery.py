@@ -13,10 +13,13 @@ from tune_lsd import tracking
 
 def log_a_trial(args) -> str:
     uri, context, index, epochs = args
-    tracker = tracking.TrialTracker(context, f"trial{index}", f"trial_{index}", {"lsd.weight": index}, {"lsd.weight": index},
-                                     node_id="node-a")
+    tracker = tracking.TrialTracker(
+        context, f"trial{index}", f"trial_{index}", {"lsd.weight": index}, {"lsd.weight": index}, node_id="node-a"
+    )
     for epoch in range(1, epochs + 1):
-        tracker.log_metrics({"val/recall@1": index + epoch / 100, "train/loss": 1.0 / epoch, "epoch": epoch}, step=epoch)
+        tracker.log_metrics(
+            {"val/recall@1": index + epoch / 100, "train/loss": 1.0 / epoch, "epoch": epoch}, step=epoch
+        )
     assert tracker.close() == 0
     return tracker.run_id
 
@@ -27,7 +30,7 @@ def test_concurrent_trials_lose_no_metric(tmp_path):
     with ProcessPoolExecutor(4) as pool:
         run_ids = list(pool.map(log_a_trial, [(uri, context, i, 40) for i in range(4)]))
     client = MlflowClient(uri)
-    for index, run_id in enumerate(run_ids):
+    for run_id in run_ids:
         history = client.get_metric_history(run_id, "val/recall_at_1")
         assert sorted(m.step for m in history) == list(range(1, 41))
         assert client.get_run(run_id).data.tags["mlflow.parentRunId"] == context.parent_run_id

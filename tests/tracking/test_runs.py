@@ -46,7 +46,9 @@ def test_only_unended_runs_of_this_ray_experiment_that_ray_does_not_know_are_del
     assert kept == {known_running, known_done, lost_but_ended, other_round}
     assert client.get_run(other_round).data.tags[tracking.RAY_EXPERIMENT_TAG] == "kills.ext-4"
     # deleted, not destroyed: `mlflow runs restore` brings it back
-    assert lost in {r.info.run_id for r in client.search_runs([context.experiment_id], run_view_type=ViewType.DELETED_ONLY)}
+    assert lost in {
+        r.info.run_id for r in client.search_runs([context.experiment_id], run_view_type=ViewType.DELETED_ONLY)
+    }
     assert tracking.discard_lost_trial_runs(context, {"known", "done"}) == []  # nothing left to discard
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-
 from searching import TINY, free_port, kill_tree, start_server, start_tune_lsd, tune_lsd
+
 from tune_lsd.tracking import STATE_TAG
 
 pytestmark = pytest.mark.slow
@@ -52,8 +52,12 @@ def wait_for_first_metric(uri: str, name: str, search: subprocess.Popen, log: Pa
 
 def epoch_results(runs_dir: Path, name: str) -> list[dict]:
     """Every epoch's result as Ray recorded it (time_this_iter_s: the whole step, tracking included)."""
-    return [json.loads(line) for path in (runs_dir / "ray" / name).glob("*/result.json")
-            for line in path.read_text().splitlines() if line.strip()]
+    return [
+        json.loads(line)
+        for path in (runs_dir / "ray" / name).glob("*/result.json")
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
 
 
 def search_losing_its_server(tmp_path: Path, name: str, num_samples: int, epochs: int, *extra: str):
@@ -62,9 +66,25 @@ def search_losing_its_server(tmp_path: Path, name: str, num_samples: int, epochs
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_server(tmp_path, port)
-    search = start_tune_lsd("search", "--space", "lsd", "--name", name, "--scheduler", "fifo",
-                            "--num-samples", str(num_samples), "--tracking-uri", uri,
-                            "--set", f"schedule.epochs={epochs}", *extra, *TINY, cwd=tmp_path, log=tmp_path / "search.log")
+    search = start_tune_lsd(
+        "search",
+        "--space",
+        "lsd",
+        "--name",
+        name,
+        "--scheduler",
+        "fifo",
+        "--num-samples",
+        str(num_samples),
+        "--tracking-uri",
+        uri,
+        "--set",
+        f"schedule.epochs={epochs}",
+        *extra,
+        *TINY,
+        cwd=tmp_path,
+        log=tmp_path / "search.log",
+    )
     try:
         wait_for_first_metric(uri, name, search, tmp_path / "search.log")
     except BaseException:
@@ -91,9 +111,11 @@ def test_a_minute_long_server_outage_neither_slows_epochs_nor_loses_a_point(tmp_
         results = epoch_results(tmp_path / "runs", "outage")
         before = [r["time_this_iter_s"] for r in results if r["time/step_end_unix"] < down]
         during = [r["time_this_iter_s"] for r in results if down + 2 < r["time/step_end_unix"] < restarting]
-        print(f"epoch time before the outage: median {statistics.median(before):.2f} s, max {max(before):.2f} s "
-              f"({len(before)} epochs); during: median {statistics.median(during):.2f} s, max {max(during):.2f} s "
-              f"({len(during)} epochs)")
+        print(
+            f"epoch time before the outage: median {statistics.median(before):.2f} s, max {max(before):.2f} s "
+            f"({len(before)} epochs); during: median {statistics.median(during):.2f} s, max {max(during):.2f} s "
+            f"({len(during)} epochs)"
+        )
         assert len(during) >= 20  # both trials trained through the outage
         assert statistics.median(during) <= 1.25 * statistics.median(before) + 0.1
         # No epoch waited for the server (before: 6 tries over 15 s, then the trial failed).
@@ -175,9 +197,28 @@ def test_server_with_auth_refuses_anonymous_requests_and_four_trials_log_with_cr
         assert f"MLflow tracking server {uri} needs credentials (HTTP 401)" in anonymous.stderr
 
         # Four trials at once log every point and upload their checkpoints through the server.
-        result = tune_lsd("search", "--space", "lsd", "--name", "private", "--scheduler", "fifo", "--num-samples", "4",
-                          "--max-concurrent", "4", "--cpus-per-trial", "0.5", "--tracking-uri", uri,
-                          "--set", "schedule.epochs=2", *TINY, cwd=tmp_path, env=TEAM)
+        result = tune_lsd(
+            "search",
+            "--space",
+            "lsd",
+            "--name",
+            "private",
+            "--scheduler",
+            "fifo",
+            "--num-samples",
+            "4",
+            "--max-concurrent",
+            "4",
+            "--cpus-per-trial",
+            "0.5",
+            "--tracking-uri",
+            uri,
+            "--set",
+            "schedule.epochs=2",
+            *TINY,
+            cwd=tmp_path,
+            env=TEAM,
+        )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", TEAM["MLFLOW_TRACKING_USERNAME"])
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", TEAM["MLFLOW_TRACKING_PASSWORD"])
@@ -195,7 +236,9 @@ def test_server_with_auth_refuses_anonymous_requests_and_four_trials_log_with_cr
         auth = tmp_path / "server" / "server-auth"
         assert {p.name for p in auth.iterdir()} >= {"users.db", "basic_auth.ini", "secret_key"}
         assert (auth.stat().st_mode & 0o777) == 0o700
-        assert all((p.stat().st_mode & 0o077) == 0 for p in auth.rglob("*")), {p.name: oct(p.stat().st_mode) for p in auth.rglob("*")}
+        assert all((p.stat().st_mode & 0o077) == 0 for p in auth.rglob("*")), {
+            p.name: oct(p.stat().st_mode) for p in auth.rglob("*")
+        }
     finally:
         kill_tree(server)
 
@@ -225,31 +268,86 @@ def test_postgresql_backed_server_records_a_search(tmp_path):
     if as_postgres:
         shutil.chown(data, "postgres")
     pg_port = free_port()
-    subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust"],
-                   check=True, capture_output=True, timeout=120)
-    postgres = subprocess.Popen([*as_postgres, str(bindir / "postgres"), "-D", str(data), "-p", str(pg_port),
-                                 "-k", str(data), "-c", "listen_addresses=127.0.0.1"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    subprocess.run(
+        [*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    postgres = subprocess.Popen(
+        [
+            *as_postgres,
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(pg_port),
+            "-k",
+            str(data),
+            "-c",
+            "listen_addresses=127.0.0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     server = None
     try:
         for _ in range(60):
-            ready = subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(pg_port)], capture_output=True)
+            ready = subprocess.run(
+                [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(pg_port)], capture_output=True
+            )
             if ready.returncode == 0:
                 break
             time.sleep(0.5)
-        subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", "mlflow", "mlflow"],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", "mlflow", "mlflow"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         port = free_port()
         server = start_server(tmp_path, port, "--backend-store-uri", f"postgresql://mlflow@127.0.0.1:{pg_port}/mlflow")
         uri = f"http://127.0.0.1:{port}"
-        result = tune_lsd("search", "--space", "baseline", "--name", "pg", "--searcher", "random", "--scheduler", "fifo",
-                          "--num-samples", "2", "--tracking-uri", uri, "--set", "schedule.epochs=2", *TINY, cwd=tmp_path)
+        result = tune_lsd(
+            "search",
+            "--space",
+            "baseline",
+            "--name",
+            "pg",
+            "--searcher",
+            "random",
+            "--scheduler",
+            "fifo",
+            "--num-samples",
+            "2",
+            "--tracking-uri",
+            uri,
+            "--set",
+            "schedule.epochs=2",
+            *TINY,
+            cwd=tmp_path,
+        )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
         client, runs = trials(uri, "pg")
         assert len(runs) == 2
         assert_every_epoch_logged(client, runs, 2)
-        rows = subprocess.run([str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", "mlflow", "-tAc",
-                               "select count(*) from runs"], capture_output=True, text=True, check=True).stdout
+        rows = subprocess.run(
+            [
+                str(bindir / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(pg_port),
+                "-U",
+                "mlflow",
+                "-tAc",
+                "select count(*) from runs",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert int(rows.strip()) == 3  # the parent and two trials, in PostgreSQL
     finally:
         if server is not None:
@@ -259,8 +357,18 @@ def test_postgresql_backed_server_records_a_search(tmp_path):
 
 
 def test_unreachable_tracking_server_fails_fast_with_one_line(tmp_path):
-    result = tune_lsd("search", "--space", "lsd", "--name", "nowhere", "--tracking-uri", f"http://127.0.0.1:{free_port()}",
-                      *TINY, cwd=tmp_path, timeout=120)
+    result = tune_lsd(
+        "search",
+        "--space",
+        "lsd",
+        "--name",
+        "nowhere",
+        "--tracking-uri",
+        f"http://127.0.0.1:{free_port()}",
+        *TINY,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "is unreachable" in lines[0] and "tune-lsd server" in lines[0]
@@ -284,18 +392,34 @@ def test_server_keeps_artifacts_in_object_storage_and_clients_need_no_s3_credent
         kill_tree(server)
     import pyarrow.fs
 
-    bucket = pyarrow.fs.S3FileSystem(access_key=object_store.access_key, secret_key=object_store.secret_key,
-                                     endpoint_override=object_store.endpoint, scheme="http")
-    stored = [info.path for info in bucket.get_file_info(pyarrow.fs.FileSelector(
-        f"{object_store.bucket}/mlflow-{tmp_path.name}", recursive=True)) if info.type == pyarrow.fs.FileType.File]
+    bucket = pyarrow.fs.S3FileSystem(
+        access_key=object_store.access_key,
+        secret_key=object_store.secret_key,
+        endpoint_override=object_store.endpoint,
+        scheme="http",
+    )
+    stored = [
+        info.path
+        for info in bucket.get_file_info(
+            pyarrow.fs.FileSelector(f"{object_store.bucket}/mlflow-{tmp_path.name}", recursive=True)
+        )
+        if info.type == pyarrow.fs.FileType.File
+    ]
     assert [path for path in stored if path.endswith("/checkpoint/model.pt")], stored
     with bucket.open_input_stream(next(p for p in stored if p.endswith("model.pt"))) as stream:
         assert stream.read() == b"weights"
 
 
 def test_server_refuses_an_object_store_it_cannot_write_in_one_line(tmp_path, object_store):
-    refused = tune_lsd("server", "--port", str(free_port()), "--artifacts-destination",
-                       f"s3://missing-bucket/x?endpoint_override={object_store.endpoint}&scheme=http",
-                       cwd=tmp_path, env=object_store.credentials(), timeout=60)
+    refused = tune_lsd(
+        "server",
+        "--port",
+        str(free_port()),
+        "--artifacts-destination",
+        f"s3://missing-bucket/x?endpoint_override={object_store.endpoint}&scheme=http",
+        cwd=tmp_path,
+        env=object_store.credentials(),
+        timeout=60,
+    )
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
     assert "the bucket does not exist" in refused.stderr

@@ -13,8 +13,9 @@ from tune_lsd import tracking
 def open_search_when_released(barrier, results, folder: Path, index: int) -> None:
     barrier.wait()  # every process opens the new store at the same instant
     try:
-        context = tracking.start_search_run(tracking.default_tracking_uri(folder), f"search{index}", {"space": "x"},
-                                            folder / "artifacts")
+        context = tracking.start_search_run(
+            tracking.default_tracking_uri(folder), f"search{index}", {"space": "x"}, folder / "artifacts"
+        )
         results.put(context.experiment_id)
     except Exception as error:
         results.put(f"failed: {str(error)[:200]}")
@@ -29,7 +30,9 @@ def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path):
     for attempt in range(2):
         folder = tmp_path / f"try{attempt}"
         barrier, results = fork.Barrier(3), fork.Queue()
-        processes = [fork.Process(target=open_search_when_released, args=(barrier, results, folder, i)) for i in range(3)]
+        processes = [
+            fork.Process(target=open_search_when_released, args=(barrier, results, folder, i)) for i in range(3)
+        ]
         for process in processes:
             process.start()
         outcomes = [results.get(timeout=120) for _ in processes]
@@ -45,8 +48,12 @@ def test_unreachable_server_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # only tune_lsd's own retries
     context = tracking.TrackingContext("http://127.0.0.1:9", "0", "none")
     with pytest.raises(tracking.TrackingError) as error:
-        tracking.retry(lambda: MlflowClient(context.tracking_uri).get_experiment("0"), "get_experiment",
-                       attempts=2, first_wait_s=0.1)
+        tracking.retry(
+            lambda: MlflowClient(context.tracking_uri).get_experiment("0"),
+            "get_experiment",
+            attempts=2,
+            first_wait_s=0.1,
+        )
     assert "failed after 2 tries" in str(error.value) and "\n" not in str(error.value)
 
 

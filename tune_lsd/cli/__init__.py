@@ -26,16 +26,34 @@ from tune_lsd.cli.comparing import Compare
 from tune_lsd.cli.data import Cache
 from tune_lsd.cli.results import Export, List, Report
 from tune_lsd.cli.searching import Finalize, Prune, Search, Sync
-from tune_lsd.cli.serving import Embed, Retrieve
 from tune_lsd.cli.services import UI, Cluster, Server
+from tune_lsd.cli.serving import Embed, Retrieve
 from tune_lsd.cli.training import Evaluate, Train
 from tune_lsd.errors import TuneLsdError
 
-COMMANDS: list[type[Command]] = [Train, Search, Export, UI, Report, Prune, Sync, Finalize, List, Server, Cluster,
-                                 Compare, Cache, Evaluate, Embed, Retrieve]
+COMMANDS: list[type[Command]] = [
+    Train,
+    Search,
+    Export,
+    UI,
+    Report,
+    Prune,
+    Sync,
+    Finalize,
+    List,
+    Server,
+    Cluster,
+    Compare,
+    Cache,
+    Evaluate,
+    Embed,
+    Retrieve,
+]
 USER_ERROR, BUG, INTERRUPTED = 2, 1, 130
-BUG_REPORT = ("this is a bug in tune_lsd or a library it uses, not a problem with your input: please report it "
-              "with the traceback above and the command you ran (docs/troubleshooting.md, 'Reporting a bug')")
+BUG_REPORT = (
+    "this is a bug in tune_lsd or a library it uses, not a problem with your input: please report it "
+    "with the traceback above and the command you ran (docs/troubleshooting.md, 'Reporting a bug')"
+)
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main", "run"]
 
@@ -44,14 +62,20 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command. ``only``: add the options of that command alone, or of
     none with ``""`` (the options of `search` and `compare` come from settings whose import
     loads Ray, 3-5 s that `tune-lsd cache ls` or `tune-lsd --help` need not wait for)."""
-    parser = argparse.ArgumentParser(prog="tune-lsd",
-                                     description="Tune deep metric learning with Listwise Self-Distillation.")
+    parser = argparse.ArgumentParser(
+        prog="tune-lsd", description="Tune deep metric learning with Listwise Self-Distillation."
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for command_class in COMMANDS:
         command = command_class()
-        subparser = subparsers.add_parser(command.name, help=command.help, description=command.help,
-                                          epilog=command.epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+        subparser = subparsers.add_parser(
+            command.name,
+            help=command.help,
+            description=command.help,
+            epilog=command.epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         if only is None or only == command.name:
             command.add_arguments(subparser)
         subparser.set_defaults(handler=command.run)
@@ -80,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     except TuneLsdError as error:  # one line; --debug shows the traceback
         print(f"error: {error}", file=sys.stderr)
         return USER_ERROR
-    except Exception as error:  # noqa: BLE001 - a bug: the traceback, and a line that says so
+    except Exception as error:
         traceback.print_exc()
         print(f"error: {type(error).__name__}: {error}".splitlines()[0], file=sys.stderr)
         print(BUG_REPORT, file=sys.stderr)

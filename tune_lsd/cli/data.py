@@ -32,10 +32,15 @@ examples:
             print(f"removed {count} decoded datasets ({gigabytes(size)}) from {cache.cache_root()}")
             return 0
         entries = cache.list_entries()
-        print(f"{len(entries)} decoded datasets in {cache.cache_root()}, {gigabytes(sum(e.bytes for e in entries))} in all")
+        print(
+            f"{len(entries)} decoded datasets in {cache.cache_root()}, "
+            f"{gigabytes(sum(e.bytes for e in entries))} in all"
+        )
         width = max((len(entry.description) for entry in entries), default=0)
         for entry in entries:
             created = datetime.fromtimestamp(entry.created).strftime("%Y-%m-%d %H:%M")
-            print(f"  {entry.description:<{width}}  {entry.images:>9,} images at {entry.size:>4} px  "
-                  f"{gigabytes(entry.bytes):>9}  decoded {created} in {entry.decode_seconds:,.0f} s  {entry.path.name}")
+            print(
+                f"  {entry.description:<{width}}  {entry.images:>9,} images at {entry.size:>4} px  "
+                f"{gigabytes(entry.bytes):>9}  decoded {created} in {entry.decode_seconds:,.0f} s  {entry.path.name}"
+            )
         return 0

@@ -52,8 +52,12 @@ def _default_text(default: Any, separator: str | None) -> str:
     return f" (default: {separator.join(default) if separator else default})"
 
 
-def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], fields: Iterable[str] | None = None,
-                      exclude: Iterable[str] = ()) -> None:
+def add_model_options(
+    parser: argparse.ArgumentParser,
+    model: type[BaseModel],
+    fields: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
+) -> None:
     """Add an option for each of ``fields`` of ``model`` (default: all of them but ``exclude``)."""
     skipped = set(exclude)
     for field in fields if fields is not None else model.model_fields:
@@ -62,7 +66,9 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], f
         info = model.model_fields[field]
         flag, hints = option_flag(model, field), _hints(info)
         default = None if info.is_required() else info.get_default(call_default_factory=True)
-        help_text = ((info.description or "") + _default_text(default, hints.get("separator"))).replace("%", "%%")  # argparse formats help
+        help_text = ((info.description or "") + _default_text(default, hints.get("separator"))).replace(
+            "%", "%%"
+        )  # argparse formats help
         if info.annotation is bool:
             action = "store_false" if default is True else "store_true"
             parser.add_argument(flag, dest=field, action=action, help=help_text)
@@ -70,15 +76,34 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], f
         if typing.get_origin(info.annotation) is list:
             if hints.get("separator"):
                 separator = str(hints["separator"])
-                parser.add_argument(flag, dest=field, default=default, metavar=hints.get("metavar"), help=help_text,
-                                    type=lambda text, sep=separator: [item.strip() for item in text.split(sep)])
+                parser.add_argument(
+                    flag,
+                    dest=field,
+                    default=default,
+                    metavar=hints.get("metavar"),
+                    help=help_text,
+                    type=lambda text, sep=separator: [item.strip() for item in text.split(sep)],
+                )
             else:
-                parser.add_argument(flag, dest=field, action="append", default=default, metavar=hints.get("metavar"),
-                                    help=help_text + " (repeatable)")
+                parser.add_argument(
+                    flag,
+                    dest=field,
+                    action="append",
+                    default=default,
+                    metavar=hints.get("metavar"),
+                    help=help_text + " (repeatable)",
+                )
             continue
         value_type, choices = _value_type(info.annotation)
-        parser.add_argument(flag, dest=field, type=value_type, choices=choices, default=default,
-                            metavar=hints.get("metavar"), help=help_text)
+        parser.add_argument(
+            flag,
+            dest=field,
+            type=value_type,
+            choices=choices,
+            default=default,
+            metavar=hints.get("metavar"),
+            help=help_text,
+        )
 
 
 def model_from_args(model: type[BaseModel], args: argparse.Namespace, **values: Any) -> Any:

@@ -62,7 +62,9 @@ class Report(Command):
         out = Path(args.output or Path(args.runs_dir) / "reports" / args.name).resolve()
         print(f"report of search {args.name!r}: reading trials from {uri}", flush=True)
         report = write_report(uri, args.name, out, args.metric, args.mode, log_to_mlflow=not args.no_mlflow)
-        print(f"wrote {report}" + ("" if args.no_mlflow else " (also logged to the search's MLflow parent run, report/)"))
+        print(
+            f"wrote {report}" + ("" if args.no_mlflow else " (also logged to the search's MLflow parent run, report/)")
+        )
         print(f"open it: {report.as_uri()}")
         return 0
 
@@ -92,5 +94,8 @@ class List(Command):
         for row in rows:
             best = "-" if row["best"] is None else f"{row['best']:.4f}"
             started = datetime.fromtimestamp(row["started_ms"] / 1000).strftime("%Y-%m-%d %H:%M")
-            print(f"{row['name']:<{width}}  {row['state']:<22} {row['trials']:>6} {row['errored']:>7}  {best:>18}  {started}")
+            print(
+                f"{row['name']:<{width}}  {row['state']:<22} {row['trials']:>6} {row['errored']:>7}  "
+                f"{best:>18}  {started}"
+            )
         return 0

@@ -32,8 +32,12 @@ class Search(Command):
         from tune_lsd.search.settings import SearchSettings
 
         parser.add_argument("--resume", metavar="NAME", help="continue the search NAME whose driver died")
-        parser.add_argument("--extend", metavar="NAME", help="run --num-samples more trials of the completed search "
-                            "NAME, its searcher started from every earlier result")
+        parser.add_argument(
+            "--extend",
+            metavar="NAME",
+            help="run --num-samples more trials of the completed search "
+            "NAME, its searcher started from every earlier result",
+        )
         add_model_options(parser, SearchSettings, exclude={"earlier_trials"})
         parser.set_defaults(name=None)  # a search named after the time it started
         add_no_cache_option(parser)
@@ -48,14 +52,19 @@ class Search(Command):
 
             summary = extend_search(args.extend, args.num_samples, runs_dir=args.runs_dir, storage=args.storage)
         else:
-            settings = model_from_args(SearchSettings, args,
-                                       name=args.name or datetime.now().strftime("search-%Y%m%d-%H%M%S"),
-                                       overrides=[*args.overrides, *cache_overrides(args)])
+            settings = model_from_args(
+                SearchSettings,
+                args,
+                name=args.name or datetime.now().strftime("search-%Y%m%d-%H%M%S"),
+                overrides=[*args.overrides, *cache_overrides(args)],
+            )
             if settings.storage_location.is_remote:
                 settings.storage_location.check_writable()  # one line, before anything else, when it cannot be used
             if settings.settings_location.exists():
-                raise ConfigError(f"a search named {settings.name!r} already exists in {settings.storage_location.uri}: "
-                                  f"pick another --name or continue it with --resume {settings.name}")
+                raise ConfigError(
+                    f"a search named {settings.name!r} already exists in {settings.storage_location.uri}: "
+                    f"pick another --name or continue it with --resume {settings.name}"
+                )
             summary = run_search(settings)
         return INTERRUPTED if summary["state"] == "interrupted" else 0
 
@@ -77,8 +86,13 @@ examples:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("name", help="the search name")
-        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                            help="override of the exported config, e.g. schedule.epochs=10")
+        parser.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override of the exported config, e.g. schedule.epochs=10",
+        )
         add_search_location_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:

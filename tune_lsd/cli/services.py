@@ -32,8 +32,9 @@ def serve(command: list[str], environment: dict[str, str] | None = None) -> int:
     Ctrl-C or SIGTERM ends it with every process it started."""
     from tune_lsd.cluster import end_process_tree
 
-    server = subprocess.Popen(command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-                                            **(environment or {})})
+    server = subprocess.Popen(
+        command, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(environment or {})}
+    )
 
     def stop(*_: object) -> None:
         end_process_tree(server.pid, grace_s=10)
@@ -63,8 +64,22 @@ class UI(Command):
         uri = existing_store(args)
         check_port_free(args.host, args.port)
         print(f"MLflow UI of {uri} at http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
-        return serve([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
-                      "--port", str(args.port), "--workers", "1"])
+        return serve(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "ui",
+                "--backend-store-uri",
+                uri,
+                "--host",
+                args.host,
+                "--port",
+                str(args.port),
+                "--workers",
+                "1",
+            ]
+        )
 
 
 class Server(Command):
@@ -81,16 +96,24 @@ class Server(Command):
 """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--backend-store-uri", help="sqlite:///... (default: runs/mlflow-server.db) or postgresql://...")
-        parser.add_argument("--artifacts-destination", help="where artifacts are stored: a folder (default: "
-                            "runs/server-artifacts) or s3://BUCKET/PREFIX (as --storage of search; the server needs "
-                            "the S3 credentials, trials and the UI do not)")
+        parser.add_argument(
+            "--backend-store-uri", help="sqlite:///... (default: runs/mlflow-server.db) or postgresql://..."
+        )
+        parser.add_argument(
+            "--artifacts-destination",
+            help="where artifacts are stored: a folder (default: "
+            "runs/server-artifacts) or s3://BUCKET/PREFIX (as --storage of search; the server needs "
+            "the S3 credentials, trials and the UI do not)",
+        )
         parser.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 to serve other machines")
         parser.add_argument("--port", type=int, default=5000, help="(default: 5000)")
         parser.add_argument("--allowed-hosts", help="with a non-local --host: comma-separated Host headers to accept")
-        parser.add_argument("--auth", action="store_true",
-                            help="require a user and password (MLflow basic auth); the admin's credentials come from "
-                                 "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or ~/.mlflow/credentials")
+        parser.add_argument(
+            "--auth",
+            action="store_true",
+            help="require a user and password (MLflow basic auth); the admin's credentials come from "
+            "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or ~/.mlflow/credentials",
+        )
         parser.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
 
     def run(self, args: argparse.Namespace) -> int:
@@ -98,19 +121,30 @@ class Server(Command):
 
         check_port_free(args.host, args.port)
         runs_dir = Path(args.runs_dir).resolve()
-        artifacts, artifact_environment = artifact_store(args.artifacts_destination or str(runs_dir / "server-artifacts"))
-        environment = {**artifact_environment, **(auth_server_environment(runs_dir / "server-auth") if args.auth else {})}
+        artifacts, artifact_environment = artifact_store(
+            args.artifacts_destination or str(runs_dir / "server-artifacts")
+        )
+        environment = {
+            **artifact_environment,
+            **(auth_server_environment(runs_dir / "server-auth") if args.auth else {}),
+        }
         runs_dir.mkdir(parents=True, exist_ok=True)
         backend = args.backend_store_uri or f"sqlite:///{runs_dir / 'mlflow-server.db'}"
         command = server_command(backend, artifacts, args.host, args.port, auth=args.auth)
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             command += ["--allowed-hosts", args.allowed_hosts or "*"]
             if not args.auth:
-                print(f"warning: serving on {args.host} without --auth: anyone who reaches port {args.port} can read, "
-                      "change and delete every search", flush=True)
-        print(f"MLflow tracking server on http://{args.host}:{args.port} (store {backend}, artifacts {artifacts}"
-              f"{', basic authentication: users in ' + str(runs_dir / 'server-auth') if args.auth else ''}); "
-              f"use --tracking-uri http://{args.host}:{args.port}", flush=True)
+                print(
+                    f"warning: serving on {args.host} without --auth: anyone who reaches port {args.port} can read, "
+                    "change and delete every search",
+                    flush=True,
+                )
+        print(
+            f"MLflow tracking server on http://{args.host}:{args.port} (store {backend}, artifacts {artifacts}"
+            f"{', basic authentication: users in ' + str(runs_dir / 'server-auth') if args.auth else ''}); "
+            f"use --tracking-uri http://{args.host}:{args.port}",
+            flush=True,
+        )
         return serve(command, environment)
 
 
@@ -130,8 +164,12 @@ class Cluster(Command):
         parser.add_argument("--cpus-per-node", type=float, default=1, help="(default: 1)")
         parser.add_argument("--gpus-per-node", type=float, help="default: what Ray detects")
         parser.add_argument("--object-store-mb", type=int, default=300, help="(default: 300)")
-        parser.add_argument("--auth", choices=["disabled", "token"], default="disabled",
-                            help="Ray 2.60 token authentication; every node and driver must agree")
+        parser.add_argument(
+            "--auth",
+            choices=["disabled", "token"],
+            default="disabled",
+            help="Ray 2.60 token authentication; every node and driver must agree",
+        )
         parser.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
 
     def run(self, args: argparse.Namespace) -> int:
@@ -141,9 +179,19 @@ class Cluster(Command):
         if args.action == "down":
             print(f"ended {cluster_down(runs_dir)} Ray nodes")
             return 0
-        address = cluster_up(runs_dir, port=args.port, workers=args.workers, cpus_per_node=args.cpus_per_node,
-                             gpus_per_node=args.gpus_per_node, object_store_mb=args.object_store_mb, auth=args.auth)
-        print(f"Ray cluster up at {address}: head + {args.workers} workers (pids in {runs_dir / 'cluster' / 'nodes.json'})")
+        address = cluster_up(
+            runs_dir,
+            port=args.port,
+            workers=args.workers,
+            cpus_per_node=args.cpus_per_node,
+            gpus_per_node=args.gpus_per_node,
+            object_store_mb=args.object_store_mb,
+            auth=args.auth,
+        )
+        print(
+            f"Ray cluster up at {address}: head + {args.workers} workers "
+            f"(pids in {runs_dir / 'cluster' / 'nodes.json'})"
+        )
         print(f"search on it:   tune-lsd search --address {address} --runs-dir {args.runs_dir} ...")
         print(f"more machines:  RAY_AUTH_MODE={args.auth} ray start --address=<this host>:{args.port} --block")
         print(f"end it:         tune-lsd cluster down --runs-dir {args.runs_dir}")

@@ -58,19 +58,25 @@ examples:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--model", required=True, help=MODEL_HELP)
         parser.add_argument("--gallery", required=True, help="folder of gallery images")
-        parser.add_argument("--query", help="folder of query images (default: the gallery, each image against the others)")
+        parser.add_argument(
+            "--query", help="folder of query images (default: the gallery, each image against the others)"
+        )
         parser.add_argument("-k", type=int, default=5, help="neighbours per query (default: 5)")
-        parser.add_argument("--output", "-o", default="retrieval", help="folder for neighbours.csv and index.html "
-                            "(default: retrieval)")
+        parser.add_argument(
+            "--output", "-o", default="retrieval", help="folder for neighbours.csv and index.html (default: retrieval)"
+        )
         add_store_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         from tune_lsd.serving.retrieval import write_retrieval
 
-        result = write_retrieval(load_embedder(args), Path(args.gallery), Path(args.query or args.gallery), args.k,
-                                 Path(args.output))
+        result = write_retrieval(
+            load_embedder(args), Path(args.gallery), Path(args.query or args.gallery), args.k, Path(args.output)
+        )
         recalls = "  ".join(f"{key} {value:.4f}" for key, value in result.items() if key.startswith("recall@"))
-        print(f"{result['queries']} queries x {result['k']} neighbours in {result['gallery']} gallery images"
-              + (f": {recalls}" if recalls else ""))
+        print(
+            f"{result['queries']} queries x {result['k']} neighbours in {result['gallery']} gallery images"
+            + (f": {recalls}" if recalls else "")
+        )
         print(f"wrote {result['csv']}\nopen it: {Path(result['page']).resolve().as_uri()}")
         return 0

@@ -37,16 +37,19 @@ def existing_store(args: argparse.Namespace) -> str:
     uri = tracking_uri(args)
     check_tracking_uri(uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise TrackingError(f"no MLflow store at {uri.removeprefix('sqlite:///')}: run a search first, "
-                            "or point --runs-dir / --tracking-uri at one")
+        raise TrackingError(
+            f"no MLflow store at {uri.removeprefix('sqlite:///')}: run a search first, "
+            "or point --runs-dir / --tracking-uri at one"
+        )
     return uri
 
 
 def add_no_cache_option(parser: argparse.ArgumentParser) -> None:
     """``--no-cache``: ``data.cache=false`` (help from the config schema)."""
     description = Config.model_fields["data"].annotation.model_fields["cache"].description  # type: ignore[union-attr]
-    parser.add_argument("--no-cache", action="store_true",
-                        help=f"the same as --set data.cache=false; data.cache: {description}")
+    parser.add_argument(
+        "--no-cache", action="store_true", help=f"the same as --set data.cache=false; data.cache: {description}"
+    )
 
 
 def cache_overrides(args: argparse.Namespace) -> list[str]:

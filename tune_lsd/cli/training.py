@@ -31,8 +31,13 @@ class Train(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--config", help="YAML file or shipped config name (default: built-in defaults)")
-        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                            help="dotted override of the config (docs/config.md), repeatable")
+        parser.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="dotted override of the config (docs/config.md), repeatable",
+        )
         parser.add_argument("--output", "-o", help="run folder (default: runs/train/<name or time>)")
         parser.add_argument("--name", help="run name under runs/train/")
         parser.add_argument("--no-baselines", action="store_true", help="skip the untrained and raw-pixel baselines")
@@ -42,11 +47,22 @@ class Train(Command):
         from tune_lsd.train import train_and_test
 
         overrides = [*args.set, *cache_overrides(args)]
-        config = (Config.load(resolve_config_path(args.config), overrides) if args.config
-                  else Config().with_overrides(overrides))
-        run_dir = Path(args.output) if args.output else Path("runs/train") / (args.name or datetime.now().strftime("%Y%m%d-%H%M%S"))
+        config = (
+            Config.load(resolve_config_path(args.config), overrides)
+            if args.config
+            else Config().with_overrides(overrides)
+        )
+        run_dir = (
+            Path(args.output)
+            if args.output
+            else Path("runs/train") / (args.name or datetime.now().strftime("%Y%m%d-%H%M%S"))
+        )
         summary = train_and_test(config, run_dir, baselines=not args.no_baselines)
-        print(json.dumps({"test": summary["test"], "best_epoch": summary["best_epoch"], "run_dir": str(run_dir)}, indent=2))
+        print(
+            json.dumps(
+                {"test": summary["test"], "best_epoch": summary["best_epoch"], "run_dir": str(run_dir)}, indent=2
+            )
+        )
         return 0
 
 

@@ -44,8 +44,14 @@ def bootstrap_interval(values: list[float], seed: int = 0) -> tuple[float, float
     array = np.asarray(values, dtype=float)
     if np.ptp(array) == 0:  # every resample has the same mean
         return float(array[0]), float(array[0])
-    result = scipy.stats.bootstrap((array,), np.mean, n_resamples=RESAMPLES, confidence_level=CONFIDENCE,
-                                   method="percentile", rng=np.random.default_rng(seed))
+    result = scipy.stats.bootstrap(
+        (array,),
+        np.mean,
+        n_resamples=RESAMPLES,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
@@ -60,8 +66,14 @@ def t_interval(values: list[float]) -> tuple[float, float]:
 
 def difference(metric: str, level: str, values: list[float]) -> Difference:
     many = len(values) >= 2
-    return Difference(metric, level, [float(v) for v in values], float(np.mean(values)),
-                      bootstrap_interval(values) if many else None, t_interval(values) if many else None)
+    return Difference(
+        metric,
+        level,
+        [float(v) for v in values],
+        float(np.mean(values)),
+        bootstrap_interval(values) if many else None,
+        t_interval(values) if many else None,
+    )
 
 
 def paired_differences(results: list[dict], a: str, b: str, metric: str) -> list[Difference]:
@@ -83,7 +95,11 @@ def verdict(differences: list[Difference], a: str, b: str) -> str:
         return f"verdict: not enough pairs for an interval ({a} - {b}: one pair); use more --seeds or --search-seeds"
     above = chosen.bootstrap[0] > 0 and chosen.student_t[0] > 0  # both intervals must agree
     below = chosen.bootstrap[1] < 0 and chosen.student_t[1] < 0
-    outcome = f"{a} beats {b}" if above else f"{a} loses to {b}" if below else f"no clear difference between {a} and {b}"
-    return (f"verdict: {outcome} on {chosen.metric} ({a} - {b} = {chosen.mean:+.4f}; 95 % intervals over "
-            f"{len(chosen.values)} {chosen.level}: bootstrap [{chosen.bootstrap[0]:+.4f}, {chosen.bootstrap[1]:+.4f}], "
-            f"t [{chosen.student_t[0]:+.4f}, {chosen.student_t[1]:+.4f}])")
+    outcome = (
+        f"{a} beats {b}" if above else f"{a} loses to {b}" if below else f"no clear difference between {a} and {b}"
+    )
+    return (
+        f"verdict: {outcome} on {chosen.metric} ({a} - {b} = {chosen.mean:+.4f}; 95 % intervals over "
+        f"{len(chosen.values)} {chosen.level}: bootstrap [{chosen.bootstrap[0]:+.4f}, {chosen.bootstrap[1]:+.4f}], "
+        f"t [{chosen.student_t[0]:+.4f}, {chosen.student_t[1]:+.4f}])"
+    )

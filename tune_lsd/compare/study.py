@@ -30,8 +30,7 @@ from tune_lsd.compare.settings import METRICS, CompareSettings
 from tune_lsd.compare.stats import Difference, paired_differences, verdict
 from tune_lsd.config import Config
 from tune_lsd.export import export_best_config
-from tune_lsd.search import (SearchError, SearchSettings, completion_record, prepare_space, resume_search,
-                             run_search)
+from tune_lsd.search import SearchError, SearchSettings, completion_record, prepare_space, resume_search, run_search
 from tune_lsd.storage import Location
 
 STATE_FILE = "compare.json"
@@ -45,13 +44,20 @@ def run_compare(settings: CompareSettings, log=print, resume: bool = False) -> d
     state = _load_state(settings.folder) if resume else None
     if state is None:
         if (settings.folder / STATE_FILE).exists():
-            raise SearchError(f"a comparison named {settings.name!r} already exists in {settings.folder}: "
-                              f"pick another --name or continue it with --resume {settings.name}")
+            raise SearchError(
+                f"a comparison named {settings.name!r} already exists in {settings.folder}: "
+                f"pick another --name or continue it with --resume {settings.name}"
+            )
         state = {"settings": settings.model_dump(), "retrains": [], "floors": None}
         _save_state(settings.folder, state)
     uri = settings.search_settings(settings.spaces[0], 0).resolved_tracking_uri()
-    context = tracking.start_comparison_run(uri, settings.name, settings.model_dump(exclude={"runs_dir"}),
-                                            Path(settings.runs_dir).resolve() / "mlartifacts", settings.search_names())
+    context = tracking.start_comparison_run(
+        uri,
+        settings.name,
+        settings.model_dump(exclude={"runs_dir"}),
+        Path(settings.runs_dir).resolve() / "mlartifacts",
+        settings.search_names(),
+    )
     done = {(r["space"], r["search_seed"], r["seed"]) for r in state["retrains"]}
     total = len(settings.spaces) * settings.search_seeds * settings.seeds
     for search_seed in range(settings.search_seeds):
@@ -65,16 +71,32 @@ def run_compare(settings: CompareSettings, log=print, resume: bool = False) -> d
                 record = _retrain(settings, best_file, seed, with_floors=state["floors"] is None)
                 if state["floors"] is None:
                     state["floors"] = record.pop("floors")
-                record.update(space=space, search_seed=search_seed, search=search, trial=exported["trial"],
-                              best_file=str(best_file))
-                tracking.log_retrain_run(context, f"{search}-retrain{seed}", {
-                    "tune_lsd.space": space, "tune_lsd.search_seed": str(search_seed), "tune_lsd.seed": str(seed),
-                    "tune_lsd.search_name": search, "tune_lsd.trial": exported["trial"]}, record["metrics"])
+                record.update(
+                    space=space,
+                    search_seed=search_seed,
+                    search=search,
+                    trial=exported["trial"],
+                    best_file=str(best_file),
+                )
+                tracking.log_retrain_run(
+                    context,
+                    f"{search}-retrain{seed}",
+                    {
+                        "tune_lsd.space": space,
+                        "tune_lsd.search_seed": str(search_seed),
+                        "tune_lsd.seed": str(seed),
+                        "tune_lsd.search_name": search,
+                        "tune_lsd.trial": exported["trial"],
+                    },
+                    record["metrics"],
+                )
                 state["retrains"].append(record)
                 _save_state(settings.folder, state)
-                log(f"[{len(state['retrains'])}/{total}] {search} retrain seed {seed}: test Recall@1 "
+                log(
+                    f"[{len(state['retrains'])}/{total}] {search} retrain seed {seed}: test Recall@1 "
                     f"{record['metrics']['test/recall@1']:.4f}, MAP@R {record['metrics']['test/map@r']:.4f} "
-                    f"({record['seconds']:.0f} s)")
+                    f"({record['seconds']:.0f} s)"
+                )
     return _conclude(settings, state, context, time.perf_counter() - started, log)
 
 
@@ -104,19 +126,23 @@ def _retrain(settings: CompareSettings, best_file: Path, seed: int, with_floors:
     """The exported config retrained with ``seed`` and tested once (the floors with the first)."""
     from tune_lsd.train import train_and_test  # torch: only where something trains
 
-    config = Config.load(best_file).with_overrides({"seed": seed, "runtime.progress": False,
-                                                    "runtime.threads": settings.threads})
+    config = Config.load(best_file).with_overrides(
+        {"seed": seed, "runtime.progress": False, "runtime.threads": settings.threads}
+    )
     run_dir = best_file.parent / f"retrain-seed{seed}"
     summary = train_and_test(config, run_dir, log=lambda line: None, baselines=with_floors)
     record = {"seed": seed, "metrics": {m: summary["test"][m] for m in METRICS}, "seconds": summary["train_s"]}
     if with_floors:
-        record["floors"] = {"raw pixels": {m: summary["raw_pixels"][m] for m in METRICS},
-                            "untrained network": {m: summary["untrained"][m] for m in METRICS}}
+        record["floors"] = {
+            "raw pixels": {m: summary["raw_pixels"][m] for m in METRICS},
+            "untrained network": {m: summary["untrained"][m] for m in METRICS},
+        }
     return record
 
 
-def _conclude(settings: CompareSettings, state: dict, context: tracking.TrackingContext, seconds: float,
-              log) -> dict[str, Any]:
+def _conclude(
+    settings: CompareSettings, state: dict, context: tracking.TrackingContext, seconds: float, log
+) -> dict[str, Any]:
     a, b = settings.spaces
     differences = [d for metric in METRICS for d in paired_differences(state["retrains"], a, b, metric)]
     line = verdict(differences, a, b)
@@ -131,14 +157,23 @@ def _conclude(settings: CompareSettings, state: dict, context: tracking.Tracking
     tracking.end_comparison_run(context, metrics, {"tune_lsd.verdict": line}, page.parent)
     _print(settings, state, differences, page, log)
     log(line)
-    return {"name": settings.name, "differences": [d.to_dict() for d in differences], "verdict": line,
-            "retrains": state["retrains"], "floors": state["floors"], "page": str(page), "seconds": seconds}
+    return {
+        "name": settings.name,
+        "differences": [d.to_dict() for d in differences],
+        "verdict": line,
+        "retrains": state["retrains"],
+        "floors": state["floors"],
+        "page": str(page),
+        "seconds": seconds,
+    }
 
 
 def _print(settings: CompareSettings, state: dict, differences: list[Difference], page: Path, log) -> None:
     a, b = settings.spaces
-    log(f"\ncomparison {settings.name!r}: {a} vs {b}, {settings.search_seeds} search seeds x {settings.seeds} "
-        f"retrain seeds, {settings.num_samples} trials per search; test classes, mean ± std over retrains:")
+    log(
+        f"\ncomparison {settings.name!r}: {a} vs {b}, {settings.search_seeds} search seeds x {settings.seeds} "
+        f"retrain seeds, {settings.num_samples} trials per search; test classes, mean ± std over retrains:"
+    )
     for space in settings.spaces:
         cells = []
         for metric, label in METRICS.items():
@@ -151,8 +186,11 @@ def _print(settings: CompareSettings, state: dict, differences: list[Difference]
         log(f"  {floor:<18} " + "   ".join(f"{label} {values[m]:.4f}" for m, label in METRICS.items()))
     log(f"{a} - {b}, 95 % intervals (bootstrap; Student-t):")
     for d in differences:
-        intervals = ("one pair: no interval" if d.bootstrap is None else
-                     f"[{d.bootstrap[0]:+.4f}, {d.bootstrap[1]:+.4f}]; [{d.student_t[0]:+.4f}, {d.student_t[1]:+.4f}]")
+        intervals = (
+            "one pair: no interval"
+            if d.bootstrap is None
+            else f"[{d.bootstrap[0]:+.4f}, {d.bootstrap[1]:+.4f}]; [{d.student_t[0]:+.4f}, {d.student_t[1]:+.4f}]"
+        )
         log(f"  {METRICS[d.metric]:<9} over {len(d.values)} {d.level:<13} {d.mean:+.4f}  {intervals}")
     log(f"page: {page.resolve().as_uri()}   MLflow: experiment {settings.name!r}")
 

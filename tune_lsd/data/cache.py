@@ -51,8 +51,9 @@ class CacheEntry:
     decode_seconds: float
 
 
-def cached_decode(files: Sequence[Path], size: int, description: str,
-                  log: Callable[[str], None] | None = None) -> np.ndarray:
+def cached_decode(
+    files: Sequence[Path], size: int, description: str, log: Callable[[str], None] | None = None
+) -> np.ndarray:
     """The decoded ``(N, size, size, 3)`` images of ``files``: memory-mapped from the cache,
     decoded into it first when it has no entry for exactly these files."""
     entry = cache_root() / DECODED_FOLDER / _key(files, size)
@@ -90,19 +91,26 @@ def _key(files: Sequence[Path], size: int) -> str:
     return digest.hexdigest()[:24]
 
 
-def _decode_entry(entry: Path, files: Sequence[Path], size: int, description: str,
-                  log: Callable[[str], None] | None) -> None:
+def _decode_entry(
+    entry: Path, files: Sequence[Path], size: int, description: str, log: Callable[[str], None] | None
+) -> None:
     partial = entry.with_name(f"{entry.name}.partial-{os.getpid()}")
     partial.mkdir(parents=True, exist_ok=True)
     try:
-        images = np.lib.format.open_memmap(partial / "images.npy", mode="w+", dtype=np.uint8,
-                                           shape=(len(files), size, size, 3))
+        images = np.lib.format.open_memmap(
+            partial / "images.npy", mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3)
+        )
         seconds = decode_into(images, files, size, description, log=log)
         images.flush()
         del images
-        info = {"description": description, "images": len(files), "size": size,
-                "bytes": (partial / "images.npy").stat().st_size, "created": time.time(),
-                "decode_seconds": round(seconds, 2)}
+        info = {
+            "description": description,
+            "images": len(files),
+            "size": size,
+            "bytes": (partial / "images.npy").stat().st_size,
+            "created": time.time(),
+            "decode_seconds": round(seconds, 2),
+        }
         (partial / "entry.json").write_text(json.dumps(info, indent=1))
         try:
             partial.rename(entry)

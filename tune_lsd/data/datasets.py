@@ -72,11 +72,12 @@ class LabelledImages:
     def num_classes(self) -> int:
         return len(np.unique(self.labels))
 
-    def subset(self, mask: np.ndarray) -> "LabelledImages":
-        return LabelledImages(self.images[mask], self.labels[mask],
-                              None if self.is_query is None else self.is_query[mask])
+    def subset(self, mask: np.ndarray) -> LabelledImages:
+        return LabelledImages(
+            self.images[mask], self.labels[mask], None if self.is_query is None else self.is_query[mask]
+        )
 
-    def with_labels(self, labels: np.ndarray) -> "LabelledImages":
+    def with_labels(self, labels: np.ndarray) -> LabelledImages:
         """The same images (and query/gallery roles) with other labels."""
         return LabelledImages(self.images, labels, self.is_query)
 
@@ -90,8 +91,9 @@ class FileSet:
     is_query: np.ndarray | None = None
 
     @classmethod
-    def select(cls, files: list[Path], labels: np.ndarray, mask: np.ndarray,
-               is_query: np.ndarray | None = None) -> "FileSet":
+    def select(
+        cls, files: list[Path], labels: np.ndarray, mask: np.ndarray, is_query: np.ndarray | None = None
+    ) -> FileSet:
         return cls([path for path, keep in zip(files, mask) if keep], labels[mask], is_query)
 
 
@@ -122,8 +124,10 @@ def load_dataset(name: str, root: str | None, size: int, cache: bool = True, log
     if name in ARRAY_DATASETS:
         return ARRAY_DATASETS[name](path, size)
     listing = FILE_DATASETS[name](path)
-    return ClassSplit(train=_decode_set(listing.train, size, f"{name} train in {root}", cache, log),
-                      test=_decode_set(listing.test, size, f"{name} test in {root}", cache, log))
+    return ClassSplit(
+        train=_decode_set(listing.train, size, f"{name} train in {root}", cache, log),
+        test=_decode_set(listing.test, size, f"{name} test in {root}", cache, log),
+    )
 
 
 def data_footprint(name: str, root: str | None, size: int, log=None) -> DataFootprint:
@@ -208,7 +212,9 @@ def _resize_all(images: np.ndarray, size: int) -> np.ndarray:
         return images
     mode = "L" if images.shape[3] == 1 else "RGB"
     resized = [
-        np.asarray(Image.fromarray(image.squeeze(-1) if mode == "L" else image).resize((size, size), Image.Resampling.BILINEAR))
+        np.asarray(
+            Image.fromarray(image.squeeze(-1) if mode == "L" else image).resize((size, size), Image.Resampling.BILINEAR)
+        )
         for image in images
     ]
     stacked = np.stack(resized)
@@ -246,7 +252,9 @@ def _list_sop(root: Path) -> FileListing:
         if not listing.is_file():
             raise DatasetError(f"{listing.name} not found in {root} (Stanford Online Products layout)")
         rows = [line.split() for line in listing.read_text().splitlines()[1:] if line.strip()]
-        parts[part] = FileSet([root / row[3] for row in rows], np.asarray([int(row[1]) for row in rows], dtype=np.int64))
+        parts[part] = FileSet(
+            [root / row[3] for row in rows], np.asarray([int(row[1]) for row in rows], dtype=np.int64)
+        )
     return FileListing(**parts)
 
 
@@ -263,8 +271,10 @@ def _list_inshop(root: Path) -> FileListing:
     if unknown:
         raise DatasetError(f"{listing}: unknown evaluation_status {unknown[0]!r} (expected train, query or gallery)")
     is_test = status != "train"
-    return FileListing(train=FileSet.select(files, labels, ~is_test),
-                       test=FileSet.select(files, labels, is_test, is_query=status[is_test] == "query"))
+    return FileListing(
+        train=FileSet.select(files, labels, ~is_test),
+        test=FileSet.select(files, labels, is_test, is_query=status[is_test] == "query"),
+    )
 
 
 def _list_folder(root: Path) -> FileListing:
@@ -310,7 +320,11 @@ def _split_by_label(files: list[Path], labels: np.ndarray, first_test_label: int
 
 def _decode_set(files: FileSet, size: int, description: str, cache: bool, log) -> LabelledImages:
     try:
-        images = cached_decode(files.files, size, description, log) if cache else decode_all(files.files, size, description, log)
+        images = (
+            cached_decode(files.files, size, description, log)
+            if cache
+            else decode_all(files.files, size, description, log)
+        )
     except (MissingImageError, UnreadableImageError) as error:
         raise DatasetError(str(error)) from None
     return LabelledImages(images, files.labels, files.is_query)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
 from tune_lsd.errors import TuneLsdError
 
 DRAFT_MARGIN = 2  # JPEG draft keeps >= 2 x S pixels on the shorter side before the resize
@@ -70,8 +71,14 @@ def centre_square(width: int, height: int) -> tuple[float, float, float, float]:
     return left, top, left + side, top + side
 
 
-def decode_into(out: np.ndarray, files: Sequence[Path], size: int, description: str,
-                workers: int | None = None, log: Callable[[str], None] | None = None) -> float:
+def decode_into(
+    out: np.ndarray,
+    files: Sequence[Path],
+    size: int,
+    description: str,
+    workers: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> float:
     """Decode ``files`` into ``out[i]`` (an array or a memory map) on ``workers`` threads
     (default: every usable core); prints progress every ~10 s; returns the seconds taken."""
     log = log or _stderr
@@ -86,14 +93,17 @@ def decode_into(out: np.ndarray, files: Sequence[Path], size: int, description: 
             now = time.perf_counter()
             if now - last_report >= PROGRESS_EVERY_S and done < len(files):
                 rate = done / (now - started)
-                log(f"{description}: decoded {done:,}/{len(files):,} images ({rate:,.0f}/s, "
-                    f"about {(len(files) - done) / rate:,.0f} s left)")
+                log(
+                    f"{description}: decoded {done:,}/{len(files):,} images ({rate:,.0f}/s, "
+                    f"about {(len(files) - done) / rate:,.0f} s left)"
+                )
                 last_report = now
     return time.perf_counter() - started
 
 
-def decode_all(files: Sequence[Path], size: int, description: str = "images",
-               log: Callable[[str], None] | None = None) -> np.ndarray:
+def decode_all(
+    files: Sequence[Path], size: int, description: str = "images", log: Callable[[str], None] | None = None
+) -> np.ndarray:
     """Decode ``files`` into a new in-memory ``(N, size, size, 3)`` uint8 array."""
     out = np.empty((len(files), size, size, 3), np.uint8)
     decode_into(out, files, size, description, log=log)

@@ -179,8 +179,14 @@ def main() -> None:
     size = int(sys.argv[3]) if len(sys.argv) > 3 else 32
     glyphs = render_glyph_set(num_classes, size)
     save_glyph_set(glyphs, out)
-    summary = {"path": str(out), "images": len(glyphs["labels"]), "classes": num_classes, "size": size,
-               "test_classes": int(glyphs["is_test_class"].sum()), "fonts": len(glyphs["fonts"])}
+    summary = {
+        "path": str(out),
+        "images": len(glyphs["labels"]),
+        "classes": num_classes,
+        "size": size,
+        "test_classes": int(glyphs["is_test_class"].sum()),
+        "fonts": len(glyphs["fonts"]),
+    }
     print(json.dumps(summary))
 
 

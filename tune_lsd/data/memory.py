@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
 from tune_lsd.errors import TuneLsdError
 
 RAY_DEFAULT_OBJECT_STORE_SHARE = 0.3  # Ray's object store without --object-store-mb: ~30 % of available memory
@@ -37,9 +38,11 @@ class DataFootprint:
     def describe(self) -> str:
         """The estimate as printed with the data line."""
         per_image = self.size * self.size * self.channels
-        return (f"{self.dataset} at {self.size} px: {self.train_images:,} train + {self.test_images:,} test images "
-                f"= {gigabytes(self.bytes)} decoded (train {gigabytes(self.train_images * per_image)}, "
-                f"test {gigabytes(self.test_images * per_image)})")
+        return (
+            f"{self.dataset} at {self.size} px: {self.train_images:,} train + {self.test_images:,} test images "
+            f"= {gigabytes(self.bytes)} decoded (train {gigabytes(self.train_images * per_image)}, "
+            f"test {gigabytes(self.test_images * per_image)})"
+        )
 
 
 def gigabytes(count: int) -> str:
@@ -68,7 +71,8 @@ def check_memory(footprint: DataFootprint, copies: int = 1, available: int | Non
         raise DataMemoryError(
             f"{footprint.describe()}{held} but this node has {gigabytes(available)} of memory available "
             f"(the data may take {DATA_MEMORY_SHARE:.0%}): lower data.load_size (now {footprint.size})"
-            + (" or --max-concurrent, or share the data (leave out --no-shared-data)" if copies > 1 else ""))
+            + (" or --max-concurrent, or share the data (leave out --no-shared-data)" if copies > 1 else "")
+        )
 
 
 def check_object_store(footprint: DataFootprint, object_store: int | None) -> None:
@@ -78,7 +82,8 @@ def check_object_store(footprint: DataFootprint, object_store: int | None) -> No
         raise DataMemoryError(
             f"{footprint.describe()}, but Ray's object store holds {gigabytes(object_store)}: lower data.load_size "
             f"(now {footprint.size}), or raise --object-store-mb (local Ray) / ray start --object-store-memory "
-            f"(a cluster), or let each trial decode its own copy (--no-shared-data)")
+            f"(a cluster), or let each trial decode its own copy (--no-shared-data)"
+        )
 
 
 def default_object_store(object_store_mb: int | None, available: int | None = None) -> int | None:

@@ -34,7 +34,9 @@ def mirror_folder(root: str) -> Path:
     """The local folder that mirrors the dataset at ``root`` (a URI; nothing is fetched)."""
     parts = urlsplit(Location(root).uri)
     endpoint = dict(parse_qsl(parts.query)).get("endpoint_override", "default")
-    return cache_root() / "downloads" / parts.scheme / endpoint.replace(":", "_") / (parts.netloc + parts.path).strip("/")
+    return (
+        cache_root() / "downloads" / parts.scheme / endpoint.replace(":", "_") / (parts.netloc + parts.path).strip("/")
+    )
 
 
 def local_root(root: str, log: Callable[[str], None] | None = None) -> str:
@@ -70,7 +72,7 @@ def _remote_files(source: Location) -> list[tuple[str, int, float]]:
     for info in filesystem.get_file_info(selector):
         if info.type == pyarrow.fs.FileType.File:
             mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
-            files.append((info.path[len(base.rstrip("/")) + 1:], info.size, mtime))
+            files.append((info.path[len(base.rstrip("/")) + 1 :], info.size, mtime))
     return files
 
 
@@ -105,8 +107,10 @@ def _fetch(source: Location, target: Path, files: list[tuple[str, int, float]], 
             fetched += size
             now = time.perf_counter()
             if now - last_report >= PROGRESS_EVERY_S and done < len(files):
-                log(f"fetching {source.uri}: {done:,}/{len(files):,} files, {fetched / 1e6:,.0f}/{total / 1e6:,.0f} MB "
-                    f"({fetched / 1e6 / (now - started):,.1f} MB/s)")
+                log(
+                    f"fetching {source.uri}: {done:,}/{len(files):,} files, {fetched / 1e6:,.0f}/{total / 1e6:,.0f} MB "
+                    f"({fetched / 1e6 / (now - started):,.1f} MB/s)"
+                )
                 last_report = now
 
 

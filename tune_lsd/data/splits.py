@@ -50,11 +50,23 @@ def build_splits(config: DataConfig, seed: int, dataset: ClassSplit | None = Non
 
 def split_key(config: DataConfig, seed: int) -> tuple:
     """What decides a run's DataSplits: runs with equal keys can share one copy of the data."""
-    return (config.dataset, config.root, config.stored_size, config.max_classes, config.max_test_classes,
-            config.val_fraction, config.split_seed, config.final, config.label_noise, seed if config.label_noise else None)
+    return (
+        config.dataset,
+        config.root,
+        config.stored_size,
+        config.max_classes,
+        config.max_test_classes,
+        config.val_fraction,
+        config.split_seed,
+        config.final,
+        config.label_noise,
+        seed if config.label_noise else None,
+    )
 
 
-def split_classes(data: LabelledImages, val_fraction: float, rng: np.random.Generator) -> tuple[LabelledImages, LabelledImages]:
+def split_classes(
+    data: LabelledImages, val_fraction: float, rng: np.random.Generator
+) -> tuple[LabelledImages, LabelledImages]:
     """Split by class (not by image): no class is in both parts."""
     classes = np.unique(data.labels)
     num_val = int(round(val_fraction * len(classes)))

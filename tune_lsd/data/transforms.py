@@ -42,7 +42,7 @@ def center_crop(batch: torch.Tensor, share: float) -> torch.Tensor:
     height, width = batch.shape[-2:]
     side_h, side_w = max(1, round(height * share)), max(1, round(width * share))
     top, left = (height - side_h) // 2, (width - side_w) // 2
-    return batch[..., top:top + side_h, left:left + side_w]
+    return batch[..., top : top + side_h, left : left + side_w]
 
 
 def resize(batch: torch.Tensor, size: int) -> torch.Tensor:

@@ -32,7 +32,9 @@ def listwise_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float
     The teacher is the target and gets no gradient.
     """
     if student.shape != teacher.shape or student.ndim != 2:
-        raise ValueError(f"student and teacher must both be (B, D), got {tuple(student.shape)} and {tuple(teacher.shape)}")
+        raise ValueError(
+            f"student and teacher must both be (B, D), got {tuple(student.shape)} and {tuple(teacher.shape)}"
+        )
     teacher = teacher.detach().float()
     student = student.float()
     log_p_student = F.log_softmax(student @ student.T / temperature, dim=1)

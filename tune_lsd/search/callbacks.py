@@ -15,10 +15,10 @@ from typing import Any
 
 from ray import tune
 
+from trainables.dml import record_finished
 from tune_lsd import tracking
 from tune_lsd.search.running import running_search
 from tune_lsd.search.searchers import TrialCountedSearch
-from trainables.dml import record_finished
 
 
 class TrialCountCallback(tune.Callback):
@@ -49,10 +49,12 @@ class ProgressCallback(tune.Callback):
         self.log(f"{self._prefix(trial)} started ({self.trials_started}/{self.num_samples}): {sampled}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self.log(f"{self._prefix(trial)} epoch {result.get('epoch')}/{self.epochs}  "
-                 f"{self.metric} {result.get(self.metric, float('nan')):.4f}  "
-                 f"(best {result.get('best/' + self.metric, float('nan')):.4f})  "
-                 f"loss {result.get('train/loss', float('nan')):.4f}  {result.get('train/epoch_s', 0):.0f} s/epoch")
+        self.log(
+            f"{self._prefix(trial)} epoch {result.get('epoch')}/{self.epochs}  "
+            f"{self.metric} {result.get(self.metric, float('nan')):.4f}  "
+            f"(best {result.get('best/' + self.metric, float('nan')):.4f})  "
+            f"loss {result.get('train/loss', float('nan')):.4f}  {result.get('train/epoch_s', 0):.0f} s/epoch"
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.ended += 1
@@ -75,11 +77,14 @@ class TrialStateCallback(tune.Callback):
         finished = (trial.last_result or {}).get("epoch", 0) >= search.epochs
         if not finished and trial.last_result:  # the scheduler stopped it: never resume it
             record_finished(search.finished_dir, trial.trial_id, trial.last_result)
-        tracking.search_recorder(search.context).trial_ended(trial.trial_id, "completed" if finished else "stopped early")
+        tracking.search_recorder(search.context).trial_ended(
+            trial.trial_id, "completed" if finished else "stopped early"
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         tracking.search_recorder(running_search().context).trial_ended(
-            trial.trial_id, "errored", error_line(trial), has_run=bool(trial.last_result))
+            trial.trial_id, "errored", error_line(trial), has_run=bool(trial.last_result)
+        )
 
     def on_experiment_end(self, trials, **info) -> None:
         """Delete the MLflow runs of trials Ray Tune lost when an earlier driver was killed
@@ -91,8 +96,11 @@ class TrialStateCallback(tune.Callback):
             print(f"warning: could not check MLflow for runs of lost trials: {error}")
             return
         for trial_id, epochs in lost:
-            print(f"MLflow: deleted the run of trial {trial_id} ({epochs} epoch{'s' * (epochs != 1)} logged): it started just before an "
-                  "earlier driver was killed and Ray Tune had not recorded it, so --resume ran another trial in its place")
+            print(
+                f"MLflow: deleted the run of trial {trial_id} ({epochs} epoch{'s' * (epochs != 1)} logged): "
+                f"it started just before an "
+                "earlier driver was killed and Ray Tune had not recorded it, so --resume ran another trial in its place"
+            )
 
 
 def error_line(trial) -> str:

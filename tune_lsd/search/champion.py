@@ -24,9 +24,13 @@ def best_and_champion(settings: SearchSettings, context: tracking.TrackingContex
     except tracking.TrackingError:
         return {}
     key = tracking.mlflow_key(f"best/{settings.metric}")
-    found = {"best_trial": best.info.run_name, "best_run_id": best.info.run_id, "best_value": best.data.metrics[key],
-             "best_params": json.loads(best.data.tags.get(tracking.SAMPLED_TAG, "{}")),
-             "registered_model": f"{settings.name}-best"}
+    found = {
+        "best_trial": best.info.run_name,
+        "best_run_id": best.info.run_id,
+        "best_value": best.data.metrics[key],
+        "best_params": json.loads(best.data.tags.get(tracking.SAMPLED_TAG, "{}")),
+        "registered_model": f"{settings.name}-best",
+    }
     try:
         found["registered_version"] = log_champion(context, best.info.run_id, found["registered_model"])
     except Exception as error:  # the registry is a convenience: never lose a finished search over it
@@ -45,12 +49,26 @@ def log_champion(context: tracking.TrackingContext, run_id: str, model_name: str
         return register_model(context, run_id, model_name, snapshot, Path(folder), aliases=(SEARCH_BEST, CHAMPION))
 
 
-def register_model(context: tracking.TrackingContext, run_id: str, model_name: str, snapshot: dict[str, Any],
-                   folder: Path, aliases: tuple[str, ...]) -> int:
+def register_model(
+    context: tracking.TrackingContext,
+    run_id: str,
+    model_name: str,
+    snapshot: dict[str, Any],
+    folder: Path,
+    aliases: tuple[str, ...],
+) -> int:
     """``snapshot`` (config + student weights) as the pyfunc model of run ``run_id``, a new
     version of ``model_name`` with ``aliases``; its files are written in ``folder``."""
     from tune_lsd import serving  # torch and timm: imported in a thread while the trials trained
 
     files, description = serving.write_model_files(snapshot, folder / "model")
-    return tracking.log_best_model(context, run_id, model_name, serving.MODEL_CODE_FILE, files,
-                                   serving.example_images(snapshot), description, aliases=aliases)
+    return tracking.log_best_model(
+        context,
+        run_id,
+        model_name,
+        serving.MODEL_CODE_FILE,
+        files,
+        serving.example_images(snapshot),
+        description,
+        aliases=aliases,
+    )

@@ -21,8 +21,9 @@ from tune_lsd.search.runner import run_search
 from tune_lsd.search.settings import SearchError, SearchSettings, load_settings
 
 
-def extend_search(name: str, more: int, runs_dir: str = "runs", storage: str | None = None,
-                  log=print) -> dict[str, Any]:
+def extend_search(
+    name: str, more: int, runs_dir: str = "runs", storage: str | None = None, log=print
+) -> dict[str, Any]:
     """Run ``more`` trials of the completed search ``name``, its searcher informed by the earlier ones."""
     settings = load_settings(name, runs_dir, storage)
     if completion_record(settings) is None:
@@ -32,8 +33,10 @@ def extend_search(name: str, more: int, runs_dir: str = "runs", storage: str | N
     earlier, ran = earlier_results(settings)
     extended = settings.model_copy(update={"num_samples": more, "earlier_trials": ran})
     settings.completion_location.delete()  # --resume now continues the extension
-    log(f"search {name!r}: {more} more trials; the {settings.searcher} searcher starts from the results of its "
-        f"{len(earlier)} earlier trials" + (f" ({ran - len(earlier)} without a result)" if ran > len(earlier) else ""))
+    log(
+        f"search {name!r}: {more} more trials; the {settings.searcher} searcher starts from the results of its "
+        f"{len(earlier)} earlier trials" + (f" ({ran - len(earlier)} without a result)" if ran > len(earlier) else "")
+    )
     return run_search(extended, log=log, earlier=earlier)
 
 
@@ -41,6 +44,9 @@ def earlier_results(settings: SearchSettings) -> tuple[list[tuple[dict[str, Any]
     """(sampled values, best result) of every earlier trial that has one, and how many trials ran."""
     key = tracking.mlflow_key(f"best/{settings.metric}")
     runs = tracking.trial_runs(settings.resolved_tracking_uri(), settings.name)
-    results = [(json.loads(run.data.tags.get(tracking.SAMPLED_TAG, "{}")), run.data.metrics[key])
-               for run in runs if key in run.data.metrics]
+    results = [
+        (json.loads(run.data.tags.get(tracking.SAMPLED_TAG, "{}")), run.data.metrics[key])
+        for run in runs
+        if key in run.data.metrics
+    ]
     return results, len(runs)

@@ -17,7 +17,6 @@ from tune_lsd.search.champion import best_and_champion
 from tune_lsd.search.settings import SearchSettings, load_settings
 
 
-
 def completion_record(settings: SearchSettings) -> dict[str, Any] | None:
     """What the search wrote when it completed (None while it has not)."""
     record = settings.completion_location
@@ -32,8 +31,10 @@ def record_completion(settings: SearchSettings, summary: dict[str, Any], log) ->
         summary["checkpoints_deleted_mb"] = round(freed / 2**20, 1)
         if folders:
             where = "MLflow" if not summary.get("spooled_records") else "MLflow or on their way there (tune-lsd sync)"
-            log(f"deleted {folders} trial checkpoints ({freed / 2**20:.0f} MB); the best models are in {where} "
-                "(--keep-checkpoints keeps them)")
+            log(
+                f"deleted {folders} trial checkpoints ({freed / 2**20:.0f} MB); the best models are in {where} "
+                "(--keep-checkpoints keeps them)"
+            )
     record = {key: summary[key] for key in ("name", "state", "trials", "errored", "epochs_run", "wall_s")}
     record["registered"] = "registered_version" in summary  # else `tune-lsd sync` registers it
     settings.completion_location.write_text(json.dumps(record, indent=1))
@@ -66,8 +67,11 @@ def prune_search(name: str, runs_dir: str = "runs", log=print, storage: str | No
     trial_ids = None
     if completion_record(settings) is None:
         finished = ("completed", "stopped early")
-        trial_ids = [run.data.tags[tracking.TRIAL_ID_TAG] for run in tracking.trial_runs(settings.resolved_tracking_uri(), name)
-                     if run.data.tags.get(tracking.STATE_TAG) in finished]
+        trial_ids = [
+            run.data.tags[tracking.TRIAL_ID_TAG]
+            for run in tracking.trial_runs(settings.resolved_tracking_uri(), name)
+            if run.data.tags.get(tracking.STATE_TAG) in finished
+        ]
     folders, freed = prune_checkpoints(settings, trial_ids)
     scope = "every trial (the search is complete)" if trial_ids is None else f"{len(trial_ids)} finished trials"
     log(f"search {name!r}: deleted {folders} checkpoints of {scope}, {freed / 2**20:.0f} MB freed")
@@ -100,9 +104,11 @@ def undelivered_elsewhere(settings: SearchSettings, driver_node: str, log) -> in
     for (node_ip, node_id), markers in sorted(by_node.items()):
         trials = ", ".join(sorted(m["trial_id"] for m in markers))
         count = f"{len(markers)} trial{'s' if len(markers) > 1 else ''}"
-        log(f"warning: node {node_ip} ({node_id[:8]}) keeps tracking records of {count} ({trials}) "
+        log(
+            f"warning: node {node_ip} ({node_id[:8]}) keeps tracking records of {count} ({trials}) "
             f"that {settings.resolved_tracking_uri()} did not take, in {Path(markers[0]['spool']).parent}; "
-            f"once it is back, run on that node: tune-lsd sync {settings.name}{storage}")
+            f"once it is back, run on that node: tune-lsd sync {settings.name}{storage}"
+        )
     return sum(len(markers) for markers in by_node.values())
 
 
@@ -117,9 +123,11 @@ def close_recorder(settings: SearchSettings, recorder: tracking.SearchRecorder, 
     left, spools = tracking.spooled_records(settings.spool_path)
     tracking.remove_if_empty(settings.spool_path)
     if left:
-        log(f"warning: the tracking server {settings.resolved_tracking_uri()} did not take {left} records "
+        log(
+            f"warning: the tracking server {settings.resolved_tracking_uri()} did not take {left} records "
             f"({spools} spools, last error: {recorder.writer.last_error}); they are kept in {settings.spool_path}. "
-            f"Deliver them once it is back with: tune-lsd sync {settings.name}")
+            f"Deliver them once it is back with: tune-lsd sync {settings.name}"
+        )
     return left
 
 
@@ -139,17 +147,24 @@ def sync_search(name: str, runs_dir: str = "runs", log=print, storage: str | Non
     for marker in markers:
         if not Path(marker["spool"]).exists():
             (settings.undelivered_location / f"{marker['trial_id']}.json").delete()
-    log(f"search {name!r}: {delivered} records of {spools} spools delivered to {uri}" if left else
-        f"search {name!r}: nothing to deliver, every record is in {uri}")
+    log(
+        f"search {name!r}: {delivered} records of {spools} spools delivered to {uri}"
+        if left
+        else f"search {name!r}: nothing to deliver, every record is in {uri}"
+    )
     completed = completion_record(settings)
     if completed is not None and not completed.get("registered"):
         parent = tracking.search_parent_run(uri, name)
-        found = best_and_champion(settings, tracking.TrackingContext(uri, parent.info.experiment_id, parent.info.run_id))
+        found = best_and_champion(
+            settings, tracking.TrackingContext(uri, parent.info.experiment_id, parent.info.run_id)
+        )
         if "registered_version" in found:
             completed["registered"] = True
             settings.completion_location.write_text(json.dumps(completed, indent=1))
-            log(f"registered the best trial {found['best_trial']} ({settings.metric} {found['best_value']:.4f}) "
-                f"as models:/{found['registered_model']}@champion")
+            log(
+                f"registered the best trial {found['best_trial']} ({settings.metric} {found['best_value']:.4f}) "
+                f"as models:/{found['registered_model']}@champion"
+            )
         elif "registry_error" in found:
             log(f"warning: the best model was not registered: {found['registry_error']}")
     return delivered

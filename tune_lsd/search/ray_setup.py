@@ -23,9 +23,17 @@ QUIET_RAY_LOGS = "warning"
 # What trials on other machines need from the driver's environment: MLflow's credentials (a
 # server with --auth) and the object store's (AWS's standard variables). Sent through Ray's
 # runtime environment, never written to the search's files or logs by tune_lsd.
-FORWARDED_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "AWS_ACCESS_KEY_ID",
-                       "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
-                       "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+FORWARDED_VARIABLES = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+)
 
 
 def cluster_address(settings: SearchSettings) -> str | None:
@@ -101,8 +109,13 @@ def start_ray(settings: SearchSettings) -> None:
         store = settings.object_store_mb * 2**20 if settings.object_store_mb else None
         # Ray pre-starts one idle worker per CPU, but Tune's trials are actors, which Ray starts
         # in processes of their own: the idle workers only compete with the trials' start for the CPU.
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, object_store_memory=store,
-                 _system_config={"enable_worker_prestart": False, "prestart_worker_first_driver": False})
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=store,
+            _system_config={"enable_worker_prestart": False, "prestart_worker_first_driver": False},
+        )
 
 
 def check_resources(settings: SearchSettings, resources: dict[str, float]) -> None:
@@ -110,9 +123,12 @@ def check_resources(settings: SearchSettings, resources: dict[str, float]) -> No
     if settings.gpus_per_trial > 0 and resources.get("GPU", 0) < settings.gpus_per_trial:
         raise SearchError(
             f"--gpus-per-trial {settings.gpus_per_trial} but the Ray cluster has {resources.get('GPU', 0):g} GPUs; "
-            "use --gpus-per-trial 0 on a CPU machine or join a GPU cluster with --address")
+            "use --gpus-per-trial 0 on a CPU machine or join a GPU cluster with --address"
+        )
     if resources.get("CPU", 0) < settings.cpus_per_trial:
-        raise SearchError(f"--cpus-per-trial {settings.cpus_per_trial} but the Ray cluster has {resources.get('CPU', 0):g} CPUs")
+        raise SearchError(
+            f"--cpus-per-trial {settings.cpus_per_trial} but the Ray cluster has {resources.get('CPU', 0):g} CPUs"
+        )
 
 
 def smallest_object_store() -> int | None:
@@ -136,12 +152,15 @@ def check_storage_visible(storage: Location) -> None:
         probe = storage.local_path / f".probe-{os.getpid()}-{time.time_ns()}"
         probe.write_text("tune_lsd")
     try:
-        checks = {n["NodeManagerAddress"] + " " + n["NodeID"][:8]: _node_check.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
-                storage, str(probe) if probe else None)
-            for n in nodes}
-        problems = {node: problem for node, problem in zip(checks, ray.get(list(checks.values()), timeout=120))
-                    if problem}
+        checks = {
+            n["NodeManagerAddress"] + " " + n["NodeID"][:8]: _node_check.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(storage, str(probe) if probe else None)
+            for n in nodes
+        }
+        problems = {
+            node: problem for node, problem in zip(checks, ray.get(list(checks.values()), timeout=120)) if problem
+        }
     finally:
         if probe is not None:
             probe.unlink()
@@ -149,8 +168,10 @@ def check_storage_visible(storage: Location) -> None:
         node, problem = next(iter(problems.items()))
         if storage.is_remote:
             raise SearchError(f"node {node} cannot use the storage: {problem}")
-        raise SearchError(f"the storage path {storage.uri} is not visible from node {node}: use a folder shared by "
-                          "all nodes (NFS) or object storage (--storage s3://...), or a cluster on one machine")
+        raise SearchError(
+            f"the storage path {storage.uri} is not visible from node {node}: use a folder shared by "
+            "all nodes (NFS) or object storage (--storage s3://...), or a cluster on one machine"
+        )
 
 
 @ray.remote(num_cpus=0)

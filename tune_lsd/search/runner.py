@@ -30,23 +30,31 @@ import yaml
 from ray import tune
 
 from search_spaces.loader import SearchSpace
+from trainables.dml import DMLTrainable
 from tune_lsd import __version__, tracking
 from tune_lsd.data.datasets import data_footprint
 from tune_lsd.data.memory import check_memory, check_object_store, default_object_store
 from tune_lsd.data.splits import build_splits
 from tune_lsd.search import callbacks
 from tune_lsd.search.lifecycle import close_recorder, completion_record, deliver_left_over, record_completion
-from tune_lsd.search.ray_setup import (check_resources, check_storage_visible, cluster_address, end_ray_in_background,
-                                       smallest_object_store, start_ray, wait_for_ray_end)
+from tune_lsd.search.ray_setup import (
+    check_resources,
+    check_storage_visible,
+    cluster_address,
+    end_ray_in_background,
+    smallest_object_store,
+    start_ray,
+    wait_for_ray_end,
+)
 from tune_lsd.search.running import RunningSearch, running
 from tune_lsd.search.searchers import TrialCountedSearch, tune_config
 from tune_lsd.search.settings import SearchError, SearchSettings, load_settings, prepare_space
 from tune_lsd.search.summary import print_summary, summarise
-from trainables.dml import DMLTrainable
 
 
-def run_search(settings: SearchSettings, resume: bool = False, log=print,
-               earlier: list[tuple[dict[str, Any], float]] = ()) -> dict[str, Any]:
+def run_search(
+    settings: SearchSettings, resume: bool = False, log=print, earlier: list[tuple[dict[str, Any], float]] = ()
+) -> dict[str, Any]:
     """Run (or resume) a search to the end; returns the summary that is also printed.
     ``earlier``: (sampled values, result) of the trials before an ``--extend``."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -56,7 +64,9 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print,
     space = prepare_space(settings)
     base = space.base_config()
     epochs = base.schedule.epochs
-    footprint = data_footprint(base.data.dataset, base.data.root, base.data.stored_size, log)  # before anything is written
+    footprint = data_footprint(
+        base.data.dataset, base.data.root, base.data.stored_size, log
+    )  # before anything is written
     log(f"dataset: {footprint.describe()}")
     check_memory(footprint, copies=1 if settings.share_data else settings.max_concurrent)
     if settings.share_data and not cluster_address(settings):
@@ -88,9 +98,11 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print,
             check_object_store(footprint, object_store)  # the store Ray really has, before the data goes in
         check_storage_visible(settings.ray_storage)
         driver_node = ray.get_runtime_context().get_node_id()
-        log(f"search {settings.name!r}: space {space.name}, {settings.searcher} + {settings.scheduler}, "
+        log(
+            f"search {settings.name!r}: space {space.name}, {settings.searcher} + {settings.scheduler}, "
             f"{settings.num_samples} trials x {epochs} epochs, {settings.max_concurrent} at a time; "
-            f"MLflow {settings.resolved_tracking_uri()}")
+            f"MLflow {settings.resolved_tracking_uri()}"
+        )
         trainable = _trainable(settings, base, context, shared_splits)
         experiment = settings.experiment_location
         started = time.perf_counter()
@@ -101,12 +113,17 @@ def run_search(settings: SearchSettings, resume: bool = False, log=print,
         if resume:
             if not tune.Tuner.can_restore(experiment.uri):
                 raise SearchError(f"nothing to resume at {experiment.uri}")
-            tuner = tune.Tuner.restore(experiment.uri, trainable=trainable, resume_errored=True,
-                                       param_space=_param_space(settings, space))
+            tuner = tune.Tuner.restore(
+                experiment.uri, trainable=trainable, resume_errored=True, param_space=_param_space(settings, space)
+            )
         else:
             config = tune_config(settings, space, epochs, earlier)
-            tuner = tune.Tuner(trainable, param_space=_param_space(settings, space), tune_config=config,
-                               run_config=_run_config(settings, epochs, config.search_alg))
+            tuner = tune.Tuner(
+                trainable,
+                param_space=_param_space(settings, space),
+                tune_config=config,
+                run_config=_run_config(settings, epochs, config.search_alg),
+            )
         # The best model is exported at the end with torch: import it while the trials train.
         threading.Thread(target=_import_quietly, args=("tune_lsd.serving",), daemon=True).start()
         with running(RunningSearch(context, epochs, settings.finished_location, settings.ray_storage.uri)):
@@ -141,8 +158,10 @@ def resume_search(name: str, runs_dir: str = "runs", log=print, storage: str | N
     settings = load_settings(name, runs_dir, storage)
     completed = completion_record(settings)
     if completed is not None:
-        log(f"search {name!r} is complete ({completed['trials']} trials, {completed['errored']} errored); "
-            f"nothing to resume. Its results are in MLflow: tune-lsd report {name}")
+        log(
+            f"search {name!r} is complete ({completed['trials']} trials, {completed['errored']} errored); "
+            f"nothing to resume. Its results are in MLflow: tune-lsd report {name}"
+        )
         return completed
     return run_search(settings, resume=True, log=log)
 
@@ -153,9 +172,13 @@ def resume_search(name: str, runs_dir: str = "runs", log=print, storage: str | N
 def _open_search_run(settings: SearchSettings, space: SearchSpace, resume: bool) -> tracking.TrackingContext:
     """The search's MLflow parent run (the store is created on first use)."""
     context = tracking.start_search_run(
-        settings.resolved_tracking_uri(), settings.name, _search_params(settings, space),
-        settings.runs_path / "mlartifacts" if settings.tracking_uri is None else None, settings.spool_path,
-        ray_experiment=settings.ray_name)
+        settings.resolved_tracking_uri(),
+        settings.name,
+        _search_params(settings, space),
+        settings.runs_path / "mlartifacts" if settings.tracking_uri is None else None,
+        settings.spool_path,
+        ray_experiment=settings.ray_name,
+    )
     if resume:  # what the interrupted search could not deliver goes first
         tracking.deliver_spools(settings.spool_path)
     else:  # what was searched, for the report and for anyone reading the run later
@@ -170,15 +193,22 @@ def _shared_splits(settings: SearchSettings, base):
 
 
 def _trainable(settings: SearchSettings, base, context: tracking.TrackingContext, shared):
-    base_config = base.with_overrides({
-        "runtime.threads": max(1, int(settings.cpus_per_trial)),
-        "runtime.progress": False,
-        "runtime.device": "cuda" if settings.gpus_per_trial > 0 else "cpu",
-    }).to_dict()
-    with_data = tune.with_parameters(DMLTrainable, base_config=base_config, tracking=context,
-                                     select_metric=settings.metric, shared_splits=shared,
-                                     finished_dir=settings.finished_location.uri,
-                                     undelivered_dir=settings.undelivered_location.uri)
+    base_config = base.with_overrides(
+        {
+            "runtime.threads": max(1, int(settings.cpus_per_trial)),
+            "runtime.progress": False,
+            "runtime.device": "cuda" if settings.gpus_per_trial > 0 else "cpu",
+        }
+    ).to_dict()
+    with_data = tune.with_parameters(
+        DMLTrainable,
+        base_config=base_config,
+        tracking=context,
+        select_metric=settings.metric,
+        shared_splits=shared,
+        finished_dir=settings.finished_location.uri,
+        undelivered_dir=settings.undelivered_location.uri,
+    )
     return tune.with_resources(with_data, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
 
 
@@ -193,32 +223,56 @@ def _run_config(settings: SearchSettings, epochs: int, search_alg: TrialCountedS
         storage_path=settings.ray_storage.uri,
         # A finished trial needs no checkpoint: its best model goes to MLflow when it ends.
         checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=keep, checkpoint_score_attribute=settings.metric, checkpoint_score_order=settings.mode,
-            checkpoint_frequency=settings.perturbation_interval if settings.scheduler == "pbt" else settings.checkpoint_every,
-            checkpoint_at_end=False),
+            num_to_keep=keep,
+            checkpoint_score_attribute=settings.metric,
+            checkpoint_score_order=settings.mode,
+            checkpoint_frequency=settings.perturbation_interval
+            if settings.scheduler == "pbt"
+            else settings.checkpoint_every,
+            checkpoint_at_end=False,
+        ),
         # A GPU trial whose reused actor is refused (memory of the last trial still held) fails to
         # start; one retry gives it a fresh actor instead of losing it.
         failure_config=tune.FailureConfig(
-            max_failures=max(settings.max_failures, 1) if settings.gpus_per_trial > 0 else settings.max_failures),
-        callbacks=[*([callbacks.TrialCountCallback(search_alg)] if search_alg is not None else []),
-                   callbacks.TrialStateCallback(),
-                   callbacks.ProgressCallback(settings.metric, epochs, settings.num_samples)],
+            max_failures=max(settings.max_failures, 1) if settings.gpus_per_trial > 0 else settings.max_failures
+        ),
+        callbacks=[
+            *([callbacks.TrialCountCallback(search_alg)] if search_alg is not None else []),
+            callbacks.TrialStateCallback(),
+            callbacks.ProgressCallback(settings.metric, epochs, settings.num_samples),
+        ],
         verbose=0,  # ProgressCallback prints one line per event instead of Tune's tables
     )
 
 
 def _search_params(settings: SearchSettings, space: SearchSpace) -> dict[str, Any]:
-    return {"space": space.name, "space_description": space.description, "dataset": space.base_config().data.dataset,
-            "searcher": settings.searcher, "scheduler": settings.scheduler, "metric": settings.metric,
-            "num_samples": settings.num_samples, "max_concurrent": settings.max_concurrent,
-            **({"startup_trials": settings.tpe_startup_trials} if settings.searcher != "random" else {}),
-            "overrides": " ".join(settings.overrides), "code_version": f"{__version__} ({_git_revision()})"}
+    return {
+        "space": space.name,
+        "space_description": space.description,
+        "dataset": space.base_config().data.dataset,
+        "searcher": settings.searcher,
+        "scheduler": settings.scheduler,
+        "metric": settings.metric,
+        "num_samples": settings.num_samples,
+        "max_concurrent": settings.max_concurrent,
+        **({"startup_trials": settings.tpe_startup_trials} if settings.searcher != "random" else {}),
+        "overrides": " ".join(settings.overrides),
+        "code_version": f"{__version__} ({_git_revision()})",
+    }
 
 
 def _git_revision() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).parent).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).parent,
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

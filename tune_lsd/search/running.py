@@ -9,9 +9,9 @@ the Tuner's fit with :func:`running`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 from tune_lsd.storage import Location
 from tune_lsd.tracking import TrackingContext

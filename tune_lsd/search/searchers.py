@@ -28,58 +28,84 @@ def optuna_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
     """The Optuna sampler of ``--searcher``: TPE or a Gaussian process (each after its random
     start-up trials), or random."""
     if settings.searcher == "optuna":
-        return optuna.samplers.TPESampler(multivariate=True, group=True, seed=settings.seed,
-                                          n_startup_trials=settings.tpe_startup_trials)
+        return optuna.samplers.TPESampler(
+            multivariate=True, group=True, seed=settings.seed, n_startup_trials=settings.tpe_startup_trials
+        )
     if settings.searcher == "gp":
         # The GP models the parameters every trial has; conditional ones (the EMA momentum, only
         # for the EMA teacher) are drawn at random, which docs/searching says (no warning per trial).
-        return optuna.samplers.GPSampler(seed=settings.seed, n_startup_trials=settings.tpe_startup_trials,
-                                         warn_independent_sampling=False)
+        return optuna.samplers.GPSampler(
+            seed=settings.seed, n_startup_trials=settings.tpe_startup_trials, warn_independent_sampling=False
+        )
     return optuna.samplers.RandomSampler(seed=settings.seed)
 
 
-def tune_config(settings: SearchSettings, space: SearchSpace, epochs: int,
-                earlier: Sequence[tuple[dict[str, Any], float]] = ()) -> tune.TuneConfig:
+def tune_config(
+    settings: SearchSettings, space: SearchSpace, epochs: int, earlier: Sequence[tuple[dict[str, Any], float]] = ()
+) -> tune.TuneConfig:
     """Searcher + scheduler + trial count of the search (PBT samples its own population);
     ``earlier``: (sampled values, result) of trials already run, which the searcher starts from."""
     search_alg = None
     if settings.scheduler != "pbt":
-        searcher = ResumableOptunaSearch(space=space.optuna_space(), metric=settings.metric, mode=settings.mode,
-                                         sampler=optuna_sampler(settings), study_name=STUDY_NAME,
-                                         storage=study_with(space, settings.mode, earlier) if earlier else None)
+        searcher = ResumableOptunaSearch(
+            space=space.optuna_space(),
+            metric=settings.metric,
+            mode=settings.mode,
+            sampler=optuna_sampler(settings),
+            study_name=STUDY_NAME,
+            storage=study_with(space, settings.mode, earlier) if earlier else None,
+        )
         search_alg = TrialCountedSearch(ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent))
     if settings.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs,
-                                  grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=epochs,
+            grace_period=settings.grace_period,
+            reduction_factor=settings.reduction_factor,
+        )
     elif settings.scheduler == "pbt":
-        scheduler = PopulationBasedTraining(time_attr="training_iteration",
-                                            perturbation_interval=settings.perturbation_interval,
-                                            hyperparam_mutations=space.pbt_mutations())
+        scheduler = PopulationBasedTraining(
+            time_attr="training_iteration",
+            perturbation_interval=settings.perturbation_interval,
+            hyperparam_mutations=space.pbt_mutations(),
+        )
     else:
         scheduler = FIFOScheduler()
-    return tune.TuneConfig(metric=settings.metric, mode=settings.mode, search_alg=search_alg, scheduler=scheduler,
-                           num_samples=settings.num_samples,
-                           # (PBT's generator takes the limit; the searcher's is in its ConcurrencyLimiter)
-                           max_concurrent_trials=settings.max_concurrent if search_alg is None else None,
-                           time_budget_s=settings.time_budget_s,
-                           # A finished trial's actor takes the next trial (and a PBT exploit
-                           # continues in its own actor): no process start, imports or CUDA context
-                           # per trial. reset_config rebuilds everything and refuses the actor when
-                           # the previous trial's GPU memory was not released.
-                           reuse_actors=True)
+    return tune.TuneConfig(
+        metric=settings.metric,
+        mode=settings.mode,
+        search_alg=search_alg,
+        scheduler=scheduler,
+        num_samples=settings.num_samples,
+        # (PBT's generator takes the limit; the searcher's is in its ConcurrencyLimiter)
+        max_concurrent_trials=settings.max_concurrent if search_alg is None else None,
+        time_budget_s=settings.time_budget_s,
+        # A finished trial's actor takes the next trial (and a PBT exploit
+        # continues in its own actor): no process start, imports or CUDA context
+        # per trial. reset_config rebuilds everything and refuses the actor when
+        # the previous trial's GPU memory was not released.
+        reuse_actors=True,
+    )
 
 
-def study_with(space: SearchSpace, mode: str, earlier: Sequence[tuple[dict[str, Any], float]]) -> optuna.storages.BaseStorage:
+def study_with(
+    space: SearchSpace, mode: str, earlier: Sequence[tuple[dict[str, Any], float]]
+) -> optuna.storages.BaseStorage:
     """An in-memory Optuna storage whose study already holds ``earlier`` as completed trials:
     the searcher (which loads the study by its name) models them from its first suggestion."""
     storage = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(storage=storage, study_name=STUDY_NAME,
-                                direction="maximize" if mode == "max" else "minimize")
+    study = optuna.create_study(
+        storage=storage, study_name=STUDY_NAME, direction="maximize" if mode == "max" else "minimize"
+    )
     for sampled, value in earlier:
         try:
-            study.add_trial(optuna.trial.create_trial(
-                params=sampled, value=value,
-                distributions={key: space.params[key].optuna_distribution() for key in sampled}))
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=sampled,
+                    value=value,
+                    distributions={key: space.params[key].optuna_distribution() for key in sampled},
+                )
+            )
         except (KeyError, ValueError):  # the space changed since: a value outside it cannot inform it
             continue
     return storage

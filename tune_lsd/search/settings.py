@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from search_spaces.loader import SearchSpace, SearchSpaceError, load_space, validate_space
 from tune_lsd.config import parse_override
-from tune_lsd.storage import Location
 from tune_lsd.errors import TuneLsdError
+from tune_lsd.storage import Location
 
 SearcherName = Literal["optuna", "gp", "random"]
 SchedulerName = Literal["asha", "pbt", "fifo"]
@@ -30,53 +30,86 @@ class SearchSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
-                      description="MLflow experiment and folder name: letters, digits, '.', '_' and '-'")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="MLflow experiment and folder name: letters, digits, '.', '_' and '-'",
+    )
     space: str = Field("lsd", description="shipped space name (lsd, baseline, lsd_pbt, ...) or a YAML file")
-    overrides: list[str] = Field(default_factory=list, description="override of the base config, e.g. schedule.epochs=10",
-                                 json_schema_extra={"flag": "--set", "metavar": "KEY=VALUE"})
+    overrides: list[str] = Field(
+        default_factory=list,
+        description="override of the base config, e.g. schedule.epochs=10",
+        json_schema_extra={"flag": "--set", "metavar": "KEY=VALUE"},
+    )
     searcher: SearcherName = Field(
-        "optuna", description="optuna = TPE; gp = Optuna's Gaussian-process sampler (conditional parameters such as "
-        "the EMA momentum sampled at random); random")
-    scheduler: SchedulerName = Field("asha", description="asha = early stopping; pbt = population-based training; "
-                                     "fifo = every trial runs all its epochs")
+        "optuna",
+        description="optuna = TPE; gp = Optuna's Gaussian-process sampler (conditional parameters such as "
+        "the EMA momentum sampled at random); random",
+    )
+    scheduler: SchedulerName = Field(
+        "asha",
+        description="asha = early stopping; pbt = population-based training; fifo = every trial runs all its epochs",
+    )
     metric: str = Field("val/recall@1", description="the validation metric the search optimises")
     mode: Literal["max", "min"] = Field("max", description="whether a larger or a smaller --metric is better")
     num_samples: int = Field(8, ge=1, description="number of trials")
     max_concurrent: int = Field(2, ge=1, description="trials running at the same time")
     cpus_per_trial: float = Field(1.0, gt=0, description="CPUs Ray reserves for each trial")
-    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs Ray reserves for each trial; fractions share a GPU, "
-                                  "e.g. 0.25")
+    gpus_per_trial: float = Field(
+        0.0, ge=0, description="GPUs Ray reserves for each trial; fractions share a GPU, e.g. 0.25"
+    )
     seed: int = Field(0, description="seed of the searcher")
     startup_trials: int | None = Field(
-        None, ge=0, description="optuna, gp: trials sampled at random before the model is used "
-        "(default: a quarter of --num-samples, at least 3 and at most Optuna's 10)", json_schema_extra={"metavar": "N"})
+        None,
+        ge=0,
+        description="optuna, gp: trials sampled at random before the model is used "
+        "(default: a quarter of --num-samples, at least 3 and at most Optuna's 10)",
+        json_schema_extra={"metavar": "N"},
+    )
     grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial can be stopped")
     reduction_factor: float = Field(2.0, gt=1, description="ASHA: 1/reduction_factor of the trials go on at each rung")
     perturbation_interval: int = Field(2, ge=1, description="PBT: epochs between exploit/explore")
     max_failures: int = Field(0, ge=0, description="retries of a failed trial")
     checkpoint_every: int = Field(
-        1, ge=1, description="epochs between a trial's checkpoints (what a resumed or restarted trial restarts "
-        "from; PBT uses its --perturbation-interval)", json_schema_extra={"metavar": "K"})
-    keep_checkpoints: bool = Field(False, description="keep finished trials' Ray checkpoints when the search "
-                                   "completes (default: deleted; each trial's best model stays in MLflow)")
-    share_data: bool = Field(True, description="every trial decodes its own copy of the data (default: once per "
-                             "search, shared per node through Ray's object store)",
-                             json_schema_extra={"flag": "--no-shared-data"})
-    object_store_mb: int | None = Field(None, gt=0, description="local Ray only: object store size in MB "
-                                        "(default: Ray's, ~30% of RAM)")
+        1,
+        ge=1,
+        description="epochs between a trial's checkpoints (what a resumed or restarted trial restarts "
+        "from; PBT uses its --perturbation-interval)",
+        json_schema_extra={"metavar": "K"},
+    )
+    keep_checkpoints: bool = Field(
+        False,
+        description="keep finished trials' Ray checkpoints when the search "
+        "completes (default: deleted; each trial's best model stays in MLflow)",
+    )
+    share_data: bool = Field(
+        True,
+        description="every trial decodes its own copy of the data (default: once per "
+        "search, shared per node through Ray's object store)",
+        json_schema_extra={"flag": "--no-shared-data"},
+    )
+    object_store_mb: int | None = Field(
+        None, gt=0, description="local Ray only: object store size in MB (default: Ray's, ~30% of RAM)"
+    )
     time_budget_s: float | None = Field(None, description="stop starting/continuing trials after this many seconds")
-    earlier_trials: int = Field(0, ge=0, description="trials the search ran before `--extend` (their results start "
-                                "the searcher); this round runs num_samples more in a Ray experiment of its own")
+    earlier_trials: int = Field(
+        0,
+        ge=0,
+        description="trials the search ran before `--extend` (their results start "
+        "the searcher); this round runs num_samples more in a Ray experiment of its own",
+    )
     address: str | None = Field(None, description="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: the SQLite file in --runs-dir)")
-    runs_dir: str = Field("runs", description="this machine's folder of results, tracking spools and the default "
-                          "MLflow store")
+    runs_dir: str = Field(
+        "runs", description="this machine's folder of results, tracking spools and the default MLflow store"
+    )
     storage: str | None = Field(
-        None, description="where the search keeps what every node and a later driver read (Ray's checkpoints, the "
+        None,
+        description="where the search keeps what every node and a later driver read (Ray's checkpoints, the "
         "search's records): a folder all nodes see, or s3://BUCKET/PREFIX (endpoint: AWS_ENDPOINT_URL_S3 or "
         "?endpoint_override=HOST:PORT&scheme=http; credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or "
-        "~/.aws), gs://...; default: --runs-dir", json_schema_extra={"metavar": "URI"})
+        "~/.aws), gs://...; default: --runs-dir",
+        json_schema_extra={"metavar": "URI"},
+    )
 
     @property
     def tpe_startup_trials(self) -> int:
@@ -137,8 +170,11 @@ class SearchSettings(BaseModel):
 
     def all_experiment_locations(self) -> list[Location]:
         """Ray Tune's folders of every round of the search (the first and each ``--extend``)."""
-        return [self.ray_storage / folder for folder in self.ray_storage.folders()
-                if folder == self.name or folder.startswith(f"{self.name}{EXTENSION_MARK}")]
+        return [
+            self.ray_storage / folder
+            for folder in self.ray_storage.folders()
+            if folder == self.name or folder.startswith(f"{self.name}{EXTENSION_MARK}")
+        ]
 
     @property
     def spool_path(self) -> Path:

@@ -11,10 +11,30 @@ Importing this package imports torch and timm (the search driver does it in a th
 its trials train).
 """
 
-from tune_lsd.serving.embedder import (MODEL_CODE_FILE, ImageFolder, ImageReadError, embed_images,
-                                       embedder_from_snapshot, example_images, read_image_folder, write_model_files)
+from tune_lsd.serving.embedder import (
+    MODEL_CODE_FILE,
+    ImageFolder,
+    ImageReadError,
+    embed_images,
+    embedder_from_snapshot,
+    example_images,
+    read_image_folder,
+    write_model_files,
+)
 from tune_lsd.serving.retrieval import Embedder, embed_folder, is_model_uri, load_embedder, write_retrieval
 
-__all__ = ["MODEL_CODE_FILE", "Embedder", "ImageFolder", "ImageReadError", "embed_folder", "embed_images",
-           "embedder_from_snapshot", "example_images", "is_model_uri", "load_embedder", "read_image_folder",
-           "write_model_files", "write_retrieval"]
+__all__ = [
+    "MODEL_CODE_FILE",
+    "Embedder",
+    "ImageFolder",
+    "ImageReadError",
+    "embed_folder",
+    "embed_images",
+    "embedder_from_snapshot",
+    "example_images",
+    "is_model_uri",
+    "load_embedder",
+    "read_image_folder",
+    "write_model_files",
+    "write_retrieval",
+]

@@ -1,7 +1,7 @@
 """A trained model as an image embedder: from a tune_lsd model file to embeddings, and the
 files of the MLflow model that tune_lsd.tracking logs.
 
-    snapshot = load_model_state("best.pt")             # tune_lsd.engine: a `tune-lsd train` best.pt, or a trial's model.pt
+    snapshot = load_model_state("best.pt")  # tune_lsd.engine: a `tune-lsd train` best.pt, or a trial's model.pt
     embedder = embedder_from_snapshot(snapshot)        # the same class MLflow loads
     vectors = embedder.embed(images_uint8)             # (N, D), unit length
 
@@ -12,9 +12,10 @@ same network. This module knows nothing of MLflow's tracking or of Ray.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,10 +51,17 @@ def network_from_snapshot(snapshot: dict[str, Any]) -> tuple[torch.nn.Module, di
     channels = input_channels(snapshot["student"])
     network = build_model(config.model, in_chans=channels)
     network.load_state_dict(snapshot["student"])
-    preprocessing = {"image_size": config.data.image_size, "channels": channels, "mean": MEAN, "std": STD,
-                     "crop": config.data.eval_crop,
-                     "embedding_dim": config.model.embedding_dim, "batch_size": config.eval.batch_size,
-                     "backbone": config.model.backbone, "epoch": snapshot.get("epoch")}
+    preprocessing = {
+        "image_size": config.data.image_size,
+        "channels": channels,
+        "mean": MEAN,
+        "std": STD,
+        "crop": config.data.eval_crop,
+        "embedding_dim": config.model.embedding_dim,
+        "batch_size": config.eval.batch_size,
+        "backbone": config.model.backbone,
+        "epoch": snapshot.get("epoch"),
+    }
     return network.eval(), preprocessing
 
 
@@ -70,8 +78,9 @@ def write_model_files(snapshot: dict[str, Any], folder: Path) -> tuple[dict[str,
     size, channels = preprocessing["image_size"], preprocessing["channels"]
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     with torch.no_grad():
-        program = torch.export.export(network, (torch.zeros(2, channels, size, size),),
-                                      dynamic_shapes={"images": {0: batch}})
+        program = torch.export.export(
+            network, (torch.zeros(2, channels, size, size),), dynamic_shapes={"images": {0: batch}}
+        )
     folder.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, folder / NETWORK_FILE)
     (folder / PREPROCESSING_FILE).write_text(json.dumps(preprocessing, indent=2))
@@ -132,8 +141,9 @@ def read_image_folder(folder: str | Path, channels: int) -> ImageFolder:
     return ImageFolder(paths, channels, labels, classes)
 
 
-def embed_images(embedder, images: Iterable[np.ndarray], count: int, batch_size: int = 256,
-                 progress: bool = True) -> np.ndarray:
+def embed_images(
+    embedder, images: Iterable[np.ndarray], count: int, batch_size: int = 256, progress: bool = True
+) -> np.ndarray:
     """Embeddings of ``count`` images of any sizes, read one at a time from ``images``:
     consecutive images of one size go in one call of ``embedder.predict`` (an MLflow pyfunc
     model) or ``embedder.embed``, so at most ``batch_size`` decoded images are held."""

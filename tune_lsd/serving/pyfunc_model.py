@@ -26,8 +26,9 @@ PREPROCESSING_FILE = "preprocessing.json"
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's "L" conversion
 
 
-def to_network_input(images: np.ndarray, channels: int, image_size: int, mean: float, std: float,
-                     crop: float = 1.0) -> torch.Tensor:
+def to_network_input(
+    images: np.ndarray, channels: int, image_size: int, mean: float, std: float, crop: float = 1.0
+) -> torch.Tensor:
     """uint8 ``(N, H, W[, C])`` -> normalised float32 ``(N, channels, size, size)``: the centre
     ``crop`` share of each side, resized to ``image_size``."""
     if images.dtype != np.uint8:
@@ -47,10 +48,11 @@ def to_network_input(images: np.ndarray, channels: int, image_size: int, mean: f
         height, width = batch.shape[-2:]
         side_h, side_w = max(1, round(height * crop)), max(1, round(width * crop))
         top, left = (height - side_h) // 2, (width - side_w) // 2
-        batch = batch[..., top:top + side_h, left:left + side_w]
+        batch = batch[..., top : top + side_h, left : left + side_w]
     if batch.shape[-2:] != (image_size, image_size):
-        batch = F.interpolate(batch, size=(image_size, image_size), mode="bilinear", antialias=True,
-                              align_corners=False)
+        batch = F.interpolate(
+            batch, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False
+        )
     return batch
 
 
@@ -75,8 +77,14 @@ class ImageEmbedder(mlflow.pyfunc.PythonModel):
         settings = self.preprocessing
         chunks = [np.zeros((0, settings["embedding_dim"]), np.float32)]
         for start in range(0, len(images), settings["batch_size"]):
-            batch = to_network_input(images[start:start + settings["batch_size"]], settings["channels"],
-                                     settings["image_size"], settings["mean"], settings["std"], settings.get("crop", 1.0))
+            batch = to_network_input(
+                images[start : start + settings["batch_size"]],
+                settings["channels"],
+                settings["image_size"],
+                settings["mean"],
+                settings["std"],
+                settings.get("crop", 1.0),
+            )
             chunks.append(self.network(batch).float().numpy())
         return np.concatenate(chunks)
 

@@ -13,9 +13,10 @@ import functools
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
@@ -37,16 +38,29 @@ class TrialTracker:
     delivers them. :meth:`close` at the trial's end waits for them (see :class:`SpoolWriter`).
     """
 
-    def __init__(self, context: TrackingContext, trial_id: str, trial_name: str, flat_config: dict[str, Any],
-                 sampled: dict[str, Any], node_id: str) -> None:
+    def __init__(
+        self,
+        context: TrackingContext,
+        trial_id: str,
+        trial_name: str,
+        flat_config: dict[str, Any],
+        sampled: dict[str, Any],
+        node_id: str,
+    ) -> None:
         """Open (or, for a restarted trial, reopen) the trial's run; ``node_id`` is recorded in
         the tag ``tune_lsd.nodes`` (every node the trial (re)started on, in order)."""
         self.trial_id = trial_id
         spool = Spool(context.spool_folder(trial_id), initial_state={"context": asdict(context), "trial_id": trial_id})
         self.writer = SpoolWriter(spool, functools.partial(deliver_records, files=spool.files))
-        self.writer.append({"op": "open", "trial_name": trial_name, "node_id": node_id,
-                            "params": {k: param_value(v) for k, v in flat_config.items()},
-                            "sampled": json.dumps(sampled, sort_keys=True)})
+        self.writer.append(
+            {
+                "op": "open",
+                "trial_name": trial_name,
+                "node_id": node_id,
+                "params": {k: param_value(v) for k, v in flat_config.items()},
+                "sampled": json.dumps(sampled, sort_keys=True),
+            }
+        )
 
     @property
     def run_id(self) -> str | None:
@@ -82,12 +96,22 @@ class SearchRecorder:
         self.context = context
         self.final = False  # set by close(): the trials' spools were delivered before it
         spool = Spool(context.spool_folder(SEARCH_SPOOL), initial_state={"context": asdict(context)})
-        self.writer = SpoolWriter(spool, lambda records, state: deliver_records(records, state, spool.files, self.final))
+        self.writer = SpoolWriter(
+            spool, lambda records, state: deliver_records(records, state, spool.files, self.final)
+        )
 
     def trial_ended(self, trial_id: str, state: str, reason: str | None = None, has_run: bool = True) -> None:
         """``state``: completed | stopped early | errored. ``has_run``: the trial reported results."""
-        self.writer.append({"op": "trial_state", "trial_id": trial_id, "state": state, "reason": reason,
-                            "has_run": has_run, "time": time.time()})
+        self.writer.append(
+            {
+                "op": "trial_state",
+                "trial_id": trial_id,
+                "state": state,
+                "reason": reason,
+                "has_run": has_run,
+                "time": time.time(),
+            }
+        )
 
     def search_ended(self, state: str, summary: dict[str, float] | None = None) -> None:
         self.writer.append({"op": "finish", "state": state, "summary": summary or {}})
@@ -125,7 +149,7 @@ def deliver_records(records: list[dict[str, Any]], state: dict[str, Any], files:
     elif op == "metrics":
         points = [Metric(k, v, r["timestamp"], r["step"]) for r in records for k, v in r["values"].items()]
         for start in range(0, len(points), 1000):  # MLflow takes at most 1000 metrics per request
-            client.log_batch(state["run_id"], metrics=points[start:start + 1000])
+            client.log_batch(state["run_id"], metrics=points[start : start + 1000])
     elif op == "text":
         client.log_text(state["run_id"], records[0]["text"], records[0]["artifact_file"])
     elif op == "upload":
@@ -146,8 +170,9 @@ def deliver_spools(spool_dir: Path, log=print, skip: list[str] = ()) -> int:
     none named in ``skip``), deleting each spool once delivered; returns how many records were
     delivered. Raises TrackingError (one line) when the server does not take them; what was
     delivered stays delivered."""
-    spools = sorted((s for s in spools_under(spool_dir) if s.folder.name not in skip),
-                    key=lambda s: s.folder.name == SEARCH_SPOOL)
+    spools = sorted(
+        (s for s in spools_under(spool_dir) if s.folder.name not in skip), key=lambda s: s.folder.name == SEARCH_SPOOL
+    )
     delivered = 0
     checked: set[str] = set()  # (every spool of a search names the same server: ask it once)
     for spool in spools:
@@ -162,8 +187,9 @@ def deliver_spools(spool_dir: Path, log=print, skip: list[str] = ()) -> int:
         try:
             count = spool.deliver_pending(functools.partial(deliver_records, files=spool.files))
         except Exception as error:
-            raise TrackingError(f"delivering {spool.folder} to {context.tracking_uri} failed: "
-                                f"{first_line(error, 200)}") from None
+            raise TrackingError(
+                f"delivering {spool.folder} to {context.tracking_uri} failed: {first_line(error, 200)}"
+            ) from None
         spool.remove()
         delivered += count
         if count:

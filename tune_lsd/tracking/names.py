@@ -11,8 +11,11 @@ from typing import Any
 SEARCH_TAG = "tune_lsd.search"  # "parent" on a search's run, "trial" on a trial's run
 TRIAL_ID_TAG = "ray.trial_id"
 SAMPLED_TAG = "tune_lsd.sampled"  # JSON of the values the searcher chose for this trial
-STATE_TAG = "tune_lsd.state"  # completed | stopped early | errored | running | lost (trials); running | completed | ... (parent)
-RAY_EXPERIMENT_TAG = "tune_lsd.ray_experiment"  # the Ray Tune experiment that ran the trial (a search or an --extend round)
+# trials: completed | stopped early | errored | running | lost; the parent run: running | completed | ...
+STATE_TAG = "tune_lsd.state"
+RAY_EXPERIMENT_TAG = (
+    "tune_lsd.ray_experiment"  # the Ray Tune experiment that ran the trial (a search or an --extend round)
+)
 NODES_TAG = "tune_lsd.nodes"  # Ray node ids the trial ran on, in order (more than one after a restart)
 ERROR_TAG = "tune_lsd.error"  # an errored trial's last traceback line
 PARENT_TAG = "mlflow.parentRunId"

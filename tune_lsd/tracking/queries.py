@@ -16,8 +16,12 @@ def trial_runs(tracking_uri: str, experiment_name: str) -> list:
     experiment = retry(lambda: client.get_experiment_by_name(experiment_name), "get_experiment_by_name")
     if experiment is None:
         raise TrackingError(f"no search named {experiment_name!r} in {tracking_uri}")
-    return retry(lambda: client.search_runs([experiment.experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = 'trial'",
-                                            max_results=10_000), "search_runs")
+    return retry(
+        lambda: client.search_runs(
+            [experiment.experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = 'trial'", max_results=10_000
+        ),
+        "search_runs",
+    )
 
 
 def find_trial_run(client: MlflowClient, context: TrackingContext, trial_id: str):
@@ -25,7 +29,8 @@ def find_trial_run(client: MlflowClient, context: TrackingContext, trial_id: str
     runs = client.search_runs(
         [context.experiment_id],
         filter_string=f"tags.`{PARENT_TAG}` = '{context.parent_run_id}' and tags.`{TRIAL_ID_TAG}` = '{trial_id}'",
-        max_results=1)
+        max_results=1,
+    )
     return runs[0] if runs else None
 
 
@@ -49,8 +54,10 @@ def metric_history(tracking_uri: str, run_id: str, metric: str) -> list[tuple[in
 def parent_run(client: MlflowClient, experiment_id: str, kind: str = "parent"):
     """The search's parent run (or, ``kind="comparison"``, a comparison's) in experiment
     ``experiment_id``, or None."""
-    runs = retry(lambda: client.search_runs(
-        [experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = '{kind}'", max_results=1), "search_runs")
+    runs = retry(
+        lambda: client.search_runs([experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = '{kind}'", max_results=1),
+        "search_runs",
+    )
     return runs[0] if runs else None
 
 
@@ -71,8 +78,15 @@ def search_parent_runs(tracking_uri: str) -> list:
     ids = [e.experiment_id for e in experiments]
     if not ids:
         return []
-    return retry(lambda: client.search_runs(ids, filter_string=f"tags.`{SEARCH_TAG}` = 'parent'", max_results=10_000,
-                                            order_by=["attributes.start_time DESC"]), "search_runs")
+    return retry(
+        lambda: client.search_runs(
+            ids,
+            filter_string=f"tags.`{SEARCH_TAG}` = 'parent'",
+            max_results=10_000,
+            order_by=["attributes.start_time DESC"],
+        ),
+        "search_runs",
+    )
 
 
 def download_trial_file(tracking_uri: str, run_id: str, artifact_path: str, destination: Path) -> Path:

@@ -6,6 +6,7 @@ search's end) reach these functions through spools (:mod:`tune_lsd.tracking.deli
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,18 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from tune_lsd.tracking.names import (ERROR_TAG, NODES_TAG, PARENT_TAG, RAY_EXPERIMENT_TAG, SAMPLED_TAG, SEARCH_TAG,
-                                     STATE_TAG, TRIAL_ID_TAG, mlflow_key, param_value)
+from tune_lsd.tracking.names import (
+    ERROR_TAG,
+    NODES_TAG,
+    PARENT_TAG,
+    RAY_EXPERIMENT_TAG,
+    SAMPLED_TAG,
+    SEARCH_TAG,
+    STATE_TAG,
+    TRIAL_ID_TAG,
+    mlflow_key,
+    param_value,
+)
 from tune_lsd.tracking.queries import find_trial_run, parent_run
 from tune_lsd.tracking.store import TrackingContext, TrackingError, ensure_experiment, open_store, retry
 
@@ -22,8 +33,12 @@ RUN_GRACE_S = 60.0  # how long a trial state waits for the run of a trial that r
 
 
 def start_search_run(
-    tracking_uri: str, search_name: str, params: dict[str, Any], artifact_root: Path | None,
-    spool_dir: Path | None = None, ray_experiment: str = "",
+    tracking_uri: str,
+    search_name: str,
+    params: dict[str, Any],
+    artifact_root: Path | None,
+    spool_dir: Path | None = None,
+    ray_experiment: str = "",
 ) -> TrackingContext:
     """Create (or, on --resume, reopen) the parent run of search ``search_name``; its records
     are spooled under ``spool_dir`` (default: a folder in the system's temporary folder);
@@ -54,8 +69,9 @@ def log_folder(tracking_uri: str, run_id: str, folder: Path, artifact_path: str)
     retry(lambda: client.log_artifacts(run_id, str(folder), artifact_path), "log_artifacts")
 
 
-def open_trial_run(client: MlflowClient, context: TrackingContext, trial_id: str, record: dict[str, Any],
-                   run_id: str | None) -> str:
+def open_trial_run(
+    client: MlflowClient, context: TrackingContext, trial_id: str, record: dict[str, Any], run_id: str | None
+) -> str:
     """The trial's run: created with its params and tags, or (a restarted trial) reopened."""
     existing = client.get_run(run_id) if run_id else find_trial_run(client, context, trial_id)
     if existing is not None:
@@ -63,14 +79,20 @@ def open_trial_run(client: MlflowClient, context: TrackingContext, trial_id: str
         client.update_run(existing.info.run_id, status="RUNNING")
         client.set_tag(existing.info.run_id, NODES_TAG, ",".join(nodes))
         return existing.info.run_id
-    tags = {PARENT_TAG: context.parent_run_id, TRIAL_ID_TAG: trial_id, SEARCH_TAG: "trial", STATE_TAG: "running",
-            SAMPLED_TAG: record["sampled"], NODES_TAG: record["node_id"]}
+    tags = {
+        PARENT_TAG: context.parent_run_id,
+        TRIAL_ID_TAG: trial_id,
+        SEARCH_TAG: "trial",
+        STATE_TAG: "running",
+        SAMPLED_TAG: record["sampled"],
+        NODES_TAG: record["node_id"],
+    }
     if context.ray_experiment:
         tags[RAY_EXPERIMENT_TAG] = context.ray_experiment
     run = client.create_run(context.experiment_id, run_name=record["trial_name"], tags=tags)
     params = [Param(k, v) for k, v in record["params"].items()]
     for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-        client.log_batch(run.info.run_id, params=params[start:start + 100])
+        client.log_batch(run.info.run_id, params=params[start : start + 100])
     return run.info.run_id
 
 
@@ -106,11 +128,16 @@ def discard_lost_trial_runs(context: TrackingContext, known_trial_ids: set[str])
     if not context.ray_experiment:
         return []
     client = MlflowClient(context.tracking_uri)
-    runs = retry(lambda: client.search_runs(
-        [context.experiment_id], max_results=10_000,
-        filter_string=f"tags.`{PARENT_TAG}` = '{context.parent_run_id}' and tags.`{SEARCH_TAG}` = 'trial' and "
-                      f"tags.`{RAY_EXPERIMENT_TAG}` = '{context.ray_experiment}' and tags.`{STATE_TAG}` = 'running'"),
-        "search_runs", attempts=2)
+    runs = retry(
+        lambda: client.search_runs(
+            [context.experiment_id],
+            max_results=10_000,
+            filter_string=f"tags.`{PARENT_TAG}` = '{context.parent_run_id}' and tags.`{SEARCH_TAG}` = 'trial' and "
+            f"tags.`{RAY_EXPERIMENT_TAG}` = '{context.ray_experiment}' and tags.`{STATE_TAG}` = 'running'",
+        ),
+        "search_runs",
+        attempts=2,
+    )
     lost = [run for run in runs if run.data.tags[TRIAL_ID_TAG] not in known_trial_ids]
 
     def discard(run_id: str) -> None:
@@ -119,7 +146,7 @@ def discard_lost_trial_runs(context: TrackingContext, known_trial_ids: set[str])
         client.delete_run(run_id)
 
     for run in lost:
-        retry(lambda: discard(run.info.run_id), "delete_run", attempts=2)
+        retry(functools.partial(discard, run.info.run_id), "delete_run", attempts=2)
     return [(run.data.tags[TRIAL_ID_TAG], int(run.data.metrics.get("epoch", 0))) for run in lost]
 
 
@@ -128,25 +155,35 @@ def end_search_run(client: MlflowClient, context: TrackingContext, record: dict[
     now = int(time.time() * 1000)
     metrics = [Metric(mlflow_key(k), float(v), now, 0) for k, v in record["summary"].items()]
     client.log_batch(context.parent_run_id, metrics=metrics, tags=[RunTag(STATE_TAG, record["state"])])
-    client.set_terminated(context.parent_run_id, status="FINISHED" if record["state"].startswith("completed") else "FAILED")
+    client.set_terminated(
+        context.parent_run_id, status="FINISHED" if record["state"].startswith("completed") else "FAILED"
+    )
 
 
-def log_final_run(context: TrackingContext, run_name: str, params: dict[str, Any], metrics: dict[str, float],
-                  folder: Path) -> str:
+def log_final_run(
+    context: TrackingContext, run_name: str, params: dict[str, Any], metrics: dict[str, float], folder: Path
+) -> str:
     """The search's final model as a finished run nested in its parent run (tag
     ``tune_lsd.search`` = ``final``): its config as params, its test metrics, the files of
     ``folder`` as artifacts (a model file under ``checkpoint/``, as a trial's). Returns its id."""
     client = MlflowClient(context.tracking_uri)
-    run = retry(lambda: client.create_run(context.experiment_id, run_name=run_name, tags={
-        PARENT_TAG: context.parent_run_id, SEARCH_TAG: "final", STATE_TAG: "completed"}), "create_run")
+    run = retry(
+        lambda: client.create_run(
+            context.experiment_id,
+            run_name=run_name,
+            tags={PARENT_TAG: context.parent_run_id, SEARCH_TAG: "final", STATE_TAG: "completed"},
+        ),
+        "create_run",
+    )
     run_id = run.info.run_id
     params_list = [Param(k, param_value(v)) for k, v in params.items()]
     now = int(time.time() * 1000)
     points = [Metric(mlflow_key(k), float(v), now, 0) for k, v in metrics.items()]
     for start in range(0, max(len(params_list), len(points)), 100):  # MLflow: at most 100 params per batch
-        retry(lambda: client.log_batch(run_id, params=params_list[start:start + 100],
-                                       metrics=points[start:start + 100]), "log_batch")
+        batch = functools.partial(
+            client.log_batch, run_id, params=params_list[start : start + 100], metrics=points[start : start + 100]
+        )
+        retry(batch, "log_batch")
     retry(lambda: client.log_artifacts(run_id, str(folder)), "log_artifacts")
     client.set_terminated(run_id, status="FINISHED")
     return run_id
-

@@ -5,21 +5,36 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from tune_lsd.storage import Location, resolve_uri
 from tune_lsd.tracking.store import CREDENTIALS_HELP, TrackingError, client_credentials
 
 
-def server_command(backend_store_uri: str, artifacts_destination: str | Path, host: str, port: int,
-                   auth: bool = False) -> list[str]:
+def server_command(
+    backend_store_uri: str, artifacts_destination: str | Path, host: str, port: int, auth: bool = False
+) -> list[str]:
     """``mlflow server`` with one worker (2 processes, ~0.5 GB instead of 17 and 2.75 GB) that
     proxies artifacts, so trials on every node upload through it over HTTP; ``auth``: MLflow's
     basic-auth app (see :func:`auth_server_environment`)."""
-    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
-            "--artifacts-destination", str(artifacts_destination), "--serve-artifacts",
-            "--host", host, "--port", str(port), "--workers", "1", *(["--app-name", "basic-auth"] if auth else [])]
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_store_uri,
+        "--artifacts-destination",
+        str(artifacts_destination),
+        "--serve-artifacts",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        *(["--app-name", "basic-auth"] if auth else []),
+    ]
 
 
 def artifact_store(destination: str) -> tuple[str, dict[str, str]]:
@@ -49,16 +64,23 @@ def auth_server_environment(folder: Path) -> dict[str, str]:
     if not username or not password:
         raise TrackingError(f"--auth needs the admin's credentials: {CREDENTIALS_HELP}")
     owner_only(folder)
-    (folder / "users.db").touch(mode=0o600)  # MLflow's users and password hashes (SQLite: an empty file is a valid database)
+    (folder / "users.db").touch(
+        mode=0o600
+    )  # MLflow's users and password hashes (SQLite: an empty file is a valid database)
     config = folder / "basic_auth.ini"
     config.touch(mode=0o600)
-    config.write_text("[mlflow]\n"
-                      "default_permission = READ\n"  # what a signed-in user may do in others' experiments
-                      f"database_uri = sqlite:///{(folder / 'users.db').resolve()}\n"
-                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    return {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_USERNAME": username,
-            "MLFLOW_AUTH_ADMIN_PASSWORD": password,
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or _secret_key(folder)}
+    config.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"  # what a signed-in user may do in others' experiments
+        f"database_uri = sqlite:///{(folder / 'users.db').resolve()}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    return {
+        "MLFLOW_AUTH_CONFIG_PATH": str(config),
+        "MLFLOW_AUTH_ADMIN_USERNAME": username,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or _secret_key(folder),
+    }
 
 
 def owner_only(folder: Path) -> None:

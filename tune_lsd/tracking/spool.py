@@ -25,8 +25,9 @@ import json
 import os
 import shutil
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from tune_lsd.errors import first_line
 
@@ -211,7 +212,8 @@ class SpoolWriter:
             self._wake.set()
             self._attempt_done.wait_for(
                 lambda: self.spool.delivered >= target or (self._attempts > started and self.failures > 0),
-                timeout=timeout_s)
+                timeout=timeout_s,
+            )
         return self.spool.appended - self.spool.delivered
 
     def close(self, timeout_s: float = 300.0) -> int:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -22,8 +23,10 @@ from tune_lsd.errors import TuneLsdError, first_line
 
 T = TypeVar("T")
 TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
-CREDENTIALS_HELP = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or write them to ~/.mlflow/credentials "
-                    "([mlflow] mlflow_tracking_username = ... / mlflow_tracking_password = ...)")
+CREDENTIALS_HELP = (
+    "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or write them to ~/.mlflow/credentials "
+    "([mlflow] mlflow_tracking_username = ... / mlflow_tracking_password = ...)"
+)
 
 
 class TrackingError(TuneLsdError, RuntimeError):
@@ -43,7 +46,11 @@ class TrackingContext:
     ray_experiment: str = ""
 
     def spool_folder(self, name: str) -> Path:
-        root = Path(self.spool_dir) if self.spool_dir else Path(tempfile.gettempdir()) / "tune_lsd-spool" / self.parent_run_id
+        root = (
+            Path(self.spool_dir)
+            if self.spool_dir
+            else Path(tempfile.gettempdir()) / "tune_lsd-spool" / self.parent_run_id
+        )
         return root / name
 
 
@@ -78,8 +85,10 @@ def check_tracking_uri(tracking_uri: str, timeout_s: float = 10) -> None:
     server that does not answer its /health or refuses this process's credentials."""
     scheme = tracking_uri.split("://", 1)[0].split("+", 1)[0] if "://" in tracking_uri else None
     if scheme is not None and scheme not in TRACKING_SCHEMES:
-        raise TrackingError(f"tracking URI {tracking_uri!r} has an unknown scheme {scheme!r}: use http(s)://HOST:PORT, "
-                            "sqlite:///FILE.db or postgresql://...")
+        raise TrackingError(
+            f"tracking URI {tracking_uri!r} has an unknown scheme {scheme!r}: use http(s)://HOST:PORT, "
+            "sqlite:///FILE.db or postgresql://..."
+        )
     if scheme not in ("http", "https"):
         return
     import urllib.request
@@ -87,8 +96,10 @@ def check_tracking_uri(tracking_uri: str, timeout_s: float = 10) -> None:
     try:
         urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout_s)
     except OSError as error:
-        raise TrackingError(f"MLflow tracking server {tracking_uri} is unreachable ({error}); "
-                            "start one with `tune-lsd server` or fix --tracking-uri") from None
+        raise TrackingError(
+            f"MLflow tracking server {tracking_uri} is unreachable ({error}); "
+            "start one with `tune-lsd server` or fix --tracking-uri"
+        ) from None
     _check_credentials(tracking_uri, timeout_s)
 
 
@@ -116,8 +127,9 @@ def _check_credentials(tracking_uri: str, timeout_s: float) -> None:
     except urllib.error.HTTPError as error:
         if error.code in (401, 403):
             refused = "refused the credentials of user " + repr(username) if username else "needs credentials"
-            raise TrackingError(f"MLflow tracking server {tracking_uri} {refused} (HTTP {error.code}): "
-                                f"{CREDENTIALS_HELP}") from None
+            raise TrackingError(
+                f"MLflow tracking server {tracking_uri} {refused} (HTTP {error.code}): {CREDENTIALS_HELP}"
+            ) from None
     except OSError:
         pass  # /health answered: let the real request report anything else
 
@@ -145,7 +157,8 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
     location = (artifact_root / name).resolve().as_uri() if artifact_root else None
     try:
         # This kind makes the MLflow 3 UI open the experiment on its training runs, not a GenAI overview.
-        return client.create_experiment(name, artifact_location=location,
-                                        tags={"mlflow.experimentKind": "custom_model_development"})
+        return client.create_experiment(
+            name, artifact_location=location, tags={"mlflow.experimentKind": "custom_model_development"}
+        )
     except mlflow.exceptions.MlflowException:  # created concurrently by another process
         return client.get_experiment_by_name(name).experiment_id
