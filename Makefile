@@ -10,7 +10,7 @@ FONTS   := fonts-arphic-ukai fonts-arphic-uming fonts-cwtex-heib fonts-cwtex-min
            fonts-hanazono fonts-unifont fonts-yusei-magic
 GLYPHS  := tune_lsd/data/bundled/glyphs32.npz
 
-.PHONY: demo test bench install fonts glyphs glyphs-check clean-runs browser docs
+.PHONY: demo test lint bench install fonts glyphs glyphs-check clean-runs browser docs
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -42,6 +42,13 @@ test: $(STAMP)
 	  $(MAKE) --no-print-directory browser >/tmp/tune-lsd-chromium.log 2>&1 || \
 	  echo "chromium not installed (see /tmp/tune-lsd-chromium.log): the browser tests will skip"
 	$(PYTHON) -m pytest -q
+
+# The gates CI runs before the tests: lint, format and types (configured in pyproject.toml).
+# `ruff format .` and `ruff check --fix .` repair most of what the first two report.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # Speed benchmarks 1-3 (search overhead, LSD step cost, evaluation): ~5 minutes on 2 cores.
 bench: $(STAMP)

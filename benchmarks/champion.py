@@ -102,6 +102,7 @@ def main() -> None:
     model_uri = f"models:/{args.name}-best@champion"
     client = mlflow.MlflowClient(tracking_uri)
     version = client.get_model_version_by_alias(f"{args.name}-best", "champion")
+    assert version.run_id is not None, "the champion's model version names no run"
     with tempfile.TemporaryDirectory() as folder:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=client.get_model_version_download_uri(f"{args.name}-best", version.version), dst_path=folder
@@ -111,7 +112,7 @@ def main() -> None:
         trainer = Trainer.from_checkpoint(model_file, overrides={"runtime.progress": False})
     test = trainer.splits.test
     trained_by = {"final": "the final model's run", "trial": "a search trial's run"}.get(
-        client.get_run(version.run_id).data.tags.get(SEARCH_TAG), "run"
+        client.get_run(version.run_id).data.tags.get(SEARCH_TAG, ""), "run"
     )
     print(
         f"champion: {model_uri} = version {version.version}, {trained_by} {version.run_id}; "

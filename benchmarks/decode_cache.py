@@ -17,6 +17,7 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Sized
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def decode_chunk(args: tuple[str, int, int, list[Path]]) -> None:
     out.flush()
 
 
-def rate(files: list[Path], seconds: float) -> str:
+def rate(files: Sized, seconds: float) -> str:
     from tune_lsd.data.decoding import usable_cores
 
     return f"{len(files) / seconds:,.0f} images/s, {len(files) / seconds / usable_cores():,.0f} per core"
@@ -154,8 +155,8 @@ def main() -> None:
     parser.add_argument("--tree", help="keep the synthetic tree here (default: a temporary folder)")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="decode_cache_") as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory(prefix="decode_cache_") as scratch_name:
+        scratch = Path(scratch_name)
         os.environ["TUNE_LSD_CACHE"] = str(scratch / "cache")  # an empty cache of its own
         from tune_lsd.data.datasets import load_dataset
         from tune_lsd.data.decoding import usable_cores
@@ -175,7 +176,7 @@ def main() -> None:
         count = len(first.train) + len(first.test)
         print(
             f"first load (decode into the cache, {usable_cores()} cores): {first_s:.2f} s, "
-            f"{rate(list(range(count)), first_s)}"
+            f"{rate(range(count), first_s)}"
         )
 
         started = time.perf_counter()

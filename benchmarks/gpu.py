@@ -32,6 +32,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,7 +110,7 @@ def plain_images_per_s(size: dict, lsd: bool, steps: int, device: str, loss: str
     model = build_model(config.model, in_chans=3).to(device_)
     if amp:
         model = model.to(memory_format=torch.channels_last)
-    teacher = ModelEmaV3(model, decay=0.99) if lsd else None
+    teacher = ModelEmaV3(model, decay=0.99)  # used when lsd
     base_loss = build_base_loss(config.loss, size["classes"], 128)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
     splits = synthetic_splits(size)
@@ -127,7 +128,7 @@ def plain_images_per_s(size: dict, lsd: bool, steps: int, device: str, loss: str
         with autocast:
             embeddings = model(images)
             with torch.no_grad():
-                teacher_embeddings = teacher.module(images) if lsd else None
+                teacher_embeddings = teacher.module(images)
         if loss == "trivial":
             value = embeddings.float().pow(2).sum(1).mean()
         else:
@@ -160,7 +161,7 @@ def plain_images_per_s(size: dict, lsd: bool, steps: int, device: str, loss: str
 
 
 def part_engine(args, size: dict) -> dict:
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for lsd in (False, True):
         name = "LSD (EMA teacher)" if lsd else "base loss"
         plain = plain_images_per_s(size, lsd, args.steps, args.device)
@@ -212,16 +213,16 @@ def part_eval(args) -> dict:
     embeddings = F.normalize(
         centres[labels] + 2.2 * torch.randn(n, dim, generator=generator), dim=1
     )  # R@1 ~0.9: not trivial
-    labels = labels.numpy()
+    label_array = labels.numpy()
     device = torch.device(args.device)
     on_device = embeddings.to(device)
-    retrieval_metrics(on_device[:2000], labels[:2000], nmi=False, backend="torch")  # CUDA/cuBLAS warm-up
+    retrieval_metrics(on_device[:2000], label_array[:2000], nmi=False, backend="torch")  # CUDA/cuBLAS warm-up
     synchronize(device)
     started = time.perf_counter()
-    by_torch = retrieval_metrics(on_device, labels, nmi=False, backend="torch", memory_budget_mb=2048)
+    by_torch = retrieval_metrics(on_device, label_array, nmi=False, backend="torch", memory_budget_mb=2048)
     torch_s = time.perf_counter() - started
     started = time.perf_counter()
-    by_faiss = retrieval_metrics(embeddings.numpy(), labels, nmi=False, backend="faiss")
+    by_faiss = retrieval_metrics(embeddings.numpy(), label_array, nmi=False, backend="faiss")
     faiss_s = time.perf_counter() - started
     difference = max(abs(by_torch[k] - by_faiss[k]) for k in by_faiss)
     print(
@@ -430,6 +431,7 @@ def stamped_output(command: list[str], cwd: Path, env: dict[str, str]) -> list[t
     process = subprocess.Popen(
         command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **env}
     )
+    assert process.stdout is not None
     lines = [(time.time(), line.rstrip("\n")) for line in process.stdout]
     return lines + [(time.time(), f"exit {process.wait()}")]
 

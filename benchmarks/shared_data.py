@@ -121,11 +121,12 @@ def run(shared: bool, folder: Path, settings: list[str] = SETTINGS, trials: int 
         text=True,
         env={"RAY_AUTH_MODE": "disabled", "PATH": "/usr/bin:/bin"},
     )
-    peak_trials = peak_total = 0.0
+    peak_trials: float = 0.0
+    peak_total: float = 0.0
     started = time.perf_counter()
     while process.poll() is None:
-        trials, others = memory_sample(process.pid)
-        peak_trials, peak_total = max(peak_trials, trials), max(peak_total, trials + others)
+        trials_mb, others_mb = memory_sample(process.pid)
+        peak_trials, peak_total = max(peak_trials, trials_mb), max(peak_total, trials_mb + others_mb)
         time.sleep(0.2)
     wall = time.perf_counter() - started
     _, stderr = process.communicate()
@@ -133,6 +134,7 @@ def run(shared: bool, folder: Path, settings: list[str] = SETTINGS, trials: int 
         raise SystemExit(stderr[-2000:])
     client = MlflowClient(default_tracking_uri(folder / "runs"))
     experiment = client.get_experiment_by_name(name)
+    assert experiment is not None
     runs = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
     setups = [r.data.metrics["time/trainer_s"] for r in runs]
     return {

@@ -69,8 +69,8 @@ def main() -> None:
     parser.add_argument("--storage", help="an s3:// (or other) URI to measure instead of a SeaweedFS on loopback")
     args = parser.parse_args()
     store = None
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
+    with tempfile.TemporaryDirectory() as folder_name:
+        folder = Path(folder_name)
         if args.storage:
             bucket = Location(args.storage)
         else:

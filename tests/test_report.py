@@ -1,4 +1,4 @@
-"""tune_lsd/report.py: the search report (read in headless Chromium) and `tune-lsd ls`."""
+"""tune_lsd/report/: the search report (read in headless Chromium) and `tune-lsd ls`."""
 
 from __future__ import annotations
 

@@ -87,6 +87,10 @@ def finished_result(folder: Location | None, trial_id: str) -> dict[str, Any] | 
 class DMLTrainable(tune.Trainable):
     """Trains one configuration epoch by epoch for Ray Tune."""
 
+    trainer: Any  # tune_lsd.engine.Trainer, imported in the trial's process; None for a replayed trial
+    tracker: TrialTracker | None
+    best_model: dict[str, Any] | None  # the best epoch's weights, config and history
+
     def setup(
         self,
         config: dict[str, Any],
@@ -113,7 +117,7 @@ class DMLTrainable(tune.Trainable):
         self.run_config = trial_config(base_config or {}, config)
         self.select_metric = select_metric
         self.best_value = float("-inf")
-        self.best_model: dict[str, Any] | None = None
+        self.best_model = None
         if tracking is None:
             self.tracker = None
         elif not self._continues_tracked_trial():  # (a PBT exploit continues its trial's run)
@@ -208,7 +212,7 @@ class DMLTrainable(tune.Trainable):
         }
         _engine().save_file(best, folder / BEST_FILE)
 
-    def load_checkpoint(self, checkpoint_dir: str) -> None:
+    def load_checkpoint(self, checkpoint_dir: str) -> None:  # type: ignore[override]  # Ray passes the folder
         folder = Path(checkpoint_dir)
         if self.replay is not None:
             return

@@ -221,7 +221,11 @@ class Trainer:
             unit="batch",
         )  # None: off when not a TTY
         for step in range(len(batches)):
-            images = resident[index[step]] if resident is not None else self._host_batch(train.images[batches[step]])
+            images = (
+                resident[index[step]]
+                if resident is not None and index is not None
+                else self._host_batch(train.images[batches[step]])
+            )
             loss, base, lsd = self._train_step(images, labels[step], generator, weight, need_teacher)
             sums.add_(torch.stack([loss.detach(), base.detach(), lsd.detach()]))  # float32 into float64
             if (step + 1) % config.runtime.sync_every == 0 or step + 1 == len(batches):
@@ -256,7 +260,7 @@ class Trainer:
         images = self._augment(self._channels_last(normalise(images_uint8)), generator)
         with self._autocast():
             embeddings = self.model(images)
-            teacher_embeddings = self.teacher.embed(images) if need_teacher else None
+            teacher_embeddings = self.teacher.embed(images) if need_teacher and self.teacher is not None else None
         base = self.base_loss(embeddings, labels)
         lsd = (
             listwise_kl(embeddings, teacher_embeddings, self.config.lsd.temperature)

@@ -65,7 +65,7 @@ def retrieval_metrics(
     queries, labels = _vectors(embeddings, backend), np.asarray(labels).astype(np.int64)
     items, item_labels = (
         (queries, labels)
-        if pooled
+        if gallery is None
         else (_vectors(gallery, backend).to(queries.device), np.asarray(gallery_labels).astype(np.int64))
     )
     for vectors, names, what in ((queries, labels, "embeddings"), (items, item_labels, "gallery")):
@@ -125,12 +125,12 @@ def nearest_neighbours(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(ids, similarities) of each query's ``k`` nearest gallery items, in the canonical order
     the metrics use; without ``gallery``, of the other queries (each query itself excluded)."""
-    queries = _vectors(queries, "faiss")
-    items = queries if gallery is None else _vectors(gallery, "faiss")
-    search = _FaissSearch(items, queries, exclude_self=gallery is None)
+    query_vectors = _vectors(queries, "faiss")
+    items = query_vectors if gallery is None else _vectors(gallery, "faiss")
+    search = _FaissSearch(items, query_vectors, exclude_self=gallery is None)
     k = min(k, search.num_candidates)
-    ids = _canonical_neighbours(search, 0, len(queries), k)
-    return ids, np.einsum("nd,nkd->nk", queries.numpy(), items.numpy()[ids])
+    ids = _canonical_neighbours(search, 0, len(query_vectors), k)
+    return ids, np.einsum("nd,nkd->nk", query_vectors.numpy(), items.numpy()[ids])
 
 
 def _vectors(embeddings: np.ndarray | torch.Tensor, backend: str) -> torch.Tensor:

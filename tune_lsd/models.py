@@ -23,7 +23,8 @@ class EmbeddingModel(nn.Module):
     def __init__(self, backbone: nn.Module, embedding_dim: int, freeze_bn: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(backbone.num_features, embedding_dim)
+        features: int = backbone.num_features  # type: ignore[assignment]  # every timm model has it
+        self.head = nn.Linear(features, embedding_dim)
         self.freeze_bn = freeze_bn
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -53,6 +54,7 @@ def build_model(config: ModelConfig, in_chans: int) -> EmbeddingModel:
             raise ModelError("model.pretrained=efficientnet_lite0 needs model.backbone=efficientnet_lite0")
         backbone.load_state_dict(efficientnet_lite0_weights(backbone, in_chans), strict=True)
     elif config.pretrained == "file":
+        assert config.weights_path is not None  # the config's validator requires it with pretrained=file
         load_weights_file(backbone, Path(config.weights_path))
     if config.small_input_stem and isinstance(getattr(backbone, "maxpool", None), nn.Module):
         backbone.maxpool = nn.Identity()  # keep resolution for 32-64 px inputs

@@ -189,8 +189,8 @@ def _check_endpoint_answers(uri: str) -> None:
     endpoint = query.get("endpoint_override")
     if not endpoint:
         return
-    host, _, port = endpoint.rpartition(":") if ":" in endpoint else (endpoint, "", "")
-    port = int(port) if port.isdigit() else (80 if query.get("scheme") == "http" else 443)
+    host, _, port_text = endpoint.rpartition(":") if ":" in endpoint else (endpoint, "", "")
+    port = int(port_text) if port_text.isdigit() else (80 if query.get("scheme") == "http" else 443)
     try:
         socket.create_connection((host or endpoint, port), timeout=CHECK_TIMEOUT_S).close()
     except OSError as error:

@@ -30,8 +30,8 @@ SELECT_METRIC = "val/recall@1"
 def raw_pixel_metrics(data: LabelledImages, config: Config) -> dict[str, float]:
     """Retrieval on L2-normalised raw pixels at the training size: the floor to beat."""
     pixels = resize(to_tensor(data.images, torch.device("cpu")), config.data.image_size).flatten(1)
-    pixels = torch.nn.functional.normalize(pixels * 0.5 + 0.5, dim=1).numpy()  # back to [0, 1] intensities
-    return retrieval_metrics(pixels, data.labels, config.eval.ks, nmi=False)
+    unit_pixels = torch.nn.functional.normalize(pixels * 0.5 + 0.5, dim=1).numpy()  # back to [0, 1] intensities
+    return retrieval_metrics(unit_pixels, data.labels, config.eval.ks, nmi=False)
 
 
 def train_and_test(

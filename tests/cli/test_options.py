@@ -15,7 +15,7 @@ from tune_lsd.config import ConfigError
 from tune_lsd.search.settings import SearchSettings
 
 # command -> (its settings model, the fields a user does not set on the command line)
-COMMANDS = {
+COMMANDS: dict[str, tuple[type[BaseModel], set[str]]] = {
     "search": (SearchSettings, {"earlier_trials"}),  # written by --extend for its round
     "compare": (CompareSettings, set()),
 }
@@ -24,6 +24,7 @@ COMMANDS = {
 def subparser(command: str):
     parser = build_parser(only=command)
     action = next(a for a in parser._actions if a.dest == "command")  # argparse has no public accessor
+    assert isinstance(action.choices, dict)
     return action.choices[command]
 
 

@@ -164,7 +164,8 @@ def two_nodes(tmp_path: Path):
     from tune_lsd.cluster import cluster_down, cluster_up, end_process_tree, node_command
 
     runs, worker_home = tmp_path / "runs", tmp_path / "worker-home"
-    runs.mkdir(exist_ok=True), (worker_home / "tmp").mkdir(parents=True)
+    runs.mkdir(exist_ok=True)
+    (worker_home / "tmp").mkdir(parents=True)
     address = cluster_up(tmp_path / "head", port=free_port(), workers=0, cpus_per_node=1, object_store_mb=150)
     worker_env = {
         "PATH": os.environ["PATH"],

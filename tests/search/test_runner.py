@@ -319,6 +319,7 @@ def open_a_lost_trial_run(runs_dir: Path, name: str) -> str:
     tracker = tracking.TrialTracker(context, "lost0001", "DMLTrainable_lost0001", {}, {}, node_id="gone")
     tracker.log_metrics({"epoch": 1, "val/recall@1": 0.99}, step=1)
     assert tracker.close() == 0
+    assert tracker.run_id is not None
     return tracker.run_id
 
 

@@ -58,7 +58,7 @@ def folders(trained_model, tmp_path_factory):
 def engine_embeddings(trainer, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The engine's embeddings of image files and their labels (from the class folder names)."""
     images = np.stack([np.asarray(Image.open(p))[..., None] for p in paths])
-    labels = np.array([int(re.search(r"class(\d+)", p).group(1)) for p in paths])
+    labels = np.array([int(re.findall(r"class(\d+)", p)[0]) for p in paths])
     return trainer.embed(LabelledImages(images, labels)).numpy(), labels
 
 

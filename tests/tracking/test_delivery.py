@@ -21,6 +21,7 @@ def log_a_trial(args) -> str:
             {"val/recall@1": index + epoch / 100, "train/loss": 1.0 / epoch, "epoch": epoch}, step=epoch
         )
     assert tracker.close() == 0
+    assert tracker.run_id is not None
     return tracker.run_id
 
 

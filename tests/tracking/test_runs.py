@@ -21,6 +21,7 @@ def trial(context: tracking.TrackingContext, trial_id: str, epochs: int, state: 
         recorder = tracking.SearchRecorder(context)
         recorder.trial_ended(trial_id, state)
         assert recorder.close() == 0
+    assert tracker.run_id is not None
     return tracker.run_id
 
 

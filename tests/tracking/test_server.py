@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 def trials(uri: str, name: str) -> tuple[MlflowClient, list]:
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
+    assert experiment is not None, f"no MLflow experiment {name!r}"
     runs = client.search_runs([experiment.experiment_id])
     return client, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 

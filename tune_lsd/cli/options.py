@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
@@ -52,6 +52,15 @@ def _default_text(default: Any, separator: str | None) -> str:
     return f" (default: {separator.join(default) if separator else default})"
 
 
+def _list_of(separator: str) -> Callable[[str], list[str]]:
+    """The option's text split at ``separator``: ``lsd,baseline`` -> ``["lsd", "baseline"]``."""
+
+    def parse(text: str) -> list[str]:
+        return [item.strip() for item in text.split(separator)]
+
+    return parse
+
+
 def add_model_options(
     parser: argparse.ArgumentParser,
     model: type[BaseModel],
@@ -82,7 +91,7 @@ def add_model_options(
                     default=default,
                     metavar=hints.get("metavar"),
                     help=help_text,
-                    type=lambda text, sep=separator: [item.strip() for item in text.split(sep)],
+                    type=_list_of(separator),
                 )
             else:
                 parser.add_argument(

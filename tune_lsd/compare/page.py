@@ -24,7 +24,7 @@ def forest_plot(differences: list[Difference], title: str, path: Path) -> None:
     figure, axis = plt.subplots(figsize=(8, 0.9 + 0.55 * len(rows)))
     for index, d in enumerate(rows):
         y = len(rows) - 1 - index
-        if d.student_t is not None:
+        if d.student_t is not None and d.bootstrap is not None:
             axis.plot(
                 d.student_t, [y, y], color="tab:gray", linewidth=1.5, label="Student-t 95 %" if index == 0 else None
             )
@@ -79,7 +79,7 @@ def write_page(settings: CompareSettings, state: dict, differences: list[Differe
         f"<tr><td>{LABELS[d.metric]}</td><td>{html.escape(d.level)} ({len(d.values)})</td><td>{d.mean:+.4f}</td>"
         + (
             "<td colspan=2>one pair</td>"
-            if d.bootstrap is None
+            if d.bootstrap is None or d.student_t is None
             else f"<td>[{d.bootstrap[0]:+.4f}, {d.bootstrap[1]:+.4f}]</td>"
             f"<td>[{d.student_t[0]:+.4f}, {d.student_t[1]:+.4f}]</td>"
         )

@@ -91,7 +91,7 @@ def verdict(differences: list[Difference], a: str, b: str) -> str:
     """One line: which side wins on the first metric, on the evidence that counts most."""
     chosen = next((d for d in differences if d.level == "search seeds" and d.student_t is not None), None)
     chosen = chosen or next((d for d in differences if d.student_t is not None), None)
-    if chosen is None:
+    if chosen is None or chosen.bootstrap is None or chosen.student_t is None:
         return f"verdict: not enough pairs for an interval ({a} - {b}: one pair); use more --seeds or --search-seeds"
     above = chosen.bootstrap[0] > 0 and chosen.student_t[0] > 0  # both intervals must agree
     below = chosen.bootstrap[1] < 0 and chosen.student_t[1] < 0

@@ -188,7 +188,7 @@ def _print(settings: CompareSettings, state: dict, differences: list[Difference]
     for d in differences:
         intervals = (
             "one pair: no interval"
-            if d.bootstrap is None
+            if d.bootstrap is None or d.student_t is None
             else f"[{d.bootstrap[0]:+.4f}, {d.bootstrap[1]:+.4f}]; [{d.student_t[0]:+.4f}, {d.student_t[1]:+.4f}]"
         )
         log(f"  {METRICS[d.metric]:<9} over {len(d.values)} {d.level:<13} {d.mean:+.4f}  {intervals}")

@@ -123,6 +123,7 @@ def load_dataset(name: str, root: str | None, size: int, cache: bool = True, log
     path = _local_root(name, root, log)
     if name in ARRAY_DATASETS:
         return ARRAY_DATASETS[name](path, size)
+    assert path is not None  # check_root: a folder dataset has a root
     listing = FILE_DATASETS[name](path)
     return ClassSplit(
         train=_decode_set(listing.train, size, f"{name} train in {root}", cache, log),
@@ -137,6 +138,7 @@ def data_footprint(name: str, root: str | None, size: int, log=None) -> DataFoot
     if name in ARRAY_DATASETS:
         _, is_test, channels = _array_labels(name, path)
         return DataFootprint(name, size, channels, int((~is_test).sum()), int(is_test.sum()))
+    assert path is not None  # check_root: a folder dataset has a root
     listing = FILE_DATASETS[name](path)
     return DataFootprint(name, size, 3, len(listing.train.files), len(listing.test.files))
 

@@ -60,8 +60,8 @@ def _decode(path: Path, size: int, draft: bool) -> np.ndarray:
     with Image.open(path) as image:
         if draft and image.format == "JPEG":
             image.draft("RGB", (DRAFT_MARGIN * size, DRAFT_MARGIN * size))
-        image = image.convert("RGB")
-        return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=centre_square(*image.size)))
+        rgb = image.convert("RGB")
+        return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR, box=centre_square(*rgb.size)))
 
 
 def centre_square(width: int, height: int) -> tuple[float, float, float, float]:

@@ -117,13 +117,16 @@ def render_glyph_set(
     order = np.random.default_rng(seed).permutation(len(candidates))
     loaded = {path: ImageFont.truetype(str(path), FONT_PIXELS, index=0) for path in fonts}
 
-    images, labels, font_ids, characters = [], [], [], []
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    font_ids: list[int] = []
+    characters: list[str] = []
     for index in order:
         if len(characters) == num_classes:
             break
         char = candidates[index]
-        renders = [(f, render_glyph(loaded[p], char, size)) for f, p in enumerate(fonts) if char in claimed[p]]
-        renders = _drop_duplicates([(f, img) for f, img in renders if img is not None])
+        rendered = [(f, render_glyph(loaded[p], char, size)) for f, p in enumerate(fonts) if char in claimed[p]]
+        renders = _drop_duplicates([(f, img) for f, img in rendered if img is not None])
         if len(renders) < min_fonts:
             continue
         for font_id, image in renders:
@@ -160,7 +163,7 @@ def _drop_duplicates(renders: list[tuple[int, np.ndarray]]) -> list[tuple[int, n
 def save_glyph_set(glyphs: dict[str, np.ndarray], path: Path) -> None:
     """Write a glyph set as a compressed .npz (deterministic bytes for the same content)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **glyphs)
+    np.savez_compressed(path, **glyphs)  # type: ignore[arg-type]  # numpy's stub: a key could be allow_pickle
 
 
 def load_glyph_set(path: Path = BUNDLED_PATH) -> dict[str, np.ndarray]:

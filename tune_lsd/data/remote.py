@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeGuard
 from urllib.parse import parse_qsl, urlsplit
 
 from tune_lsd.data.cache import cache_root
@@ -26,7 +27,8 @@ DOWNLOAD_THREADS = 16  # object stores answer many requests at once; the copies 
 PROGRESS_EVERY_S = 10.0
 
 
-def is_remote_root(root: str | None) -> bool:
+def is_remote_root(root: str | None) -> TypeGuard[str]:
+    """Whether ``data.root`` is a URI in object storage (``s3://...``), not a local folder."""
     return root is not None and is_uri(root)
 
 

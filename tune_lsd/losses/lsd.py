@@ -79,6 +79,8 @@ def _batch_statistics_only(model: nn.Module) -> nn.Module:
 class Teacher:
     """Interface of both teachers: ``embed`` a batch; hooks after each step and epoch."""
 
+    module: nn.Module  # the teacher's network
+
     def embed(self, images: torch.Tensor) -> torch.Tensor | None:
         raise NotImplementedError
 
@@ -104,13 +106,9 @@ class EmaTeacher(Teacher):
 
     def __init__(self, student: nn.Module, momentum: float, warmup: bool = False) -> None:
         self.ema = ModelEmaV3(student, decay=momentum, use_warmup=warmup)
-        _batch_statistics_only(self.ema.module)
+        self.module = _batch_statistics_only(self.ema.module)  # the averaged copy timm updates in place
         self.warmup = warmup
         self.steps = 0
-
-    @property
-    def module(self) -> nn.Module:
-        return self.ema.module
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ did by hand:
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from tune_lsd.search.settings import load_settings
 
 
 def finalize_search(
-    name: str, runs_dir: str = "runs", storage: str | None = None, overrides: list[str] = (), log=print
+    name: str, runs_dir: str = "runs", storage: str | None = None, overrides: Sequence[str] = (), log=print
 ) -> dict[str, Any]:
     """Retrain, test, log and register the final model of search ``name``; ``overrides``
     (``KEY=VALUE``) change the exported config (e.g. ``schedule.epochs=10``). Returns the

@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ from tune_lsd.search.summary import print_summary, summarise
 
 
 def run_search(
-    settings: SearchSettings, resume: bool = False, log=print, earlier: list[tuple[dict[str, Any], float]] = ()
+    settings: SearchSettings, resume: bool = False, log=print, earlier: Sequence[tuple[dict[str, Any], float]] = ()
 ) -> dict[str, Any]:
     """Run (or resume) a search to the end; returns the summary that is also printed.
     ``earlier``: (sampled values, result) of the trials before an ``--extend``."""
@@ -216,7 +217,8 @@ def _param_space(settings: SearchSettings, space: SearchSpace) -> dict[str, Any]
     return space.tune_param_space() if settings.scheduler == "pbt" else None
 
 
-def _run_config(settings: SearchSettings, epochs: int, search_alg: TrialCountedSearch | None) -> tune.RunConfig:
+def _run_config(settings: SearchSettings, epochs: int, search_alg: object) -> tune.RunConfig:
+    """``search_alg``: the Tuner's searcher (PBT's trials come from Ray's own generator: ``None``)."""
     keep = 3 if settings.scheduler == "pbt" else 2
     return tune.RunConfig(
         name=settings.ray_name,
@@ -237,7 +239,7 @@ def _run_config(settings: SearchSettings, epochs: int, search_alg: TrialCountedS
             max_failures=max(settings.max_failures, 1) if settings.gpus_per_trial > 0 else settings.max_failures
         ),
         callbacks=[
-            *([callbacks.TrialCountCallback(search_alg)] if search_alg is not None else []),
+            *([callbacks.TrialCountCallback(search_alg)] if isinstance(search_alg, TrialCountedSearch) else []),
             callbacks.TrialStateCallback(),
             callbacks.ProgressCallback(settings.metric, epochs, settings.num_samples),
         ],

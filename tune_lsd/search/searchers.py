@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
@@ -56,6 +56,7 @@ def tune_config(
             storage=study_with(space, settings.mode, earlier) if earlier else None,
         )
         search_alg = TrialCountedSearch(ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent))
+    scheduler: TrialScheduler
     if settings.scheduler == "asha":
         scheduler = ASHAScheduler(
             time_attr="training_iteration",
@@ -138,10 +139,13 @@ class TrialCountedSearch(SearchGenerator):
 
         from ray.train._internal.storage import get_fs_and_path
 
-        moved = copy.copy(self._experiment.spec["storage"])
+        experiment = self._experiment
+        if experiment is None:  # saved before any trial was created: nothing to move
+            return
+        moved = copy.copy(experiment.spec["storage"])
         moved.storage_filesystem, fs_path = get_fs_and_path(running_search().storage_path, None)
         moved.storage_fs_path = Path(fs_path).as_posix()
-        self._experiment.spec["storage"] = moved
+        experiment.spec["storage"] = moved
 
 
 class ResumableOptunaSearch(OptunaSearch):

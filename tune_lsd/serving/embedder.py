@@ -35,7 +35,11 @@ MODEL_CODE_FILE = Path(pyfunc_model.__file__)  # what MLflow runs to load a logg
 
 
 class ImageReadError(TuneLsdError, ValueError):
-    """An image file cannot be decoded, or a folder holds no images (message is one line)."""
+    """An image file cannot be decoded (message is one line)."""
+
+
+class ImageFolderError(TuneLsdError, FileNotFoundError):
+    """An image folder is missing or holds no images (message is one line)."""
 
 
 def input_channels(student: dict[str, torch.Tensor]) -> int:
@@ -130,10 +134,10 @@ def read_image_folder(folder: str | Path, channels: int) -> ImageFolder:
     by their folder."""
     root = Path(folder)
     if not root.is_dir():
-        raise ImageReadError(f"image folder not found: {root}")
+        raise ImageFolderError(f"image folder not found: {root}")
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
-        raise ImageReadError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+        raise ImageFolderError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
     in_class_folders = all(p.parent.parent == root for p in paths)
     classes = sorted({p.parent.name for p in paths}) if in_class_folders else []
     index = {name: i for i, name in enumerate(classes)}
@@ -148,7 +152,8 @@ def embed_images(
     consecutive images of one size go in one call of ``embedder.predict`` (an MLflow pyfunc
     model) or ``embedder.embed``, so at most ``batch_size`` decoded images are held."""
     predict = embedder.embed if isinstance(embedder, ImageEmbedder) else embedder.predict
-    chunks, batch = [], []
+    chunks: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
     with tqdm(total=count, desc="embedding", unit="image", disable=None if progress else True) as bar:
         for image in images:
             if batch and (image.shape != batch[0].shape or len(batch) == batch_size):

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 
-import mlflow.pyfunc
+import mlflow.models
 import numpy as np
 import torch
 import torch.nn.functional as F
+from mlflow.pyfunc import PythonModel
 
 NETWORK_FILE = "network.pt2"
 PREPROCESSING_FILE = "preprocessing.json"
@@ -56,7 +57,7 @@ def to_network_input(
     return batch
 
 
-class ImageEmbedder(mlflow.pyfunc.PythonModel):
+class ImageEmbedder(PythonModel):
     """Embeds images with a tune_lsd network, in batches, on the CPU."""
 
     def __init__(self, network: torch.nn.Module | None = None, preprocessing: dict | None = None) -> None:
@@ -74,7 +75,9 @@ class ImageEmbedder(mlflow.pyfunc.PythonModel):
     @torch.no_grad()
     def embed(self, images: np.ndarray) -> np.ndarray:
         """float32 ``(N, D)`` embeddings of uint8 images, in batches of ``batch_size``."""
-        settings = self.preprocessing
+        settings, network = self.preprocessing, self.network
+        if settings is None or network is None:
+            raise RuntimeError("the model was used before MLflow loaded its network and preprocessing")
         chunks = [np.zeros((0, settings["embedding_dim"]), np.float32)]
         for start in range(0, len(images), settings["batch_size"]):
             batch = to_network_input(
@@ -85,7 +88,7 @@ class ImageEmbedder(mlflow.pyfunc.PythonModel):
                 settings["std"],
                 settings.get("crop", 1.0),
             )
-            chunks.append(self.network(batch).float().numpy())
+            chunks.append(network(batch).float().numpy())
         return np.concatenate(chunks)
 
 

@@ -66,6 +66,7 @@ def load_embedder(model: str, tracking_uri: str | None = None) -> Embedder:
             f"model not found: {model} (give a models:/ or runs:/ URI, an MLflow model folder or a tune_lsd model file)"
         )
     embedder = embedder_from_snapshot(load_model_state(path))
+    assert embedder.preprocessing is not None  # embedder_from_snapshot sets it
     return Embedder(embedder, embedder.preprocessing, model)
 
 
@@ -106,21 +107,24 @@ def write_retrieval(
     query_vectors = gallery_vectors if pooled else embedder.embed(queries)
     ids, similarities = nearest_neighbours(query_vectors, None if pooled else gallery_vectors, k)
     query_labels, gallery_labels = _shared_labels(queries, gallery)
-    correct = None if query_labels is None else gallery_labels[ids] == query_labels[:, None]
+    correct = None
+    if query_labels is not None and gallery_labels is not None:
+        correct = gallery_labels[ids] == query_labels[:, None]
     result: dict[str, Any] = {
         "queries": len(queries.paths),
         "gallery": len(gallery.paths),
         "k": ids.shape[1],
         "pooled": pooled,
     }
-    if correct is not None:
+    if query_labels is not None and gallery_labels is not None:
         ks = sorted({1, ids.shape[1]})
         metrics = retrieval_metrics(
             query_vectors,
             query_labels,
             ks,
             nmi=False,
-            **({} if pooled else {"gallery": gallery_vectors, "gallery_labels": gallery_labels}),
+            gallery=None if pooled else gallery_vectors,
+            gallery_labels=None if pooled else gallery_labels,
         )
         result.update({f"recall@{kk}": metrics[f"recall@{kk}"] for kk in ks})
 

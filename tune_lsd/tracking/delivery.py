@@ -13,7 +13,7 @@ import functools
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -165,7 +165,7 @@ def deliver_records(records: list[dict[str, Any]], state: dict[str, Any], files:
         raise ValueError(f"unknown spool record {op!r}")
 
 
-def deliver_spools(spool_dir: Path, log=print, skip: list[str] = ()) -> int:
+def deliver_spools(spool_dir: Path, log=print, skip: Sequence[str] = ()) -> int:
     """Deliver every spooled record under ``spool_dir`` (the trials' spools, then the driver's;
     none named in ``skip``), deleting each spool once delivered; returns how many records were
     delivered. Raises TrackingError (one line) when the server does not take them; what was

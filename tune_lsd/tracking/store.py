@@ -161,4 +161,7 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
             name, artifact_location=location, tags={"mlflow.experimentKind": "custom_model_development"}
         )
     except mlflow.exceptions.MlflowException:  # created concurrently by another process
-        return client.get_experiment_by_name(name).experiment_id
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id

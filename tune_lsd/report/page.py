@@ -15,140 +15,24 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import tempfile
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import optuna
 import yaml
-from matplotlib.ticker import MaxNLocator
-from optuna.visualization import matplotlib as optuna_plots
 
 from search_spaces.loader import ParamSpec
 from tune_lsd import tracking
 from tune_lsd.config import Config
+from tune_lsd.report.plots import plot_curves, plot_optuna
+from tune_lsd.report.trials import TrialSummary, load_trials, optuna_study
 
-HIGHLIGHTED = 5  # learning curves drawn in colour
 LSD_PARAMS = ("lsd.weight", "lsd.temperature")
 PLOTS = ("curves", "parallel", "importance", "lsd")
 EXAMPLE_QUERIES = 12  # retrieval examples drawn at random (plus the worst queries)
 MIN_FULL_TRIALS = 3  # fewer trials that ran every epoch: the hyperparameter plots use all trials
-
-
-@dataclass
-class TrialSummary:
-    """One trial as its MLflow child run recorded it."""
-
-    name: str
-    run_id: str
-    state: str
-    sampled: dict[str, Any]
-    best: float | None  # best value of the metric over its epochs
-    curve: list[tuple[int, float]]  # (epoch, metric) points
-
-
-def load_trials(tracking_uri: str, search: str, metric: str, mode: str = "max") -> list[TrialSummary]:
-    """Every trial of ``search`` with its curve, best first (trials without a result last)."""
-    best_key = tracking.mlflow_key(f"best/{metric}")
-    trials = [
-        TrialSummary(
-            name=run.info.run_name,
-            run_id=run.info.run_id,
-            state=run.data.tags.get(tracking.STATE_TAG, "running"),
-            sampled=json.loads(run.data.tags.get(tracking.SAMPLED_TAG, "{}")),
-            best=run.data.metrics.get(best_key),
-            curve=[(step, value) for step, value, _ in tracking.metric_history(tracking_uri, run.info.run_id, metric)],
-        )
-        for run in tracking.trial_runs(tracking_uri, search)
-    ]
-    sign = -1 if mode == "max" else 1
-    return sorted(trials, key=lambda t: (t.best is None, sign * (t.best or 0.0), t.name))
-
-
-def optuna_study(trials: list[TrialSummary], params: dict[str, ParamSpec], mode: str) -> optuna.Study:
-    """The finished trials as an Optuna study (its plots and importance evaluators work on it)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
-    for trial in trials:
-        if trial.best is None:
-            continue
-        sampled = {k: v for k, v in trial.sampled.items() if k in params and v is not None}
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=sampled, distributions={k: params[k].optuna_distribution() for k in sampled}, value=trial.best
-            )
-        )
-    return study
-
-
-# --- plots -----------------------------------------------------------------------------------
-
-
-def plot_curves(trials: list[TrialSummary], metric: str, path: Path) -> None:
-    """Learning curves: the best trials in colour, the rest grey; early-stopped ones end in an x."""
-    figure, axis = plt.subplots(figsize=(8, 4.5))
-    for rank, trial in reversed(list(enumerate(trials))):  # best drawn last, on top
-        if not trial.curve:
-            continue
-        epochs, values = zip(*trial.curve)
-        coloured = rank < HIGHLIGHTED
-        axis.plot(
-            epochs,
-            values,
-            marker="o",
-            markersize=3,
-            linewidth=2 if coloured else 1,
-            color=f"C{rank}" if coloured else "0.7",
-            label=f"#{rank + 1} {trial.name}" if coloured else None,
-            zorder=3 if coloured else 2,
-        )
-        if trial.state == "stopped early":
-            axis.plot(epochs[-1], values[-1], "x", color="black", markersize=7, zorder=4)
-    axis.plot([], [], "x", color="black", label="stopped early")
-    handles, labels = axis.get_legend_handles_labels()
-    order = sorted(range(len(labels)), key=lambda i: labels[i])  # "#1 ...", "#2 ...", ..., "stopped early"
-    axis.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=8, loc="lower right")
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.set_xlabel("epoch")
-    axis.set_ylabel(metric)
-    axis.set_title(f"learning curves ({len(trials)} trials)")
-    axis.grid(alpha=0.3)
-    _save(figure, path)
-
-
-def plot_optuna(kind: str, study: optuna.Study, metric: str, path: Path, params: list[str] | None = None) -> None:
-    """One of Optuna's matplotlib plots: parallel coordinates, param importances or slices."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if kind == "parallel":
-            axis = optuna_plots.plot_parallel_coordinate(study, target_name=metric)
-        elif kind == "importance":
-            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # named, seeded: reports reproduce
-            axis = optuna_plots.plot_param_importances(study, evaluator=evaluator, target_name=metric)
-        else:
-            axis = optuna_plots.plot_slice(study, params=params, target_name=metric)
-    figure = (axis.flat[0] if hasattr(axis, "flat") else axis).figure
-    figure.set_size_inches(6 * len(params) + 2 if params else 11, 5)
-    # Optuna's figures carry colour bars that tight_layout cannot place: crop at save time instead.
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
-
-
-def _save(figure, path: Path) -> None:
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-# --- the page --------------------------------------------------------------------------------
 
 
 def write_report(
@@ -318,13 +202,13 @@ def _page(
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["#", "trial", "state", "epochs", f"best {metric}", *keys])
     rows = []
     for rank, trial in enumerate(trials, start=1):
-        best = "" if trial.best is None else f"{trial.best:.4f}"
+        best_text = "" if trial.best is None else f"{trial.best:.4f}"
         cells = [
             str(rank),
             trial.name,
             trial.state,
             str(len(trial.curve)),
-            best,
+            best_text,
             *(_short(trial.sampled.get(k)) for k in keys),
         ]
         rows.append(
@@ -381,24 +265,3 @@ def _short(value: Any) -> str:
     if value is None:
         return ""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def list_searches(tracking_uri: str, metric: str = "val/recall@1") -> list[dict[str, Any]]:
-    """One row per search in the store, newest first: name, state, trials (and errored), best metric."""
-    best_key = tracking.mlflow_key(f"best/{metric}")
-    rows = []
-    for parent in tracking.search_parent_runs(tracking_uri):
-        trials = tracking.trial_runs(tracking_uri, parent.info.run_name)
-        values = [t.data.metrics[best_key] for t in trials if best_key in t.data.metrics]
-        rows.append(
-            {
-                "name": parent.info.run_name,
-                "state": parent.data.tags.get(tracking.STATE_TAG, "running"),
-                "trials": len(trials),
-                "errored": sum(t.data.tags.get(tracking.STATE_TAG) == "errored" for t in trials),
-                "best": max(values) if values else None,
-                "started_ms": parent.info.start_time,
-                "space": parent.data.params.get("space", ""),
-            }
-        )
-    return rows
