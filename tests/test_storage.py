@@ -8,7 +8,7 @@ import pickle
 
 import pytest
 
-from tune_lsd.storage import Location, StorageError, resolve_uri
+from tune_lsd.storage import Location, StorageError, is_transient, resolve_uri, retrying
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -38,9 +38,14 @@ def test_files_and_folders_round_trip(place):
     place.check_writable()
 
 
-def test_a_location_pickles_as_its_uri_only(place):
-    copy = pickle.loads(pickle.dumps(place / "x"))
-    assert copy == place / "x" and copy._filesystem is None and b"SECRET" not in pickle.dumps(place).upper()
+def test_a_location_pickles_as_its_uri_and_patience_only(place):
+    copy = pickle.loads(pickle.dumps(Location(place.uri, patience_s=42) / "x"))
+    assert (
+        copy == place / "x"
+        and copy.patience_s == 42
+        and copy._filesystem is None
+        and b"SECRET" not in pickle.dumps(place).upper()
+    )
 
 
 def test_the_s3_endpoint_comes_from_the_environment_when_the_uri_has_none(monkeypatch):
@@ -68,3 +73,65 @@ def test_unusable_object_storage_is_one_line_naming_the_reason(object_store, mon
     with pytest.raises(StorageError, match="the credentials were refused") as error:
         Location(object_store.uri("x")).check_writable()
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "error, transient",
+    [
+        (OSError("AWS Error NETWORK_CONNECTION during HeadObject operation: curlCode: 7, Could not connect"), True),
+        (OSError("AWS Error SLOW_DOWN during PutObject operation: Please reduce your request rate."), True),
+        (OSError("AWS Error SERVICE_UNAVAILABLE during GetObject operation (HTTP status 503)"), True),
+        (ConnectionResetError(104, "Connection reset by peer"), True),
+        (TimeoutError(), True),
+        (OSError("AWS Error NO_SUCH_BUCKET during HeadObject operation: The specified bucket does not exist"), False),
+        (OSError("AWS Error ACCESS_DENIED during PutObject operation"), False),
+        (FileNotFoundError("Path does not exist 'b/k'; timed out"), False),  # missing is missing
+        (ValueError("connection refused"), False),  # not an I/O error
+    ],
+)
+def test_which_errors_are_worth_another_try(error, transient):
+    assert is_transient(error) is transient
+
+
+def test_a_store_that_is_down_is_waited_for_and_one_that_stays_down_fails_in_one_line(
+    object_store, monkeypatch, tmp_path
+):
+    """The real store SIGKILLed and restarted on its folder: an operation during the outage waits
+    and succeeds once the store is back; with a patience shorter than the outage it fails in one
+    line naming the store and the operation."""
+    import threading
+    import time
+
+    from object_store import kill_object_store, restart_object_store
+
+    for key, value in object_store.credentials().items():
+        monkeypatch.setenv(key, value)
+    patient = Location(object_store.uri(f"outage-{tmp_path.name}"), patience_s=120)
+    (patient / "finished" / "t1.json").write_text('{"epoch": 3}')
+    kill_object_store(object_store)
+    restarter = threading.Timer(12, restart_object_store, args=(object_store,))
+    restarter.start()
+    try:
+        impatient = Location(patient.uri, patience_s=3)
+        started = time.monotonic()
+        with pytest.raises(StorageError) as caught:
+            (impatient / "finished" / "t1.json").read_text()
+        assert time.monotonic() - started < 12
+        message = str(caught.value)
+        assert "\n" not in message and message.startswith(
+            f"storage {patient.uri.split('?')[0]}/finished/t1.json did not answer"
+        )
+        assert "--storage-patience-s 3" in message and "reading t1.json failed" in message
+
+        lines: list[str] = []
+        started = time.monotonic()
+        once = Location(patient.uri, patience_s=0)  # no waiting of its own: retrying() below waits
+        text = retrying(
+            lambda: (once / "finished" / "t1.json").read_text(), "reading t1.json", patient.uri, 120, lines.append
+        )
+        assert text == '{"epoch": 3}' and time.monotonic() - started > 5
+        assert len(lines) == 2 and "trying again for up to 120 s" in lines[0] and "done after" in lines[1]
+        (patient / "finished" / "t2.json").write_text("{}")  # writes work again too
+        assert (patient / "finished").names() == ["t1.json", "t2.json"]
+    finally:
+        restarter.join()

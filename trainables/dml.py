@@ -20,6 +20,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
+import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -28,9 +31,11 @@ from typing import Any
 import ray
 from ray import tune
 
+from trainables.checkpoints import manifest_iteration, newest_whole_checkpoint, write_manifest
+from trainables.finished import REPLAYED, finished_result, record_finished
 from tune_lsd.config import Config, apply_overrides
 from tune_lsd.data.splits import DataSplits, split_key
-from tune_lsd.storage import Location
+from tune_lsd.storage import Location, retrying
 from tune_lsd.tracking import MODEL_FILE, TrackingContext, TrialTracker, prefer_own_retries
 
 STATE_FILE = "trainer.pt"
@@ -59,31 +64,6 @@ def trial_config(base_config: dict[str, Any], sampled: dict[str, Any]) -> Config
     return Config.from_dict(apply_overrides(base_config, {k: v for k, v in sampled.items() if v is not None}))
 
 
-REPLAYED = "replayed"  # in a result: the trial had finished before a driver crash; nothing was trained
-
-
-def record_finished(folder: Location | None, trial_id: str, result: dict[str, Any]) -> None:
-    """Leave a finished trial's final result in ``folder`` (local, NFS or object storage), whole,
-    before Ray hears of it.
-
-    Ray Tune saves its trial states after processing a result: a driver killed in between
-    would restore the trial as running and train its last epochs again. The trial finds this
-    file when it is restored and reports the result instead (see :func:`finished_result`).
-    The driver records trials the scheduler stopped early the same way.
-    """
-    if folder is None:
-        return
-    values = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
-    (folder / f"{trial_id}.json").write_text(json.dumps(values))
-
-
-def finished_result(folder: Location | None, trial_id: str) -> dict[str, Any] | None:
-    """The final result a trial recorded with :func:`record_finished`, or None."""
-    if folder is None or not (folder / f"{trial_id}.json").exists():
-        return None
-    return json.loads((folder / f"{trial_id}.json").read_text())
-
-
 class DMLTrainable(tune.Trainable):
     """Trains one configuration epoch by epoch for Ray Tune."""
 
@@ -100,15 +80,18 @@ class DMLTrainable(tune.Trainable):
         shared_splits: DataSplits | None = None,
         finished_dir: str | None = None,
         undelivered_dir: str | None = None,
+        storage: Location | None = None,
     ) -> None:
         """``shared_splits``: the base config's data, decoded once per search and read zero-copy
         from Ray's object store; used when this trial's data settings give the same split.
         ``finished_dir``: where finished trials leave their final result (see :func:`record_finished`).
         ``undelivered_dir``: where a tracked trial says which node holds its spool until every
-        record reached MLflow (see :meth:`_mark_spool`)."""
+        record reached MLflow (see :meth:`_mark_spool`).
+        ``storage``: the search's storage, whose patience the checkpoints' uploads share."""
         started = time.perf_counter()
-        self.finished_dir = Location(finished_dir) if finished_dir else None
-        self.undelivered_dir = Location(undelivered_dir) if undelivered_dir else None
+        self.storage = storage or Location(finished_dir or ".")
+        self.finished_dir = Location(finished_dir, self.storage.patience_s) if finished_dir else None
+        self.undelivered_dir = Location(undelivered_dir, self.storage.patience_s) if undelivered_dir else None
         self.replay = finished_result(self.finished_dir, self.trial_id)
         if self.replay is not None:  # it finished before the driver died: report that, train nothing
             self.tracker, self.trainer, self.best_model = None, None, None
@@ -211,6 +194,71 @@ class DMLTrainable(tune.Trainable):
             "best_student": None if best_is_current or self.best_model is None else self.best_model["student"],
         }
         _engine().save_file(best, folder / BEST_FILE)
+        write_manifest(folder, self.iteration)  # last: it names the files above and their sizes
+
+    def save(self, checkpoint_dir: str | None = None) -> Any:
+        """Ray's save (``save_checkpoint``, then the upload to the search's storage), tried again
+        while the storage does not answer, for up to its patience: an outage of the store pauses
+        this trial (one line says so) instead of failing it, and costs no ``--max-failures``."""
+        folder = checkpoint_dir or tempfile.mkdtemp(prefix="tune_lsd-checkpoint-")
+        try:
+            result = retrying(
+                lambda: super(DMLTrainable, self).save(folder),
+                f"trial {self.trial_id}: the upload of its checkpoint after iteration {self.iteration}",
+                self.storage.uri,
+                self.storage.patience_s,
+            )
+        except BaseException:
+            if checkpoint_dir is None:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        local = result.checkpoint is not None and Path(result.checkpoint.path) == Path(folder)  # no storage
+        if checkpoint_dir is None and not local:  # uploaded: the copy can go
+            shutil.rmtree(folder, ignore_errors=True)
+        return result
+
+    def restore(self, checkpoint_path: Any) -> None:
+        """Ray's restore, from the newest checkpoint of the trial that is whole in the storage
+        (the one Ray chose, or an earlier one, with one line; see trainables/checkpoints.py),
+        waited for while the storage does not answer."""
+        checkpoint = getattr(checkpoint_path, "checkpoint", None)
+        if checkpoint is not None:
+            checkpoint_path = retrying(
+                lambda: self._whole(checkpoint_path),
+                f"trial {self.trial_id}: reading its checkpoint",
+                self.storage.uri,
+                self.storage.patience_s,
+            )
+        retrying(
+            lambda: super(DMLTrainable, self).restore(checkpoint_path),
+            f"trial {self.trial_id}: the download of its checkpoint",
+            self.storage.uri,
+            self.storage.patience_s,
+        )
+
+    def _whole(self, result: Any) -> Any:
+        """``result`` (Ray's checkpoint and its metrics) when its checkpoint is whole, else a
+        result of the newest earlier whole checkpoint; CheckpointError when there is none."""
+        from ray.train._internal.session import _TrainingResult  # what Trainable.restore takes
+
+        checkpoint = result.checkpoint
+        path, problem = newest_whole_checkpoint(checkpoint.filesystem, checkpoint.path, (STATE_FILE, BEST_FILE))
+        if problem is None:
+            return result
+        if path is None:
+            raise _engine().CheckpointError(
+                f"trial {self.trial_id}: its checkpoint {checkpoint.path} is not whole ({problem}) and no "
+                "earlier checkpoint of it is"
+            )
+        iteration = manifest_iteration(checkpoint.filesystem, path)
+        print(
+            f"trial {self.trial_id}: its checkpoint {checkpoint.path} is not whole ({problem}); restoring the "
+            f"earlier {path} (iteration {iteration}) instead",
+            file=sys.stderr,
+            flush=True,
+        )
+        whole = type(checkpoint)(path=path, filesystem=checkpoint.filesystem)
+        return _TrainingResult(checkpoint=whole, metrics={**result.metrics, "training_iteration": iteration})
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:  # type: ignore[override]  # Ray passes the folder
         folder = Path(checkpoint_dir)

@@ -13,21 +13,117 @@ S3-compatible stores (SeaweedFS, MinIO, Ceph) are reached through the URI's
 standard ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` variables, which :func:`resolve_uri`
 writes into the URI (pyarrow itself ignores them). Credentials never go in the URI: pyarrow
 reads ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (or ``~/.aws/credentials``).
+
+A store that is down, restarting or throttling is waited for: every operation that fails
+with a transient error (no connection, a reset, a timeout, HTTP 5xx such as S3's 503
+SlowDown) is tried again with back-off for up to the location's ``patience_s`` (the search's
+``--storage-patience-s``), with one line when the waiting starts; only then does it fail, with
+one line naming the store and what could not be done.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tune_lsd.errors import TuneLsdError, first_line
 
 CHECK_TIMEOUT_S = 10.0  # an endpoint that does not answer within this fails the check before a search
+DEFAULT_PATIENCE_S = 600.0  # how long a store that does not answer is waited for
+FIRST_DELAY_S, LONGEST_DELAY_S = 1.0, 30.0  # back-off between tries: doubling from the first to the longest
+# What pyarrow's S3 errors (AWS SDK error names, curl's texts) and the OS say when a store is
+# down, restarting, overloaded or the network dropped: worth another try. Anything else
+# (no such key, no bucket, access denied) fails at once.
+TRANSIENT_MARKERS = (
+    "network_connection",
+    "could not connect",
+    "connection refused",
+    "connection reset",
+    "connection was reset",
+    "broken pipe",
+    "timed out",
+    "timeout",
+    "slowdown",
+    "slow_down",
+    "service unavailable",
+    "service_unavailable",
+    "internal_failure",
+    "internalerror",
+    "throttl",
+    "http response code: 5",
+    "http status 5",
+    "curlcode: 52",  # empty reply from server
+    "curlcode: 56",  # failure receiving network data
+)
+Result = TypeVar("Result")
 
 
 class StorageError(TuneLsdError, RuntimeError):
     """The storage cannot be reached or used (message is one line)."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` says the store is (for now) unreachable, overloaded or failing, so that
+    the same operation may succeed later."""
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return True
+    if not isinstance(error, OSError) or isinstance(error, FileNotFoundError):
+        return False
+    text = str(error).lower()
+    return any(marker in text for marker in TRANSIENT_MARKERS)
+
+
+def retrying(
+    operation: Callable[[], Result],
+    what: str,
+    uri: str,
+    patience_s: float = DEFAULT_PATIENCE_S,
+    log: Callable[[str], None] | None = None,
+) -> Result:
+    """``operation()``, tried again with back-off while it fails transiently (:func:`is_transient`),
+    for up to ``patience_s`` seconds. ``what`` names the operation in the lines: one when the
+    waiting starts (``log``, default stderr), one when it ends, and a :class:`StorageError`
+    naming the store when the patience runs out. Any other error is raised at once, and every
+    error when ``patience_s`` is 0."""
+    if patience_s <= 0:
+        return operation()
+    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    started = time.monotonic()
+    delay, waiting = FIRST_DELAY_S, False
+    while True:
+        try:
+            result = operation()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            waited = time.monotonic() - started
+            if waited + delay > patience_s:
+                raise StorageError(
+                    f"storage {redacted(uri)} did not answer for {waited:.0f} s (--storage-patience-s "
+                    f"{patience_s:g}): {what} failed: {first_line(error, 200)}"
+                ) from None
+            if not waiting:
+                say(
+                    f"storage {redacted(uri)}: {what} failed ({first_line(error, 160)}); "
+                    f"trying again for up to {patience_s:g} s"
+                )
+                waiting = True
+            time.sleep(delay)
+            delay = min(2 * delay, LONGEST_DELAY_S)
+            continue
+        if waiting:
+            say(f"storage {redacted(uri)}: {what} done after {time.monotonic() - started:.0f} s of waiting")
+        return result
+
+
+def redacted(uri: str) -> str:
+    """The URI without its query (endpoint and scheme options): what a line needs to name the store."""
+    return uri.split("?", 1)[0]
 
 
 def is_uri(location: str) -> bool:
@@ -51,15 +147,18 @@ def resolve_uri(location: str) -> str:
 class Location:
     """A folder (or a file in one) on a local disk, NFS or object storage; picklable (as its URI)."""
 
-    def __init__(self, location: str | Path) -> None:
+    def __init__(self, location: str | Path, patience_s: float = DEFAULT_PATIENCE_S) -> None:
         self.uri = resolve_uri(str(location))
+        self.patience_s = patience_s  # how long a store that does not answer is waited for
         self._filesystem = None
 
     def __getstate__(self) -> dict:
-        return {"uri": self.uri}  # the filesystem is rebuilt where it is used (credentials stay there)
+        # the filesystem is rebuilt where it is used (credentials stay there)
+        return {"uri": self.uri, "patience_s": self.patience_s}
 
     def __setstate__(self, state: dict) -> None:
         self.uri, self._filesystem = state["uri"], None
+        self.patience_s = state.get("patience_s", DEFAULT_PATIENCE_S)
 
     def __repr__(self) -> str:
         return f"Location({self.uri!r})"
@@ -69,9 +168,15 @@ class Location:
 
     def __truediv__(self, name: str) -> Location:
         if not self.is_remote:
-            return Location(Path(self.uri) / name)
+            return Location(Path(self.uri) / name, self.patience_s)
         parts = urlsplit(self.uri)
-        return Location(urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + name.strip("/"))))
+        return Location(
+            urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + name.strip("/"))), self.patience_s
+        )
+
+    def _retrying(self, operation: Callable[[], Result], what: str) -> Result:
+        """``operation`` on this location, waited for while the store does not answer."""
+        return retrying(operation, f"{what} {self.name}", self.uri, self.patience_s)
 
     @property
     def is_remote(self) -> bool:
@@ -104,12 +209,16 @@ class Location:
         import pyarrow.fs
 
         filesystem, path = self._fs()
-        return filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+        return self._retrying(lambda: filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound, "looking up")
 
     def read_text(self) -> str:
         filesystem, path = self._fs()
-        with filesystem.open_input_stream(path) as stream:
-            return stream.read().decode()
+
+        def read() -> str:
+            with filesystem.open_input_stream(path) as stream:
+                return stream.read().decode()
+
+        return self._retrying(read, "reading")
 
     def write_text(self, text: str) -> None:
         """Write the whole file at once: a reader sees the old content or the new, never a part
@@ -125,15 +234,20 @@ class Location:
             os.replace(temporary, path)
             return
         filesystem, path = self._fs()
-        with filesystem.open_output_stream(path) as stream:
-            stream.write(text.encode())
+
+        def write() -> None:
+            with filesystem.open_output_stream(path) as stream:
+                stream.write(text.encode())
+
+        self._retrying(write, "writing")
 
     def _entries(self, recursive: bool = False) -> list:
         """pyarrow's FileInfo of what is in this folder (directly, or below); none if it is missing."""
         import pyarrow.fs
 
         filesystem, path = self._fs()
-        return filesystem.get_file_info(pyarrow.fs.FileSelector(path, recursive=recursive, allow_not_found=True))
+        selector = pyarrow.fs.FileSelector(path, recursive=recursive, allow_not_found=True)
+        return self._retrying(lambda: filesystem.get_file_info(selector), "listing")
 
     def names(self, suffix: str = "") -> list[str]:
         """Names of the entries directly in this folder that end with ``suffix`` (none if it is missing)."""
@@ -157,16 +271,20 @@ class Location:
         import pyarrow.fs
 
         filesystem, path = self._fs()
-        kind = filesystem.get_file_info(path).type
-        if kind == pyarrow.fs.FileType.File:
-            filesystem.delete_file(path)
-        elif kind == pyarrow.fs.FileType.Directory:
-            filesystem.delete_dir(path)
+
+        def delete() -> None:
+            kind = filesystem.get_file_info(path).type
+            if kind == pyarrow.fs.FileType.File:
+                filesystem.delete_file(path)
+            elif kind == pyarrow.fs.FileType.Directory:
+                filesystem.delete_dir(path)
+
+        self._retrying(delete, "deleting")
 
     def check_writable(self) -> None:
         """Write, read back and delete a small file here: one line (StorageError) when that fails,
         naming what is wrong (no answer from the endpoint, no bucket, credentials refused)."""
-        probe = self / f".tune_lsd-probe-{os.getpid()}"
+        probe = Location(self.uri, patience_s=0) / f".tune_lsd-probe-{os.getpid()}"  # fails at once: nothing to lose
         try:
             if self.is_remote:
                 _check_endpoint_answers(self.uri)

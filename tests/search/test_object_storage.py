@@ -141,6 +141,55 @@ def test_a_search_on_object_storage_resumes_elsewhere_with_only_its_name_and_sto
             assert secret not in stream.read(), path
 
 
+def test_a_store_down_for_a_minute_at_the_first_epoch_costs_no_trial(object_store, tmp_path, monkeypatch):
+    """SeaweedFS SIGKILLed once the first epoch is reported, kept down 60 s and restarted on its
+    folder (a store's crash and restart): the trials wait for it (no --max-failures to spend),
+    every trial completes, each epoch is in MLflow once, and --resume from an empty folder finds
+    the search complete."""
+    from object_store import kill_object_store, restart_object_store
+    from searching import child_runs
+
+    storage = object_store.uri(f"outage-{tmp_path.name}")
+    for key, value in object_store.credentials().items():
+        monkeypatch.setenv(key, value)
+    log = tmp_path / "driver.log"
+    # fmt: off
+    driver = start_tune_lsd(
+        "search", "--space", "lsd", "--name", "outage", "--num-samples", "3", "--max-concurrent", "2",
+        "--scheduler", "fifo", "--max-failures", "0", "--storage-patience-s", "300", "--storage", storage, *FAST,
+        cwd=tmp_path, log=log,
+    )
+    # fmt: on
+    try:
+        wait_until_search_started(log, "outage")
+        deadline = time.time() + 240
+        while " epoch 1/3" not in log.read_text().split("search 'outage':", 1)[1]:
+            assert driver.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        kill_object_store(object_store)
+        time.sleep(60)
+        restart_object_store(object_store)
+        driver.wait(timeout=600)
+    finally:
+        kill_tree(driver)
+    text = log.read_text()
+    assert driver.returncode == 0, text[-4000:]
+    assert "search 'outage' completed: 3 trials (0 errored)" in text, text[-4000:]
+    # One line when the store stopped answering and one when it answered again, not Ray's tracebacks:
+    assert text.count(" does not answer (") == 1 and "the trials wait for it" in text, text[-4000:]
+    assert text.count(" answers again after ") == 1 and "Last sync command failed" not in text, text[-4000:]
+    _, _, children = child_runs(tmp_path / "runs", "outage")
+    assert len(children) == 3
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    for run in children:
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "epoch")) == [1, 2, 3]
+        assert run.data.tags[STATE_TAG] == "completed"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    resumed = tune_lsd("search", "--resume", "outage", "--storage", storage, cwd=elsewhere, timeout=300)
+    assert resumed.returncode == 0 and "nothing to resume" in resumed.stdout, resumed.stdout + resumed.stderr
+
+
 def can_hide_folders() -> bool:
     """Root with mount namespaces: a process can get an empty tmpfs over a folder only it sees."""
     import os

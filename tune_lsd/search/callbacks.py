@@ -15,7 +15,7 @@ from typing import Any
 
 from ray import tune
 
-from trainables.dml import record_finished
+from trainables.finished import record_finished
 from tune_lsd import tracking
 from tune_lsd.search.running import running_search
 from tune_lsd.search.searchers import TrialCountedSearch
@@ -55,6 +55,11 @@ class ProgressCallback(tune.Callback):
             f"(best {result.get('best/' + self.metric, float('nan')):.4f})  "
             f"loss {result.get('train/loss', float('nan')):.4f}  {result.get('train/epoch_s', 0):.0f} s/epoch"
         )
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        outages = running_search().outages
+        if outages is not None:
+            outages.answered(f"trial {trial.trial_id} saved its checkpoint")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.ended += 1

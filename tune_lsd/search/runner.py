@@ -38,6 +38,7 @@ from tune_lsd.data.memory import check_memory, check_object_store, default_objec
 from tune_lsd.data.splits import build_splits
 from tune_lsd.search import callbacks
 from tune_lsd.search.lifecycle import close_recorder, completion_record, deliver_left_over, record_completion
+from tune_lsd.search.outages import outage_lines
 from tune_lsd.search.ray_setup import (
     check_resources,
     check_storage_visible,
@@ -127,8 +128,11 @@ def run_search(
             )
         # The best model is exported at the end with torch: import it while the trials train.
         threading.Thread(target=_import_quietly, args=("tune_lsd.serving",), daemon=True).start()
-        with running(RunningSearch(context, epochs, settings.finished_location, settings.ray_storage.uri)):
-            results = tuner.fit()
+        storage = settings.storage_location
+        with outage_lines(storage.uri, storage.patience_s, log) as outages:
+            search = RunningSearch(context, epochs, settings.finished_location, settings.ray_storage.uri, outages)
+            with running(search):
+                results = tuner.fit()
         # Ray's processes end (~1.5 s, mostly waiting) while the best model is exported and registered.
         ending_ray = end_ray_in_background()
         deliver_left_over(settings, log, driver_node)  # what trials could not deliver while the server was down
@@ -209,6 +213,7 @@ def _trainable(settings: SearchSettings, base, context: tracking.TrackingContext
         shared_splits=shared,
         finished_dir=settings.finished_location.uri,
         undelivered_dir=settings.undelivered_location.uri,
+        storage=settings.storage_location,
     )
     return tune.with_resources(with_data, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
 

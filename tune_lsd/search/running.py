@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from tune_lsd.search.outages import OutageLines
 from tune_lsd.storage import Location
 from tune_lsd.tracking import TrackingContext
 
@@ -22,12 +23,14 @@ class RunningSearch:
     """``context``: the search's MLflow run; ``epochs``: per trial (a trial that ran them all
     completed, one with fewer was stopped early); ``finished_dir``: where trials the scheduler
     stopped are recorded as finished (never resumed); ``storage_path``: Ray Tune's storage
-    path of this run (the folder or URI that holds the experiment folder)."""
+    path of this run (the folder or URI that holds the experiment folder); ``outages``: the
+    lines said while the storage does not answer."""
 
     context: TrackingContext
     epochs: int
     finished_dir: Location
     storage_path: str
+    outages: OutageLines | None = None
 
 
 _running: RunningSearch | None = None

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from search_spaces.loader import SearchSpace, SearchSpaceError, load_space, validate_space
 from tune_lsd.config import parse_override
 from tune_lsd.errors import TuneLsdError
-from tune_lsd.storage import Location
+from tune_lsd.storage import DEFAULT_PATIENCE_S, Location
 
 SearcherName = Literal["optuna", "gp", "random"]
 SchedulerName = Literal["asha", "pbt", "fifo"]
@@ -110,6 +110,14 @@ class SearchSettings(BaseModel):
         "~/.aws), gs://...; default: --runs-dir",
         json_schema_extra={"metavar": "URI"},
     )
+    storage_patience_s: float = Field(
+        DEFAULT_PATIENCE_S,
+        gt=0,
+        description="how long the search and its trials wait for a --storage that does not answer (down, "
+        "restarting, throttling) before the search fails; meanwhile a trial whose checkpoint cannot be uploaded "
+        "waits instead of failing",
+        json_schema_extra={"metavar": "SECONDS"},
+    )
 
     @property
     def tpe_startup_trials(self) -> int:
@@ -125,7 +133,7 @@ class SearchSettings(BaseModel):
     def storage_location(self) -> Location:
         """What every node and a later driver read: ``ray/`` (Ray Tune's experiment folders) and
         ``searches/`` (each search's settings and records); the runs folder unless ``storage``."""
-        return Location(self.storage or self.runs_dir)
+        return Location(self.storage or self.runs_dir, self.storage_patience_s)
 
     @property
     def search_location(self) -> Location:
