@@ -69,10 +69,46 @@ def test_unusable_object_storage_is_one_line_naming_the_reason(object_store, mon
         with pytest.raises(StorageError) as error:
             Location(uri).check_writable()
         assert reason in str(error.value) and "\n" not in str(error.value), str(error.value)
+    (Location(object_store.uri("")) / "a-file").write_text("not a folder")
+    with pytest.raises(StorageError, match="is a file, not a folder: give the folder it is in"):
+        Location(object_store.uri("a-file")).check_writable()
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     with pytest.raises(StorageError, match="the credentials were refused") as error:
         Location(object_store.uri("x")).check_writable()
     assert "\n" not in str(error.value)
+
+
+def test_an_endpoint_that_is_not_an_object_store_is_one_line(tmp_path, monkeypatch):
+    """A web server at the endpoint (a wrong port, the MLflow server's): it answers, not as S3."""
+    import http.server
+    import threading
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"s3://bucket/x?endpoint_override=127.0.0.1:{server.server_address[1]}&scheme=http"
+        with pytest.raises(StorageError, match="the endpoint answers, but not as an S3 object store") as error:
+            Location(uri).check_writable()
+        assert "\n" not in str(error.value)
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("s3://ab/x", "'ab' is not a valid S3 bucket name (3-63 characters"),
+        ("s3://" + "b" * 64 + "/x", "is not a valid S3 bucket name"),
+        ("s3://My_Bucket/x", "'My_Bucket' is not a valid S3 bucket name"),
+        ("s3://key:secret@bucket/x", "the URI carries credentials, which would be saved with the search and printed"),
+    ],
+)
+def test_a_uri_s3_would_refuse_or_that_carries_credentials_is_one_line(uri, message):
+    with pytest.raises(StorageError) as error:
+        Location(uri)
+    assert message in str(error.value) and "secret" not in str(error.value)
 
 
 @pytest.mark.parametrize(

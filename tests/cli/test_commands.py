@@ -96,6 +96,9 @@ BAD_INPUTS = [
         "the endpoint 127.0.0.1:9 does not answer",
     ),
     (["search", "--storage", "nosuchscheme://bucket/x"], "storage nosuchscheme://bucket/x"),
+    (["search", "--storage", "s3://ab/searches"], "'ab' is not a valid S3 bucket name"),
+    (["search", "--storage", "s3://KEY:SECRET@bucket/x"], "the URI carries credentials"),
+    (["search", "--storage-patience-s", "0"], "--storage-patience-s 0.0: input should be greater than 0"),
     (
         ["server", "--artifacts-destination", "s3://bucket/x?endpoint_override=127.0.0.1:9&scheme=http"],
         "the endpoint 127.0.0.1:9 does not answer",

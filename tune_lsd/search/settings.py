@@ -199,12 +199,12 @@ def load_settings(name: str, runs_dir: str = "runs", storage: str | None = None)
     """The settings search ``name`` saved when it started, found in ``storage`` (default: the
     runs folder); continued here, with this runs folder and storage."""
     where = Location(storage or runs_dir)
+    if where.is_remote:  # at once, one line: an unreachable endpoint, a missing bucket, refused credentials
+        where.check_writable()
     settings_location = where / "searches" / name / SETTINGS_FILE
     try:
         text = settings_location.read_text()
     except (OSError, FileNotFoundError):
-        if where.is_remote:
-            where.check_writable()  # one line on an unreachable endpoint, a missing bucket, refused credentials
         raise SearchError(f"no search named {name!r} in {where.uri} (looked for {settings_location.uri})") from None
     saved = yaml.safe_load(text)
     return SearchSettings.model_validate({**saved, "runs_dir": runs_dir, "storage": storage})

@@ -13,117 +13,20 @@ S3-compatible stores (SeaweedFS, MinIO, Ceph) are reached through the URI's
 standard ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` variables, which :func:`resolve_uri`
 writes into the URI (pyarrow itself ignores them). Credentials never go in the URI: pyarrow
 reads ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (or ``~/.aws/credentials``).
-
-A store that is down, restarting or throttling is waited for: every operation that fails
-with a transient error (no connection, a reset, a timeout, HTTP 5xx such as S3's 503
-SlowDown) is tried again with back-off for up to the location's ``patience_s`` (the search's
-``--storage-patience-s``), with one line when the waiting starts; only then does it fail, with
-one line naming the store and what could not be done.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import time
+import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
-from tune_lsd.errors import TuneLsdError, first_line
+from tune_lsd.errors import first_line
+from tune_lsd.storage.waiting import DEFAULT_PATIENCE_S, Result, StorageError, redacted, retrying
 
 CHECK_TIMEOUT_S = 10.0  # an endpoint that does not answer within this fails the check before a search
-DEFAULT_PATIENCE_S = 600.0  # how long a store that does not answer is waited for
-FIRST_DELAY_S, LONGEST_DELAY_S = 1.0, 30.0  # back-off between tries: doubling from the first to the longest
-# What pyarrow's S3 errors (AWS SDK error names, curl's texts) and the OS say when a store is
-# down, restarting, overloaded or the network dropped: worth another try. Anything else
-# (no such key, no bucket, access denied) fails at once.
-TRANSIENT_MARKERS = (
-    "network_connection",
-    "could not connect",
-    "connection refused",
-    "connection reset",
-    "connection was reset",
-    "broken pipe",
-    "timed out",
-    "timeout",
-    "slowdown",
-    "slow_down",
-    "service unavailable",
-    "service_unavailable",
-    "internal_failure",
-    "internalerror",
-    "throttl",
-    "http response code: 5",
-    "http status 5",
-    "curlcode: 52",  # empty reply from server
-    "curlcode: 56",  # failure receiving network data
-)
-Result = TypeVar("Result")
-
-
-class StorageError(TuneLsdError, RuntimeError):
-    """The storage cannot be reached or used (message is one line)."""
-
-
-def is_transient(error: BaseException) -> bool:
-    """Whether ``error`` says the store is (for now) unreachable, overloaded or failing, so that
-    the same operation may succeed later."""
-    if isinstance(error, (ConnectionError, TimeoutError)):
-        return True
-    if not isinstance(error, OSError) or isinstance(error, FileNotFoundError):
-        return False
-    text = str(error).lower()
-    return any(marker in text for marker in TRANSIENT_MARKERS)
-
-
-def retrying(
-    operation: Callable[[], Result],
-    what: str,
-    uri: str,
-    patience_s: float = DEFAULT_PATIENCE_S,
-    log: Callable[[str], None] | None = None,
-) -> Result:
-    """``operation()``, tried again with back-off while it fails transiently (:func:`is_transient`),
-    for up to ``patience_s`` seconds. ``what`` names the operation in the lines: one when the
-    waiting starts (``log``, default stderr), one when it ends, and a :class:`StorageError`
-    naming the store when the patience runs out. Any other error is raised at once, and every
-    error when ``patience_s`` is 0."""
-    if patience_s <= 0:
-        return operation()
-    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    started = time.monotonic()
-    delay, waiting = FIRST_DELAY_S, False
-    while True:
-        try:
-            result = operation()
-        except Exception as error:
-            if not is_transient(error):
-                raise
-            waited = time.monotonic() - started
-            if waited + delay > patience_s:
-                raise StorageError(
-                    f"storage {redacted(uri)} did not answer for {waited:.0f} s (--storage-patience-s "
-                    f"{patience_s:g}): {what} failed: {first_line(error, 200)}"
-                ) from None
-            if not waiting:
-                say(
-                    f"storage {redacted(uri)}: {what} failed ({first_line(error, 160)}); "
-                    f"trying again for up to {patience_s:g} s"
-                )
-                waiting = True
-            time.sleep(delay)
-            delay = min(2 * delay, LONGEST_DELAY_S)
-            continue
-        if waiting:
-            say(f"storage {redacted(uri)}: {what} done after {time.monotonic() - started:.0f} s of waiting")
-        return result
-
-
-def redacted(uri: str) -> str:
-    """The URI without its query (endpoint and scheme options): what a line needs to name the store."""
-    return uri.split("?", 1)[0]
 
 
 def is_uri(location: str) -> bool:
@@ -131,10 +34,12 @@ def is_uri(location: str) -> bool:
 
 
 def resolve_uri(location: str) -> str:
-    """An absolute local path, or the URI with its S3 endpoint from the environment when it has none."""
+    """An absolute local path, or the URI with its S3 endpoint from the environment when it has
+    none. A URI that carries credentials, or names a bucket S3 would refuse, is one line."""
     if not is_uri(location):
         return str(Path(location).expanduser().resolve())
     parts = urlsplit(location)
+    _check_uri(parts)
     query = dict(parse_qsl(parts.query))
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if parts.scheme == "s3" and "endpoint_override" not in query and endpoint:
@@ -210,6 +115,17 @@ class Location:
 
         filesystem, path = self._fs()
         return self._retrying(lambda: filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound, "looking up")
+
+    def _is_file_here(self) -> bool:
+        """Whether this location is a file; False when that cannot be told (the probe that
+        follows in check_writable names the reason better: a HEAD request's error has no text)."""
+        import pyarrow.fs
+
+        filesystem, path = self._fs()
+        try:
+            return filesystem.get_file_info(path).type == pyarrow.fs.FileType.File
+        except OSError:
+            return False
 
     def read_text(self) -> str:
         filesystem, path = self._fs()
@@ -288,6 +204,8 @@ class Location:
         try:
             if self.is_remote:
                 _check_endpoint_answers(self.uri)
+            if self._is_file_here():  # before the probe: deleting it leaves a folder marker there
+                raise StorageError(f"storage {redacted(self.uri)} is a file, not a folder: give the folder it is in")
             probe.write_text("tune_lsd")
             if probe.read_text() != "tune_lsd":
                 raise StorageError(f"storage {self.uri}: a file written there read back different")
@@ -297,6 +215,27 @@ class Location:
             raise
         except Exception as error:  # pyarrow raises OSError with AWS's error text
             raise StorageError(f"storage {self.uri} is not writable: {_reason(error)}") from None
+
+
+S3_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _check_uri(parts: SplitResult) -> None:
+    """Credentials never go in a URI (it is saved with the search and printed); an S3 bucket name
+    follows S3's rules (3-63 lowercase letters, digits, '.' and '-'), which stores enforce with
+    an error that does not say so."""
+    where = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+    if parts.username or parts.password:
+        raise StorageError(
+            f"storage {where}: the URI carries credentials, which would be saved with the search and printed; "
+            "give them in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws/credentials instead"
+        )
+    bucket = parts.netloc
+    if parts.scheme == "s3" and (not S3_BUCKET_NAME.match(bucket) or ".." in bucket):
+        raise StorageError(
+            f"storage {where}: {bucket!r} is not a valid S3 bucket name (3-63 characters: lowercase letters, digits, "
+            "'.' and '-', starting and ending with a letter or digit)"
+        )
 
 
 def _check_endpoint_answers(uri: str) -> None:
@@ -323,6 +262,7 @@ def _reason(error: Exception) -> str:
         ("SIGNATURE_DOES_NOT_MATCH", "the credentials were refused (AWS_SECRET_ACCESS_KEY)"),
         ("INVALID_ACCESS_KEY_ID", "the credentials were refused (AWS_ACCESS_KEY_ID)"),
         ("ACCESS_DENIED", "access denied for these credentials"),
+        ("AWS Error UNKNOWN (HTTP status", "the endpoint answers, but not as an S3 object store"),
     ):
         if code in text:
             return f"{meaning} ({text})"
