@@ -124,7 +124,7 @@ class LossConfig(_Section):
 
 
 class LSDConfig(_Section):
-    """Listwise Self-Distillation (arXiv 2206.08880); see DESIGN.md section 1."""
+    """Listwise Self-Distillation (arXiv 2206.08880): how the loss and the teacher work is in docs/method.md."""
 
     enabled: bool = Field(True, description="Add the LSD term to the base loss.")
     weight: float = Field(10.0, ge=0.0, description="alpha: weight of the LSD term.")

@@ -6,7 +6,8 @@ need no fonts; ``make glyphs`` regenerates it bit-for-bit from the same fonts.
 
 The font list is curated: fonts that are (near-)identical twins of another font would put
 the same image into a class several times and leak between train and evaluation queries,
-so only one of each twin group is kept (see shared notes/data.md for how twins were found).
+so only one of each twin group is kept (e.g. ipag/ipagp, VL-Gothic/VL-PGothic, unifont/unifont_jp,
+ukai/bkai, uming/bsmi: one design under two names, or proportional and fixed-width variants).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Class-disjoint train / validation / test sets and training-label noise.
 
-The no-test-leakage protocol (DESIGN.md section 4): a search trains on ``train`` classes and
+The no-test-leakage protocol (docs/method.md): a search trains on ``train`` classes and
 selects on ``val`` classes, both carved out of the dataset's training classes; the ``test``
 classes are only touched by the final retrain (``data.final = true``), which trains on all
 training classes and has no validation set.

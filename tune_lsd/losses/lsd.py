@@ -11,7 +11,7 @@ and the training loss is ``L_DML + w(e) * alpha * L_LSD`` (see :func:`lsd_weight
 The teacher is either an exponential moving average of the student (``ema``, updated after
 every optimiser step) or a frozen copy of the student at the end of the previous epoch
 (``epoch``, paper-faithful). It runs with the student's BatchNorm behaviour: batch
-statistics in training, running statistics never updated (see DESIGN.md section 1).
+statistics in training, running statistics never updated (docs/method.md says why).
 """
 
 from __future__ import annotations

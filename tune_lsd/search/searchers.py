@@ -33,7 +33,7 @@ def optuna_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
         )
     if settings.searcher == "gp":
         # The GP models the parameters every trial has; conditional ones (the EMA momentum, only
-        # for the EMA teacher) are drawn at random, which docs/searching says (no warning per trial).
+        # for the EMA teacher) are drawn at random, which docs/search-spaces.md says (no warning per trial).
         return optuna.samplers.GPSampler(
             seed=settings.seed, n_startup_trials=settings.tpe_startup_trials, warn_independent_sampling=False
         )
