@@ -7,7 +7,7 @@ from datetime import datetime
 
 from tune_lsd.cli.command import Command
 from tune_lsd.cli.options import add_model_options, model_from_args
-from tune_lsd.cli.stores import add_no_cache_option, add_search_location_options, cache_overrides
+from tune_lsd.cli.stores import add_no_cache_option, add_search_location_options, add_set_option, cache_overrides
 from tune_lsd.config import ConfigError
 
 INTERRUPTED = 130  # the exit status of a search stopped by Ctrl-C (as a shell reports SIGINT)
@@ -86,13 +86,7 @@ examples:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("name", help="the search name")
-        parser.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override of the exported config, e.g. schedule.epochs=10",
-        )
+        add_set_option(parser, "override of the exported config, e.g. schedule.epochs=10")
         add_search_location_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:

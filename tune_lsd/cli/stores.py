@@ -44,6 +44,11 @@ def existing_store(args: argparse.Namespace) -> str:
     return uri
 
 
+def add_set_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--set KEY=VALUE``, repeatable: dotted overrides of a config (``args.set``)."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=f"{help_text} (repeatable)")
+
+
 def add_no_cache_option(parser: argparse.ArgumentParser) -> None:
     """``--no-cache``: ``data.cache=false`` (help from the config schema)."""
     description = Config.model_fields["data"].annotation.model_fields["cache"].description  # type: ignore[union-attr]

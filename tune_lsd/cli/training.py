@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tune_lsd.cli.command import Command
-from tune_lsd.cli.stores import add_no_cache_option, cache_overrides
+from tune_lsd.cli.stores import add_no_cache_option, add_set_option, cache_overrides
 from tune_lsd.config import Config
 
 
@@ -31,13 +31,7 @@ class Train(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--config", help="YAML file or shipped config name (default: built-in defaults)")
-        parser.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="dotted override of the config (docs/config.md), repeatable",
-        )
+        add_set_option(parser, "dotted override of the config (docs/config.md)")
         parser.add_argument("--output", "-o", help="run folder (default: runs/train/<name or time>)")
         parser.add_argument("--name", help="run name under runs/train/")
         parser.add_argument("--no-baselines", action="store_true", help="skip the untrained and raw-pixel baselines")
