@@ -190,6 +190,42 @@ def test_a_store_down_for_a_minute_at_the_first_epoch_costs_no_trial(object_stor
     assert resumed.returncode == 0 and "nothing to resume" in resumed.stdout, resumed.stdout + resumed.stderr
 
 
+def test_a_search_through_a_store_that_fails_a_fifth_of_its_requests_completes_exactly(
+    object_store, tmp_path, monkeypatch
+):
+    """Every request to the store goes through a proxy that answers 503 SlowDown to 10 % of them
+    and drops the connection of another 10 %, for the whole search: it completes every trial
+    with --max-failures 0, each epoch once in MLflow."""
+    from faulty_proxy import FaultyProxy
+    from searching import child_runs
+
+    proxy = FaultyProxy(object_store.endpoint, rate=0.2, seed=1)
+    storage = f"s3://{object_store.bucket}/flaky-{tmp_path.name}?endpoint_override={proxy.endpoint}&scheme=http"
+    for key, value in object_store.credentials().items():
+        monkeypatch.setenv(key, value)
+    try:
+        # fmt: off
+        result = tune_lsd(
+            "search", "--space", "lsd", "--name", "flaky", "--num-samples", "3", "--max-concurrent", "2",
+            "--scheduler", "fifo", "--max-failures", "0", "--storage-patience-s", "300", "--storage", storage, *FAST,
+            cwd=tmp_path, timeout=600,
+        )
+        # fmt: on
+    finally:
+        proxy.stop()
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "search 'flaky' completed: 3 trials (0 errored)" in result.stdout, output[-4000:]
+    counts = proxy.counts
+    assert counts.slow_down + counts.dropped >= 20 and counts.forwarded >= 100, counts  # the faults happened
+    _, _, children = child_runs(tmp_path / "runs", "flaky")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    assert len(children) == 3
+    for run in children:
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "epoch")) == [1, 2, 3]
+        assert run.data.tags[STATE_TAG] == "completed"
+
+
 def can_hide_folders() -> bool:
     """Root with mount namespaces: a process can get an empty tmpfs over a folder only it sees."""
     import os

@@ -16,7 +16,8 @@ OUTAGE = OSError(
 def test_an_outage_is_two_lines_and_other_records_stay_rays(caplog):
     said: list[str] = []
     syncer, storage = (logging.getLogger(name) for name in RAY_STORAGE_LOGGERS[:2])
-    with caplog.at_level(logging.INFO), outage_lines("s3://bucket/p?endpoint_override=h:1", 300, said.append) as lines:
+    uri = "s3://bucket/p?endpoint_override=h:1"
+    with caplog.at_level(logging.INFO), outage_lines(uri, 300, said.append, quiet_s=0) as lines:
         for _ in range(3):  # what Ray logs every few seconds while the store is down
             syncer.warning(f"Last sync command failed with the following error:\nTraceback ...\nOSError: {OUTAGE}")
             try:
@@ -38,3 +39,14 @@ def test_an_outage_is_two_lines_and_other_records_stay_rays(caplog):
     ]
     syncer.warning(f"OSError: {OUTAGE}")  # after the search: the filter is gone
     assert len(caplog.records) == 2
+
+
+def test_a_blip_shorter_than_the_quiet_time_says_nothing(caplog):
+    """A flaky store that answers the next try: Ray's tracebacks are gone and nothing is said."""
+    said: list[str] = []
+    syncer = logging.getLogger(RAY_STORAGE_LOGGERS[0])
+    with caplog.at_level(logging.INFO), outage_lines("s3://bucket/p", 300, said.append, quiet_s=60) as lines:
+        syncer.warning(f"Last sync command failed with the following error:\nOSError: {OUTAGE}")
+        lines.answered("trial 1a2b saved its checkpoint")
+        syncer.warning(f"Last sync command failed with the following error:\nOSError: {OUTAGE}")
+    assert said == [] and caplog.records == []
