@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -201,40 +202,31 @@ class DMLTrainable(tune.Trainable):
         while the storage does not answer, for up to its patience: an outage of the store pauses
         this trial (one line says so) instead of failing it, and costs no ``--max-failures``."""
         folder = checkpoint_dir or tempfile.mkdtemp(prefix="tune_lsd-checkpoint-")
+        keep = checkpoint_dir is not None
         try:
-            result = retrying(
+            result = self._waiting(
                 lambda: super(DMLTrainable, self).save(folder),
-                f"trial {self.trial_id}: the upload of its checkpoint after iteration {self.iteration}",
-                self.storage.uri,
-                self.storage.patience_s,
+                f"the upload of its checkpoint after iteration {self.iteration}",
             )
-        except BaseException:
-            if checkpoint_dir is None:
+            # without a storage (a trainable used outside a Tuner) the checkpoint is the folder itself
+            keep = keep or (result.checkpoint is not None and Path(result.checkpoint.path) == Path(folder))
+            return result
+        finally:
+            if not keep:  # uploaded, or failed: the local copy can go
                 shutil.rmtree(folder, ignore_errors=True)
-            raise
-        local = result.checkpoint is not None and Path(result.checkpoint.path) == Path(folder)  # no storage
-        if checkpoint_dir is None and not local:  # uploaded: the copy can go
-            shutil.rmtree(folder, ignore_errors=True)
-        return result
 
     def restore(self, checkpoint_path: Any) -> None:
         """Ray's restore, from the newest checkpoint of the trial that is whole in the storage
         (the one Ray chose, or an earlier one, with one line; see trainables/checkpoints.py),
         waited for while the storage does not answer."""
-        checkpoint = getattr(checkpoint_path, "checkpoint", None)
-        if checkpoint is not None:
-            checkpoint_path = retrying(
-                lambda: self._whole(checkpoint_path),
-                f"trial {self.trial_id}: reading its checkpoint",
-                self.storage.uri,
-                self.storage.patience_s,
-            )
-        retrying(
-            lambda: super(DMLTrainable, self).restore(checkpoint_path),
-            f"trial {self.trial_id}: the download of its checkpoint",
-            self.storage.uri,
-            self.storage.patience_s,
-        )
+        chosen = checkpoint_path
+        if getattr(checkpoint_path, "checkpoint", None) is not None:
+            chosen = self._waiting(lambda: self._whole(checkpoint_path), "reading its checkpoint")
+        self._waiting(lambda: super(DMLTrainable, self).restore(chosen), "the download of its checkpoint")
+
+    def _waiting(self, operation: Callable[[], Any], what: str) -> Any:
+        """``operation``, tried again while the search's storage does not answer, up to its patience."""
+        return retrying(operation, f"trial {self.trial_id}: {what}", self.storage.uri, self.storage.patience_s)
 
     def _whole(self, result: Any) -> Any:
         """``result`` (Ray's checkpoint and its metrics) when its checkpoint is whole, else a
