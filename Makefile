@@ -10,7 +10,7 @@ FONTS   := fonts-arphic-ukai fonts-arphic-uming fonts-cwtex-heib fonts-cwtex-min
            fonts-hanazono fonts-unifont fonts-yusei-magic
 GLYPHS  := tune_lsd/data/bundled/glyphs32.npz
 
-.PHONY: demo test lint bench install fonts glyphs glyphs-check clean-runs browser docs
+.PHONY: demo test test-fast lint bench install fonts glyphs glyphs-check clean-runs browser docs
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -41,7 +41,11 @@ test: $(STAMP)
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
 	  $(MAKE) --no-print-directory browser >/tmp/tune-lsd-chromium.log 2>&1 || \
 	  echo "chromium not installed (see /tmp/tune-lsd-chromium.log): the browser tests will skip"
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n 2 --dist loadgroup
+
+# The fast lane: every test but the end-to-end ones marked `slow` (searches, servers, clusters).
+test-fast: $(STAMP)
+	$(PYTHON) -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
 # The gates CI runs before the tests: lint, format and types (configured in pyproject.toml).
 # `ruff format .` and `ruff check --fix .` repair most of what the first two report.

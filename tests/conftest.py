@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 
 import pytest
+from filelock import FileLock
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # Two workers on two cores: torch in each (and in the commands they start) on one thread;
+    # two threads each would oversubscribe the cores and run the training tests ~5x slower.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from searching import TINY, tune_lsd
 
@@ -14,8 +21,10 @@ from tune_lsd.config import Config
 
 
 def quick_config(**overrides) -> Config:
-    """A few-second config on a subset of the bundled glyph classes."""
+    """A few-second config on a subset of the bundled glyph classes, with timm's 0.4 M-parameter
+    test ResNet (the tests of learning itself ask for the demo's resnet10t)."""
     base = {
+        "model.backbone": "test_resnet",
         "data.max_classes": 60,
         "data.max_test_classes": 40,
         "data.batch_size": 64,
@@ -48,24 +57,36 @@ def config_factory():
 
 
 @pytest.fixture(scope="session")
-def asha_search(tmp_path_factory):
-    """One real Optuna TPE + ASHA search of 6 trials, 2 at a time, 4 epochs each (shared, read-only)."""
-    folder = tmp_path_factory.mktemp("asha")
-    result = tune_lsd(
-        "search",
-        "--space",
-        "lsd",
-        "--name",
-        "asha",
-        "--num-samples",
-        "6",
-        "--max-concurrent",
-        "2",
-        "--set",
-        "schedule.epochs=4",
-        *TINY,
-        cwd=folder,
-    )
+def asha_search(tmp_path_factory, worker_id):
+    """One real Optuna TPE + ASHA search of 6 trials, 2 at a time, 4 epochs each (shared, read-only):
+    run once per test session, by the first worker that needs it (the others wait for it)."""
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # pytest-xdist: the session's folder holds one folder per worker
+        shared = shared.parent
+    folder = shared / "asha"
+    with FileLock(str(shared / "asha.lock")):
+        outcome = folder / "outcome.json"
+        if not outcome.exists():
+            folder.mkdir(exist_ok=True)
+            result = tune_lsd(
+                "search",
+                "--space",
+                "lsd",
+                "--name",
+                "asha",
+                "--num-samples",
+                "6",
+                "--max-concurrent",
+                "2",
+                "--set",
+                "schedule.epochs=4",
+                *TINY,
+                cwd=folder,
+            )
+            outcome.write_text(
+                json.dumps({"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr})
+            )
+        result = subprocess.CompletedProcess(["tune-lsd", "search"], **json.loads(outcome.read_text()))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return folder, result
 

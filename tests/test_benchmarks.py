@@ -39,6 +39,7 @@ def test_shared_data_benchmark_runs():
     assert lines[-1].startswith("ratio shared/copies:")
 
 
+@pytest.mark.slow
 def test_lsd_step_cost_benchmark_runs():
     lines = run("lsd_step_cost.py", "--steps", "2", "--rounds", "1")
     assert lines[-1].startswith("ratio LSD/base step time:")
@@ -51,6 +52,8 @@ def test_search_overhead_benchmark_runs():
         "--epochs",
         "1",
         "--set",
+        "model.backbone=test_resnet",
+        "--set",
         "data.max_classes=40",
         "--set",
         "data.batch_size=64",
@@ -61,6 +64,8 @@ def test_search_overhead_benchmark_runs():
 
 
 TINY_SEARCH = [
+    "--set",
+    "model.backbone=test_resnet",
     "--set",
     "data.max_classes=40",
     "--set",

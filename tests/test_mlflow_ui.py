@@ -10,7 +10,8 @@ from searching import free_port, kill_tree, start_tune_lsd
 
 from tune_lsd.tracking import default_tracking_uri
 
-pytestmark = pytest.mark.slow
+# Both modules write beside the shared ASHA search (a report, a UI log): one worker runs them.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("asha-folder")]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from search_spaces.loader import load_space
 from tune_lsd.report import load_trials, optuna_study
 from tune_lsd.tracking import STATE_TAG, default_tracking_uri
 
-pytestmark = pytest.mark.slow
+# Both modules write beside the shared ASHA search (a report, a UI log): one worker runs them.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("asha-folder")]
 
 
 @pytest.fixture(scope="module")
