@@ -61,6 +61,23 @@ def test_restarted_trial_reuses_its_run_and_states_are_recorded(tmp_path):
     assert tracking.best_trial_run(uri, "states", "val/recall@1").info.run_id == first.run_id
 
 
+def test_a_restarted_trial_that_trains_logged_epochs_again_logs_each_epoch_once(tmp_path):
+    """A driver killed after a trial logged epochs 1-2 but before Ray Tune recorded its second
+    checkpoint: the restarted trial trains epoch 2 again; its run keeps one point per epoch."""
+    uri = tracking.default_tracking_uri(tmp_path)
+    context = tracking.start_search_run(uri, "again", {"space": "x"}, tmp_path / "artifacts")
+    first = tracking.TrialTracker(context, "abc", "trial_abc", {}, {}, node_id="node-a")
+    for epoch in (1, 2):
+        first.log_metrics({"epoch": epoch, "val/recall@1": epoch / 10}, step=epoch)
+    assert first.close() == 0  # (the kill: this process is gone; its records had been delivered)
+    restarted = tracking.TrialTracker(context, "abc", "trial_abc", {}, {}, node_id="node-a")
+    for epoch in (2, 3):  # from the checkpoint of epoch 1
+        restarted.log_metrics({"epoch": epoch, "val/recall@1": epoch / 10 + 0.5}, step=epoch)
+    assert restarted.close() == 0
+    history = MlflowClient(uri).get_metric_history(first.run_id, "val/recall_at_1")
+    assert sorted((m.step, m.value) for m in history) == [(1, 0.1), (2, 0.2), (3, 0.8)]
+
+
 def test_a_spool_left_without_its_state_by_an_older_interrupted_removal_is_removed_not_fatal(tmp_path):
     """Before spools were renamed aside, a kill during their deletion could leave the records
     file without state.json (no context): --resume then stopped with a KeyError."""

@@ -145,9 +145,20 @@ def deliver_records(records: list[dict[str, Any]], state: dict[str, Any], files:
     client = MlflowClient(context.tracking_uri)
     op = records[0]["op"]
     if op == "open":
-        state["run_id"] = open_trial_run(client, context, state["trial_id"], records[0], state.get("run_id"))
+        state["run_id"], state["epochs_logged"] = open_trial_run(
+            client, context, state["trial_id"], records[0], state.get("run_id")
+        )
     elif op == "metrics":
-        points = [Metric(k, v, r["timestamp"], r["step"]) for r in records for k, v in r["values"].items()]
+        # A restarted trial trains again from the last checkpoint Ray Tune had recorded, which can
+        # be older than the last epoch its run got (a driver killed in between): an epoch the run
+        # has is not logged twice (the engine seeds every epoch: on a CPU the values are the same).
+        logged = set(state.get("epochs_logged", ()))
+        points = [
+            Metric(k, v, r["timestamp"], r["step"])
+            for r in records
+            if r["step"] not in logged
+            for k, v in r["values"].items()
+        ]
         for start in range(0, len(points), 1000):  # MLflow takes at most 1000 metrics per request
             client.log_batch(state["run_id"], metrics=points[start : start + 1000])
     elif op == "text":

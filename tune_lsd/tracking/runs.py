@@ -71,14 +71,16 @@ def log_folder(tracking_uri: str, run_id: str, folder: Path, artifact_path: str)
 
 def open_trial_run(
     client: MlflowClient, context: TrackingContext, trial_id: str, record: dict[str, Any], run_id: str | None
-) -> str:
-    """The trial's run: created with its params and tags, or (a restarted trial) reopened."""
+) -> tuple[str, list[int]]:
+    """The trial's run: created with its params and tags, or (a restarted trial) reopened;
+    returns its id and the epochs it has already logged (none for a new run)."""
     existing = client.get_run(run_id) if run_id else find_trial_run(client, context, trial_id)
     if existing is not None:
         nodes = [n for n in existing.data.tags.get(NODES_TAG, "").split(",") if n] + [record["node_id"]]
         client.update_run(existing.info.run_id, status="RUNNING")
         client.set_tag(existing.info.run_id, NODES_TAG, ",".join(nodes))
-        return existing.info.run_id
+        logged = sorted({int(m.step) for m in client.get_metric_history(existing.info.run_id, "epoch")})
+        return existing.info.run_id, logged
     tags = {
         PARENT_TAG: context.parent_run_id,
         TRIAL_ID_TAG: trial_id,
@@ -93,7 +95,7 @@ def open_trial_run(
     params = [Param(k, v) for k, v in record["params"].items()]
     for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run.info.run_id, params=params[start : start + 100])
-    return run.info.run_id
+    return run.info.run_id, []
 
 
 def end_trial_run(client: MlflowClient, context: TrackingContext, record: dict[str, Any], final: bool = True) -> None:
