@@ -48,7 +48,7 @@ from tune_lsd.metrics import retrieval_metrics
 from tune_lsd.models import build_model
 
 PAPER = {"backbone": "resnet50", "image_size": 224, "batch_size": 112, "samples_per_class": 2, "classes": 560}
-TINY = {"backbone": "test_resnet", "image_size": 32, "batch_size": 32, "samples_per_class": 2, "classes": 40}
+TINY = {"backbone": "resnet10t", "image_size": 32, "batch_size": 32, "samples_per_class": 2, "classes": 40}
 
 
 def synthetic_splits(size: dict, seed: int = 0) -> DataSplits:
@@ -247,10 +247,7 @@ def part_search(args, out: Path) -> dict:
     """The demo search on the GPU (the `lsd` space on the bundled glyphs)."""
     options = ["--space", "lsd", "--cpus-per-trial", "1" if args.tiny else "2"]
     if args.tiny:
-        options += [
-            *["--set", "model.backbone=test_resnet", "--set", "data.max_classes=40"],
-            *["--set", "schedule.steps_per_epoch=2", "--set", "schedule.epochs=2"],
-        ]
+        options += ["--set", "data.max_classes=40", "--set", "schedule.steps_per_epoch=2", "--set", "schedule.epochs=2"]
     return timed_search(args, out, "search", options)
 
 
@@ -285,7 +282,7 @@ def part_preset(args, out: Path) -> dict:
         if args.tiny:
             options += [
                 "--set",
-                "model.backbone=test_resnet",
+                "model.backbone=resnet10t",
                 "--set",
                 "data.image_size=32",
                 "--set",

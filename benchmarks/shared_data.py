@@ -78,8 +78,6 @@ def memory_sample(root_pid: int) -> tuple[float, float]:
 
 TINY = [
     "--set",
-    "model.backbone=test_resnet",
-    "--set",
     "data.max_classes=40",
     "--set",
     "data.batch_size=64",

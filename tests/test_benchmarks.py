@@ -65,8 +65,6 @@ def test_search_overhead_benchmark_runs():
 
 TINY_SEARCH = [
     "--set",
-    "model.backbone=test_resnet",
-    "--set",
     "data.max_classes=40",
     "--set",
     "data.max_test_classes=40",

@@ -69,6 +69,8 @@ def test_driver_killed_on_the_cluster_resumes_and_trials_ran_on_both_nodes(clust
         "--set",
         "schedule.epochs=3",
         *TINY,
+        "--set",
+        "model.backbone=resnet10t",  # trials long enough to be caught under way
     ]
     driver = start_tune_lsd(*args, cwd=tmp_path, log=tmp_path / "driver.log")
     try:

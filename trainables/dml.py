@@ -118,9 +118,13 @@ class DMLTrainable(tune.Trainable):
         use_shared = shared_splits is not None and split_key(self.run_config.data, self.run_config.seed) == split_key(
             base.data, base.seed
         )
-        self.trainer = _engine().Trainer(self.run_config, splits=shared_splits if use_shared else None)
+        self.trainer = self.new_trainer(self.run_config, shared_splits if use_shared else None)
         self.timings["time/trainer_s"] = time.perf_counter() - started - self.timings["time/import_s"]
         self.timings["time/setup_s"] = time.perf_counter() - started
+
+    def new_trainer(self, config: Config, splits: DataSplits | None) -> Any:
+        """The trial's :class:`tune_lsd.engine.Trainer` (benchmarks/scale.py puts a stand-in here)."""
+        return _engine().Trainer(config, splits=splits)
 
     def _continues_tracked_trial(self) -> bool:
         """Whether the incoming trial is the one this actor tracks already (after a PBT exploit)."""

@@ -55,10 +55,18 @@ from tune_lsd.search.summary import print_summary, summarise
 
 
 def run_search(
-    settings: SearchSettings, resume: bool = False, log=print, earlier: Sequence[tuple[dict[str, Any], float]] = ()
+    settings: SearchSettings,
+    resume: bool = False,
+    log=print,
+    earlier: Sequence[tuple[dict[str, Any], float]] = (),
+    *,
+    trainable: type[DMLTrainable] = DMLTrainable,
+    tune_callbacks: Sequence[tune.Callback] = (),
 ) -> dict[str, Any]:
     """Run (or resume) a search to the end; returns the summary that is also printed.
-    ``earlier``: (sampled values, result) of the trials before an ``--extend``."""
+    ``earlier``: (sampled values, result) of the trials before an ``--extend``.
+    ``trainable`` and ``tune_callbacks`` are for benchmarks of the search machinery (a
+    :class:`DMLTrainable` with a stand-in trainer, Tune callbacks that measure the driver)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's group=True
     # Ray warns when a suggestion takes over a second; the GP's model fit does, by design.
@@ -105,7 +113,7 @@ def run_search(
             f"{settings.num_samples} trials x {epochs} epochs, {settings.max_concurrent} at a time; "
             f"MLflow {settings.resolved_tracking_uri()}"
         )
-        trainable = _trainable(settings, base, context, shared_splits)
+        trainable_with_data = _trainable(trainable, settings, base, context, shared_splits)
         experiment = settings.experiment_location
         started = time.perf_counter()
         if resume and not any(name.startswith("experiment_state-") for name in experiment.names(".json")):
@@ -116,15 +124,18 @@ def run_search(
             if not tune.Tuner.can_restore(experiment.uri):
                 raise SearchError(f"nothing to resume at {experiment.uri}")
             tuner = tune.Tuner.restore(
-                experiment.uri, trainable=trainable, resume_errored=True, param_space=_param_space(settings, space)
+                experiment.uri,
+                trainable=trainable_with_data,
+                resume_errored=True,
+                param_space=_param_space(settings, space),
             )
         else:
             config = tune_config(settings, space, epochs, earlier)
             tuner = tune.Tuner(
-                trainable,
+                trainable_with_data,
                 param_space=_param_space(settings, space),
                 tune_config=config,
-                run_config=_run_config(settings, epochs, config.search_alg),
+                run_config=_run_config(settings, epochs, config.search_alg, tune_callbacks),
             )
         # The best model is exported at the end with torch: import it while the trials train.
         threading.Thread(target=_import_quietly, args=("tune_lsd.serving",), daemon=True).start()
@@ -197,7 +208,9 @@ def _shared_splits(settings: SearchSettings, base):
     return build_splits(base.data, base.seed) if settings.share_data else None
 
 
-def _trainable(settings: SearchSettings, base, context: tracking.TrackingContext, shared):
+def _trainable(
+    trainable: type[DMLTrainable], settings: SearchSettings, base, context: tracking.TrackingContext, shared
+):
     base_config = base.with_overrides(
         {
             "runtime.threads": max(1, int(settings.cpus_per_trial)),
@@ -206,7 +219,7 @@ def _trainable(settings: SearchSettings, base, context: tracking.TrackingContext
         }
     ).to_dict()
     with_data = tune.with_parameters(
-        DMLTrainable,
+        trainable,
         base_config=base_config,
         tracking=context,
         select_metric=settings.metric,
@@ -222,7 +235,9 @@ def _param_space(settings: SearchSettings, space: SearchSpace) -> dict[str, Any]
     return space.tune_param_space() if settings.scheduler == "pbt" else None
 
 
-def _run_config(settings: SearchSettings, epochs: int, search_alg: object) -> tune.RunConfig:
+def _run_config(
+    settings: SearchSettings, epochs: int, search_alg: object, extra_callbacks: Sequence[tune.Callback] = ()
+) -> tune.RunConfig:
     """``search_alg``: the Tuner's searcher (PBT's trials come from Ray's own generator: ``None``)."""
     keep = 3 if settings.scheduler == "pbt" else 2
     return tune.RunConfig(
@@ -247,6 +262,7 @@ def _run_config(settings: SearchSettings, epochs: int, search_alg: object) -> tu
             *([callbacks.TrialCountCallback(search_alg)] if isinstance(search_alg, TrialCountedSearch) else []),
             callbacks.TrialStateCallback(),
             callbacks.ProgressCallback(settings.metric, epochs, settings.num_samples),
+            *extra_callbacks,
         ],
         verbose=0,  # ProgressCallback prints one line per event instead of Tune's tables
     )

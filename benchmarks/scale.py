@@ -1,0 +1,208 @@
+"""Scale: the search machinery at hundreds to thousands of trials, with only the training stood in.
+
+Everything but the training is the real search: `run_search` (Ray Tune with actor reuse, the
+searcher and scheduler, the progress and state callbacks), `DMLTrainable` (MLflow tracking
+through its spool, finished records, spool markers, checkpoints in the search's storage,
+the best model uploaded at the end), the search's completion. The stand-in trainer sleeps for
+an epoch's time and returns an epoch's metrics of the real shape (the keys and count of a
+real glyph epoch); its model is a few-kB network.
+
+It reports the wall time against the ideal (the trials' epochs x the epoch time / the slots),
+the time between trial completions by fifths of the search (a cost per trial that grows with
+the trials already run shows here), the driver's controller steps (count, mean and p99
+duration: each step saves Ray's experiment state when due), the size of that saved state,
+the driver's peak RSS, and checks that MLflow has every trial and every epoch once.
+
+    python benchmarks/scale.py [--trials 300] [--concurrent 16] [--epochs 1] [--epoch-s 1]
+        [--searcher random] [--scheduler fifo] [--storage s3://...] [--tracking-uri http://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from trainables.dml import DMLTrainable
+from tune_lsd.config import Config
+from tune_lsd.data.splits import DataSplits
+
+# An epoch's metrics as a real glyph epoch reports them (the trainable adds best/ and time/ keys).
+EPOCH_METRICS = (
+    "train/loss",
+    "train/base_loss",
+    "lsd/loss",
+    "lsd/weight",
+    "train/lr",
+    "train/epoch_s",
+    "train/images_per_s",
+    "val/recall@1",
+    "val/recall@2",
+    "val/recall@4",
+    "val/recall@8",
+    "val/map@r",
+    "val/r_precision",
+    "val/nmi",
+    "val/eval_s",
+)
+
+
+class StandInTrainer:
+    """What `DMLTrainable` uses of a Trainer: ``run_epoch`` sleeps for ``epoch_s`` seconds."""
+
+    def __init__(self, config: Config, epoch_s: float) -> None:
+        self.config, self.epoch_s = config, epoch_s
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+        self.model = torch.nn.Linear(8, 8)
+        self.seed = hash((config.optim.lr, config.seed)) % 1000
+
+    def run_epoch(self) -> dict[str, float]:
+        time.sleep(self.epoch_s)
+        self.epoch += 1
+        value = (self.seed % 97) / 100 + self.epoch / 100  # differs between trials, grows with epochs
+        metrics = {name: value for name in EPOCH_METRICS}
+        metrics["epoch"] = self.epoch
+        self.history.append(metrics)
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "history": self.history, "student": self.model.state_dict()}
+
+    def save(self, path: Path) -> None:
+        torch.save(self.state_dict(), path)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.history = state["epoch"], list(state["history"])
+        self.model.load_state_dict(state["student"])
+
+
+def stand_in_trainable(epoch_s: float) -> type[DMLTrainable]:
+    class StandInTrainable(DMLTrainable):
+        def new_trainer(self, config: Config, splits: DataSplits | None) -> StandInTrainer:
+            return StandInTrainer(config, epoch_s)
+
+    return StandInTrainable
+
+
+class DriverProbe(tune.Callback):
+    """Times the driver's controller steps and records when each trial ended."""
+
+    def __init__(self) -> None:
+        self.step_started = 0.0
+        self.steps: list[float] = []
+        self.completions: list[float] = []
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        self.step_started = time.perf_counter()
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        self.steps.append(time.perf_counter() - self.step_started)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.completions.append(time.perf_counter())
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def check_mlflow(tracking_uri: str, name: str, trials: int) -> str:
+    """Every trial's run once, every epoch of it once (its `epoch` metric's steps)."""
+    from mlflow.tracking import MlflowClient
+
+    from tune_lsd import tracking
+
+    runs = tracking.trial_runs(tracking_uri, name)
+    client = MlflowClient(tracking_uri)
+    duplicated = 0
+    for run in runs:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch")]
+        duplicated += len(steps) - len(set(steps))
+    ids = {run.data.tags[tracking.TRIAL_ID_TAG] for run in runs}
+    verdict = "exact" if len(runs) == len(ids) == trials and duplicated == 0 else "NOT EXACT"
+    return f"MLflow: {len(runs)} trial runs of {trials}, {duplicated} epochs logged twice: {verdict}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=300)
+    parser.add_argument("--concurrent", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epoch-s", type=float, default=1.0)
+    parser.add_argument("--searcher", default="random")
+    parser.add_argument("--scheduler", default="fifo")
+    parser.add_argument("--storage", default=None, help="object storage URI (default: the runs folder)")
+    parser.add_argument("--tracking-uri", default=None, help="default: the runs folder's SQLite file")
+    parser.add_argument("--runs-dir", default=None, help="default: a temporary folder")
+    args = parser.parse_args()
+
+    from tune_lsd.search.runner import run_search
+    from tune_lsd.search.settings import SearchSettings
+
+    runs_dir = Path(args.runs_dir or tempfile.mkdtemp(prefix="scale-"))
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    settings = SearchSettings(
+        name="scale",
+        space="lsd",
+        searcher=args.searcher,
+        scheduler=args.scheduler,
+        num_samples=args.trials,
+        max_concurrent=args.concurrent,
+        cpus_per_trial=2 / args.concurrent,  # sleeping trials: all slots fit on a 2-core machine
+        overrides=[f"schedule.epochs={args.epochs}", "data.max_classes=10", "eval.nmi=false"],
+        runs_dir=str(runs_dir),
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        share_data=False,  # the stand-in reads no data
+    )
+    probe = DriverProbe()
+    started = time.perf_counter()
+    summary = run_search(
+        settings, log=lambda line: None, trainable=stand_in_trainable(args.epoch_s), tune_callbacks=[probe]
+    )
+    wall = time.perf_counter() - started
+    ideal = summary["epochs_run"] * args.epoch_s / args.concurrent
+
+    print(
+        f"scale: {args.trials} trials x {args.epochs} epochs of {args.epoch_s:g} s, {args.concurrent} at a time, "
+        f"{args.searcher} + {args.scheduler}, storage {settings.storage or 'folder'}, "
+        f"MLflow {settings.resolved_tracking_uri().split(':')[0]}"
+    )
+    print(
+        f"  {summary['trials']} trials ({summary['errored']} errored), {summary['epochs_run']} epochs; "
+        f"search {summary['state']}"
+    )
+    gaps = [b - a for a, b in zip(probe.completions, probe.completions[1:])]
+    fifth = max(1, len(gaps) // 5)
+    by_fifth = [sum(gaps[i : i + fifth]) / len(gaps[i : i + fifth]) for i in range(0, fifth * 5, fifth) if gaps[i:]]
+    print("  seconds between trial completions, by fifths of the search: " + ", ".join(f"{g:.3f}" for g in by_fifth))
+    print(
+        f"  controller steps: {len(probe.steps)}, mean {1000 * sum(probe.steps) / max(1, len(probe.steps)):.1f} ms, "
+        f"p99 {1000 * percentile(probe.steps, 0.99):.1f} ms, sum {sum(probe.steps):.0f} s"
+    )
+    # Ray's saved state, in the driver's staging folder (what every save writes, then syncs)
+    staging = sorted(Path(tempfile.gettempdir(), "ray").glob("session_*/artifacts/*/scale/driver_artifacts"))
+    state_bytes = sum(f.stat().st_size for f in staging[-1].glob("experiment_state-*.json")) if staging else 0
+    searcher_bytes = sum(f.stat().st_size for f in staging[-1].glob("*.pkl")) if staging else 0
+    print(
+        f"  Ray's saved state: {state_bytes / 1e6:.2f} MB ({state_bytes / max(1, args.trials) / 1e3:.1f} kB a trial), "
+        f"searcher and callbacks {searcher_bytes / 1e6:.2f} MB"
+    )
+    print(f"  driver peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print("  " + check_mlflow(settings.resolved_tracking_uri(), "scale", args.trials))
+    print(f"ratio wall/ideal: {wall / ideal:.2f} ({wall:.0f} s against {ideal:.0f} s)")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
