@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from ray import tune
 
@@ -111,11 +112,6 @@ class DriverProbe(tune.Callback):
         self.completions.append(time.perf_counter())
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
 def check_mlflow(tracking_uri: str, name: str, trials: int) -> str:
     """Every trial's run once, every epoch of it once (its `epoch` metric's steps)."""
     from mlflow.tracking import MlflowClient
@@ -182,13 +178,12 @@ def main() -> None:
         f"  {summary['trials']} trials ({summary['errored']} errored), {summary['epochs_run']} epochs; "
         f"search {summary['state']}"
     )
-    gaps = [b - a for a, b in zip(probe.completions, probe.completions[1:])]
-    fifth = max(1, len(gaps) // 5)
-    by_fifth = [sum(gaps[i : i + fifth]) / len(gaps[i : i + fifth]) for i in range(0, fifth * 5, fifth) if gaps[i:]]
+    gaps = np.diff(probe.completions)
+    by_fifth = [chunk.mean() for chunk in np.array_split(gaps, 5) if len(chunk)]
     print("  seconds between trial completions, by fifths of the search: " + ", ".join(f"{g:.3f}" for g in by_fifth))
     print(
         f"  controller steps: {len(probe.steps)}, mean {1000 * sum(probe.steps) / max(1, len(probe.steps)):.1f} ms, "
-        f"p99 {1000 * percentile(probe.steps, 0.99):.1f} ms, sum {sum(probe.steps):.0f} s"
+        f"p99 {1000 * np.percentile(probe.steps, 99):.1f} ms, sum {sum(probe.steps):.0f} s"
     )
     # Ray's saved state, in the driver's staging folder (what every save writes, then syncs)
     staging = sorted(Path(tempfile.gettempdir(), "ray").glob("session_*/artifacts/*/scale/driver_artifacts"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
+from trial_runs import logged_trial_run
 
 from trainables.finished import finished_result
 from tune_lsd import tracking
@@ -34,16 +35,6 @@ def search(tmp_path):
     declared = RunningSearch(context, EPOCHS, Location(str(tmp_path / "finished")), str(tmp_path / "ray"))
     with running(declared):
         yield declared
-
-
-def open_run(context: tracking.TrackingContext, trial_id: str, epochs: int) -> str:
-    """A trial's MLflow run as its trial process opens it, with ``epochs`` epochs logged."""
-    tracker = tracking.TrialTracker(context, trial_id, f"DMLTrainable_{trial_id}", {}, {"optim.lr": 0.1}, node_id="n")
-    for epoch in range(1, epochs + 1):
-        tracker.log_metrics({"epoch": epoch, "val/recall@1": 0.1 * epoch}, step=epoch)
-    assert tracker.close() == 0
-    assert tracker.run_id is not None
-    return tracker.run_id
 
 
 def state_tags(context: tracking.TrackingContext) -> dict[str, tuple[str, str | None]]:
@@ -94,7 +85,7 @@ def test_progress_lines_name_each_event_with_the_trial_counts():
 
 def test_trial_states_reach_mlflow_and_a_stopped_trial_is_recorded_as_finished(search):
     for trial_id, epochs in (("done", EPOCHS), ("stopped", 1), ("failed", 2)):
-        open_run(search.context, trial_id, epochs)
+        logged_trial_run(search.context, trial_id, epochs)
     states = TrialStateCallback()
     states.on_trial_complete(0, [], trial("done", epochs=EPOCHS))
     states.on_trial_complete(0, [], trial("stopped", epochs=1))
@@ -113,8 +104,8 @@ def test_trial_states_reach_mlflow_and_a_stopped_trial_is_recorded_as_finished(s
 
 
 def test_the_end_of_a_fit_deletes_only_the_runs_of_lost_trials_with_one_line(search, capsys):
-    known = open_run(search.context, "known", 1)
-    lost = open_run(search.context, "lost", 2)  # opened its run before an earlier driver was killed
+    known = logged_trial_run(search.context, "known", 1)
+    lost = logged_trial_run(search.context, "lost", 2)  # opened its run before an earlier driver was killed
 
     TrialStateCallback().on_experiment_end([trial("known", epochs=1)])
 

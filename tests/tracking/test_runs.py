@@ -7,34 +7,21 @@ import dataclasses
 
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
+from trial_runs import logged_trial_run
 
 from tune_lsd import tracking
-
-
-def trial(context: tracking.TrackingContext, trial_id: str, epochs: int, state: str | None = None) -> str:
-    """A trial's run as a trial process writes it (``epochs`` epochs logged), optionally ended."""
-    tracker = tracking.TrialTracker(context, trial_id, f"DMLTrainable_{trial_id}", {}, {"optim.lr": 0.1}, node_id="n")
-    for epoch in range(1, epochs + 1):
-        tracker.log_metrics({"epoch": epoch, "val/recall@1": 0.1 * epoch}, step=epoch)
-    assert tracker.close() == 0
-    if state is not None:
-        recorder = tracking.SearchRecorder(context)
-        recorder.trial_ended(trial_id, state)
-        assert recorder.close() == 0
-    assert tracker.run_id is not None
-    return tracker.run_id
 
 
 def test_only_unended_runs_of_this_ray_experiment_that_ray_does_not_know_are_deleted(tmp_path):
     uri = tracking.default_tracking_uri(tmp_path)
     context = tracking.start_search_run(uri, "kills", {"space": "x"}, tmp_path / "artifacts", ray_experiment="kills")
-    known_running = trial(context, "known", 2)  # interrupted: Ray resumes it
-    known_done = trial(context, "done", 3, "completed")
-    lost = trial(context, "lost", 1)  # opened its run, then the driver died before Ray saved it
-    lost_but_ended = trial(context, "ended", 3, "completed")  # a finished result is never deleted
+    known_running = logged_trial_run(context, "known", 2)  # interrupted: Ray resumes it
+    known_done = logged_trial_run(context, "done", 3, "completed")
+    lost = logged_trial_run(context, "lost", 1)  # opened its run, then the driver died before Ray saved it
+    lost_but_ended = logged_trial_run(context, "ended", 3, "completed")  # a finished result is never deleted
     # an --extend round of the same search is another Ray experiment: its trials are not this one's
     extension = dataclasses.replace(context, ray_experiment="kills.ext-4")
-    other_round = trial(extension, "round2", 1)
+    other_round = logged_trial_run(extension, "round2", 1)
 
     discarded = tracking.discard_lost_trial_runs(context, {"known", "done"})
 
@@ -56,7 +43,7 @@ def test_only_unended_runs_of_this_ray_experiment_that_ray_does_not_know_are_del
 def test_runs_of_a_search_started_before_the_tag_are_never_deleted(tmp_path):
     uri = tracking.default_tracking_uri(tmp_path)
     untagged = tracking.start_search_run(uri, "old", {"space": "x"}, tmp_path / "artifacts")
-    trial(untagged, "a", 1)
+    logged_trial_run(untagged, "a", 1)
     resumed = dataclasses.replace(untagged, ray_experiment="old")
     assert tracking.discard_lost_trial_runs(resumed, set()) == []
     assert tracking.discard_lost_trial_runs(untagged, set()) == []
