@@ -45,7 +45,9 @@ def search(tmp_path, trained_model):
         if trial_id == "better":
             tracker.log_checkpoint(lambda folder: shutil.copy(model_file, folder / tracking.MODEL_FILE))
         assert tracker.close() == 0
-    return settings, context, tracking.search_recorder(context)
+    recorder = tracking.search_recorder(context)
+    yield settings, context, recorder
+    recorder.close(timeout_s=5)  # its delivery thread must not outlive the test's store
 
 
 def test_the_best_trial_is_registered_as_champion_and_the_summary_says_how_to_load_it(search):

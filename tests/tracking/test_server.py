@@ -97,13 +97,14 @@ def search_losing_its_server(tmp_path: Path, name: str, num_samples: int, epochs
 
 
 def test_a_minute_long_server_outage_neither_slows_epochs_nor_loses_a_point(tmp_path):
-    epochs = 60
+    epochs = 200  # ~0.4-1 s each with the test backbone: the search outlives the outage
     port, uri, search = search_losing_its_server(tmp_path, "outage", 2, epochs, "--checkpoint-every", "1000")
     down = time.time()  # the server went away mid-search for a minute ...
     server = None
     try:
         time.sleep(60)
         restarting = time.time()
+        assert search.poll() is None, "the search ended during the outage: give it more epochs"
         server = start_server(tmp_path, port)  # ... and comes back on the same store
         assert search.wait(timeout=400) == 0, (tmp_path / "search.log").read_text()[-3000:]
         client, runs = trials(uri, "outage")
