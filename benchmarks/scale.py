@@ -15,6 +15,11 @@ the driver's peak RSS, and checks that MLflow has every trial and every epoch on
 
     python benchmarks/scale.py [--trials 300] [--concurrent 16] [--epochs 1] [--epoch-s 1]
         [--searcher random] [--scheduler fifo] [--storage s3://...] [--tracking-uri http://...]
+        [--against-every-step]
+
+``--against-every-step`` runs the search twice, first with Ray Tune saving its experiment state
+after every controller step (``TUNE_GLOBAL_CHECKPOINT_S=0``, what tune_lsd did before) as the
+baseline, then as tune_lsd runs it, and prints the ratio of their wall times.
 """
 
 from __future__ import annotations
@@ -140,7 +145,10 @@ def main() -> None:
     parser.add_argument("--storage", default=None, help="object storage URI (default: the runs folder)")
     parser.add_argument("--tracking-uri", default=None, help="default: the runs folder's SQLite file")
     parser.add_argument("--runs-dir", default=None, help="default: a temporary folder")
+    parser.add_argument("--against-every-step", action="store_true", help="first a baseline saving every step")
     args = parser.parse_args()
+    if args.against_every_step:
+        return against_every_step([a for a in sys.argv[1:] if a != "--against-every-step"])
 
     from tune_lsd.search.runner import run_search
     from tune_lsd.search.settings import SearchSettings
@@ -197,6 +205,27 @@ def main() -> None:
     print("  " + check_mlflow(settings.resolved_tracking_uri(), "scale", args.trials))
     print(f"ratio wall/ideal: {wall / ideal:.2f} ({wall:.0f} s against {ideal:.0f} s)")
     sys.stdout.flush()
+
+
+def against_every_step(arguments: list[str]) -> None:
+    """This benchmark twice, in fresh processes: saving Ray's state every step, then as configured."""
+    import re
+    import subprocess
+
+    walls = []
+    for label, period in (("baseline: Ray's state saved every step", "0"), ("tune_lsd", None)):
+        env = {k: v for k, v in os.environ.items() if k != "TUNE_GLOBAL_CHECKPOINT_S"}
+        if period is not None:
+            env["TUNE_GLOBAL_CHECKPOINT_S"] = period
+        print(f"== {label}", flush=True)
+        out = subprocess.run(
+            [sys.executable, __file__, *arguments], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        print(out[out.index("scale: ") :], end="", flush=True)  # (not the trials' progress lines)
+        found = re.search(r"ratio wall/ideal: [\d.]+ \((\d+) s", out)
+        assert found is not None, out
+        walls.append(float(found.group(1)))
+    print(f"ratio tune_lsd/every-step wall time: {walls[1] / walls[0]:.2f} ({walls[1]:.0f} s against {walls[0]:.0f} s)")
 
 
 if __name__ == "__main__":

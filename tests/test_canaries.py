@@ -70,10 +70,25 @@ def test_ray_logs_failed_storage_copies_to_its_module_loggers(name):
 
 
 def test_ray_reads_the_global_checkpoint_period_from_the_environment():
-    """tune_lsd/search/ray_setup.py sets TUNE_GLOBAL_CHECKPOINT_S."""
+    """docs/scale.md tells users to set TUNE_GLOBAL_CHECKPOINT_S (Ray's default: "auto")."""
     from ray.tune.execution import tune_controller
 
-    assert 'os.getenv("TUNE_GLOBAL_CHECKPOINT_S"' in inspect.getsource(tune_controller)
+    assert 'os.getenv("TUNE_GLOBAL_CHECKPOINT_S", "auto")' in inspect.getsource(tune_controller)
+
+
+def test_ray_logs_a_failed_checkpoint_deletion_from_its_controller():
+    """tune_lsd/search/stale_checkpoints.py drops this record: Ray's controller logs it, and
+    Ray updates its checkpoint list before deleting (so a failed deletion loses nothing)."""
+    from ray.train._internal import checkpoint_manager, storage
+    from ray.tune.execution import tune_controller
+
+    from tune_lsd.search.stale_checkpoints import RAY_CONTROLLER_LOGGER, RAY_DELETE
+
+    assert tune_controller.logger.name == RAY_CONTROLLER_LOGGER
+    assert '"Trial %s: Error handling checkpoint %s"' in inspect.getsource(tune_controller)
+    assert callable(getattr(storage, RAY_DELETE))
+    source = inspect.getsource(checkpoint_manager._CheckpointManager.register_checkpoint)
+    assert source.index("self._checkpoint_results = [") < source.index(f"{RAY_DELETE}(")
 
 
 def test_optuna_search_keeps_its_running_and_completed_trials():

@@ -110,7 +110,7 @@ def test_the_end_of_a_fit_deletes_only_the_runs_of_lost_trials_with_one_line(sea
     TrialStateCallback().on_experiment_end([trial("known", epochs=1)])
 
     out = capsys.readouterr().out
-    assert "MLflow: deleted the run of trial lost (2 epochs logged): it started just before an earlier driver" in out
+    assert "MLflow: deleted the run of trial lost (2 epochs logged): it started after the last state Ray" in out
     client = MlflowClient(search.context.tracking_uri)
     assert client.get_run(lost).info.lifecycle_stage == "deleted"
     assert client.get_run(known).info.lifecycle_stage == "active"

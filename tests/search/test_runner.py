@@ -209,14 +209,17 @@ KILL_MOMENTS = [
     ("right after a trial ended", lambda log, runs: " completed " in log),
     ("during a checkpoint", lambda log, runs: " epoch " in log),  # Ray saves one after every epoch
     ("between trials", lambda log, runs: _started_after_completed(log)),
-    ("during the last trial", lambda log, runs: len(trial_epochs(runs, "kills")) == 5 and " epoch " in log),
+    ("Ctrl-C", lambda log, runs: " epoch " in log),  # SIGINT while trials remain: Ray Tune stops them
+    ("during the last trial", lambda log, runs: len(trial_epochs(runs, "kills")) >= 5 and " epoch " in log),
 ]
 
 
 def test_search_killed_at_five_moments_and_interrupted_ends_with_exactly_its_trials_none_trained_twice(tmp_path):
     """The driver is SIGKILLed (with its Ray and trial processes) at five moments of one search
-    and resumed each time, then stopped with Ctrl-C; it must end with exactly --num-samples
-    trials, every one complete, and no trial that had finished trained again."""
+    and resumed each time, and stopped once with Ctrl-C; it must end with exactly --num-samples
+    trials, every one complete, and no trial that had finished trained again. Ray Tune saves its
+    state every 10 s or so: a trial that started after a killed driver's last save is lost (Ray
+    and the searcher never knew it), its MLflow run deleted with one line."""
     import random
 
     rng = random.Random(20261126)
@@ -252,36 +255,25 @@ def test_search_killed_at_five_moments_and_interrupted_ends_with_exactly_its_tri
             while not reached(log_path.read_text().split("search 'kills':", 1)[1], runs_dir):
                 assert driver.poll() is None and time.time() < deadline, f"{moment}: {log_path.read_text()[-3000:]}"
                 time.sleep(0.05)
-            time.sleep(rng.uniform(0, 0.5))
+            if moment == "Ctrl-C":
+                os.kill(driver.pid, signal.SIGINT)
+                driver.wait(timeout=120)
+            else:
+                time.sleep(rng.uniform(0, 0.5))
         finally:
             kill_tree(driver)
+        if moment == "Ctrl-C":  # the search says how to continue and keeps its unfinished trials' checkpoints
+            log = log_path.read_text()
+            assert driver.returncode == 130, log[-3000:]
+            assert "was interrupted; continue it with: tune-lsd search --resume kills" in log, log[-3000:]
+            assert checkpoints(runs_dir, "kills") and not (runs_dir / "searches" / "kills" / "completed.json").exists()
         epochs_now = trial_epochs(runs_dir, "kills")
-        assert len(epochs_now) <= samples, (moment, epochs_now)
         for trial, reported in epochs_now.items():
             if trial in finished_at_kill:  # finished before an earlier kill: never trained again
                 assert len(reported) == finished_at_kill[trial], (moment, trial, reported)
             elif reported and reported[-1] == epochs:
                 finished_at_kill[trial] = len(reported)
     assert finished_at_kill, "no trial finished between the kills"
-
-    # Ctrl-C: Ray Tune stops the trials and returns; the search says how to continue and keeps
-    # the checkpoints of its unfinished trial.
-    driver = start_tune_lsd("search", "--resume", "kills", cwd=tmp_path, log=tmp_path / "ctrl-c.log")
-    try:
-        wait_until_search_started(tmp_path / "ctrl-c.log", "kills")
-        deadline = time.time() + 240
-        while " epoch " not in (tmp_path / "ctrl-c.log").read_text().split("search 'kills':", 1)[1]:
-            assert driver.poll() is None and time.time() < deadline, (tmp_path / "ctrl-c.log").read_text()[-3000:]
-            time.sleep(0.05)
-        os.kill(driver.pid, signal.SIGINT)
-        driver.wait(timeout=120)
-    finally:
-        kill_tree(driver)
-    log = (tmp_path / "ctrl-c.log").read_text()
-    assert driver.returncode == 130 and "was interrupted; continue it with: tune-lsd search --resume kills" in log, log[
-        -3000:
-    ]
-    assert checkpoints(runs_dir, "kills") and not (runs_dir / "searches" / "kills" / "completed.json").exists()
 
     # What a kill can leave (seen in CI): a trial that opened its MLflow run just before the kill,
     # while Ray Tune's saved state did not name it yet. The resumed search deletes that run.
@@ -290,12 +282,20 @@ def test_search_killed_at_five_moments_and_interrupted_ends_with_exactly_its_tri
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
     assert "search 'kills' completed: 5 trials (0 errored)" in resumed.stdout, resumed.stdout[-3000:]
     assert "MLflow: deleted the run of trial lost0001 (1 epoch logged)" in resumed.stdout, resumed.stdout[-3000:]
-    epochs_now = trial_epochs(runs_dir, "kills")
-    assert len(epochs_now) == samples and all(reported[-1] == epochs for reported in epochs_now.values())
-    for trial, count in finished_at_kill.items():
-        assert len(epochs_now[trial]) == count, (trial, epochs_now[trial])
     client, parents, children = child_runs(runs_dir, "kills")
     assert len(children) == samples and len(parents) == 1
+    kept = {run.data.tags["ray.trial_id"] for run in children}
+    epochs_now = trial_epochs(runs_dir, "kills")
+    logs = "".join(path.read_text() for path in tmp_path.glob("*.log")) + resumed.stdout
+    for trial in set(epochs_now) - kept:  # a lost trial that trained: its run was deleted with one line
+        assert not epochs_now[trial] or f"MLflow: deleted the run of trial {trial} " in logs, (trial, epochs_now)
+    epochs_now = {trial: reported for trial, reported in epochs_now.items() if trial in kept}
+    # (a trial's last epoch can be missing here: trained, and recorded as finished, but the driver
+    # was killed before Ray wrote its result; the resumed trial replays it. MLflow has it: below.)
+    assert len(epochs_now) == samples
+    for trial, count in finished_at_kill.items():
+        if trial in kept:
+            assert len(epochs_now[trial]) == count, (trial, epochs_now[trial])
     assert {r.data.tags[STATE_TAG] for r in children} == {"completed"}
     assert client.get_run(lost_run).info.lifecycle_stage == "deleted"
     assert checkpoints(runs_dir, "kills") == []  # completed now: pruned

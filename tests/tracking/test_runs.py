@@ -1,5 +1,5 @@
 """tune_lsd/tracking/runs.py against a real MLflow SQLite store: the runs of trials Ray Tune lost
-when a driver was killed are deleted, and nothing else is."""
+when a driver was killed (started after its last saved state) are deleted, and nothing else is."""
 
 from __future__ import annotations
 
@@ -12,26 +12,28 @@ from trial_runs import logged_trial_run
 from tune_lsd import tracking
 
 
-def test_only_unended_runs_of_this_ray_experiment_that_ray_does_not_know_are_deleted(tmp_path):
+def test_only_runs_of_this_ray_experiment_that_ray_does_not_know_are_deleted(tmp_path):
     uri = tracking.default_tracking_uri(tmp_path)
     context = tracking.start_search_run(uri, "kills", {"space": "x"}, tmp_path / "artifacts", ray_experiment="kills")
     known_running = logged_trial_run(context, "known", 2)  # interrupted: Ray resumes it
     known_done = logged_trial_run(context, "done", 3, "completed")
     lost = logged_trial_run(context, "lost", 1)  # opened its run, then the driver died before Ray saved it
-    lost_but_ended = logged_trial_run(context, "ended", 3, "completed")  # a finished result is never deleted
+    # started and finished between two saves: the resumed search ran another trial in its place
+    lost_but_ended = logged_trial_run(context, "ended", 3, "completed")
     # an --extend round of the same search is another Ray experiment: its trials are not this one's
     extension = dataclasses.replace(context, ray_experiment="kills.ext-4")
     other_round = logged_trial_run(extension, "round2", 1)
 
     discarded = tracking.discard_lost_trial_runs(context, {"known", "done"})
 
-    assert discarded == [("lost", 1)]
+    assert sorted(discarded) == [("ended", 3), ("lost", 1)]
     client = MlflowClient(uri)
-    gone = client.get_run(lost)
-    assert gone.info.lifecycle_stage == "deleted" and gone.info.status == "KILLED"
-    assert gone.data.tags[tracking.STATE_TAG] == "lost"
+    for run_id in (lost, lost_but_ended):
+        gone = client.get_run(run_id)
+        assert gone.info.lifecycle_stage == "deleted" and gone.info.status == "KILLED"
+        assert gone.data.tags[tracking.STATE_TAG] == "lost"
     kept = {run.info.run_id for run in tracking.trial_runs(uri, "kills")}
-    assert kept == {known_running, known_done, lost_but_ended, other_round}
+    assert kept == {known_running, known_done, other_round}
     assert client.get_run(other_round).data.tags[tracking.RAY_EXPERIMENT_TAG] == "kills.ext-4"
     # deleted, not destroyed: `mlflow runs restore` brings it back
     assert lost in {

@@ -93,8 +93,8 @@ class TrialStateCallback(tune.Callback):
 
     def on_experiment_end(self, trials, **info) -> None:
         """Delete the MLflow runs of trials Ray Tune lost when an earlier driver was killed
-        (their runs opened before Ray saved a state naming them): the search keeps exactly its
-        trials. Ray calls this when the fit ends, interrupted or not."""
+        (they started after Ray's last saved state): the search keeps exactly its trials. Ray
+        calls this when the fit ends, interrupted or not."""
         try:
             lost = tracking.discard_lost_trial_runs(running_search().context, {trial.trial_id for trial in trials})
         except tracking.TrackingError as error:
@@ -103,8 +103,8 @@ class TrialStateCallback(tune.Callback):
         for trial_id, epochs in lost:
             print(
                 f"MLflow: deleted the run of trial {trial_id} ({epochs} epoch{'s' * (epochs != 1)} logged): "
-                f"it started just before an "
-                "earlier driver was killed and Ray Tune had not recorded it, so --resume ran another trial in its place"
+                "it started after the last state Ray Tune saved before an earlier driver was killed, "
+                "so --resume ran another trial in its place"
             )
 
 

@@ -13,6 +13,7 @@ import ray
 
 from tune_lsd import tracking
 from tune_lsd.search.settings import SearchError, SearchSettings
+from tune_lsd.search.stale_checkpoints import quiet_stale_deletions
 from tune_lsd.storage import Location, StorageError
 
 # Ray's runtime-env agent logs every actor's environment variables at INFO, in each node's
@@ -92,9 +93,12 @@ def forwarded_credentials() -> dict[str, str]:
 
 def start_ray(settings: SearchSettings) -> None:
     """A private local Ray (the default), or the cluster at ``--address`` / ``RAY_ADDRESS``."""
-    # Save Tune's experiment state after every controller step (default: at most every 10 s),
-    # so a driver killed right after a trial finished does not train that trial again on --resume.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    # Ray Tune saves its experiment state on its own period (TUNE_GLOBAL_CHECKPOINT_S, "auto":
+    # every 10 s or 19x the time a save takes), not after every step: the state grows with the
+    # trials. What a driver killed between two saves leaves is settled on --resume: a finished
+    # trial replays its recorded result (trainables.finished), and the MLflow run of a trial
+    # the saved state does not name is deleted (tracking.discard_lost_trial_runs).
+    quiet_stale_deletions()
     address = cluster_address(settings)
     if address:
         recorded = settings.runs_path / "cluster" / "nodes.json"

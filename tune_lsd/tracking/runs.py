@@ -122,11 +122,11 @@ def end_trial_run(client: MlflowClient, context: TrackingContext, record: dict[s
 
 def discard_lost_trial_runs(context: TrackingContext, known_trial_ids: set[str]) -> list[tuple[str, int]]:
     """Delete the runs of trials that Ray Tune no longer knows: a trial that started (and
-    opened its run) just before the driver was killed, while Ray Tune had not yet saved an
-    experiment state that names it; ``--resume`` runs another trial in its place. Only runs of
-    this context's Ray experiment that never ended are touched (tagged ``lost``, KILLED, then
-    deleted: ``mlflow runs restore --run-id ID`` brings one back). Returns (trial id, epochs
-    it had logged) of each run deleted."""
+    opened its run, perhaps even finished) after the last experiment state Ray Tune saved
+    before its driver was killed. Neither Ray nor the searcher know it, so ``--resume`` ran
+    another trial in its place. Only runs of this context's Ray experiment are touched (tagged
+    ``lost``, KILLED, then deleted: ``mlflow runs restore --run-id ID`` brings one back).
+    Returns (trial id, epochs it had logged) of each run deleted."""
     if not context.ray_experiment:
         return []
     client = MlflowClient(context.tracking_uri)
@@ -135,7 +135,7 @@ def discard_lost_trial_runs(context: TrackingContext, known_trial_ids: set[str])
             [context.experiment_id],
             max_results=10_000,
             filter_string=f"tags.`{PARENT_TAG}` = '{context.parent_run_id}' and tags.`{SEARCH_TAG}` = 'trial' and "
-            f"tags.`{RAY_EXPERIMENT_TAG}` = '{context.ray_experiment}' and tags.`{STATE_TAG}` = 'running'",
+            f"tags.`{RAY_EXPERIMENT_TAG}` = '{context.ray_experiment}'",
         ),
         "search_runs",
         attempts=2,
