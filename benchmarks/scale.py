@@ -117,6 +117,23 @@ class DriverProbe(tune.Callback):
         self.completions.append(time.perf_counter())
 
 
+def time_state_saves() -> list[float]:
+    """Time every save of Ray Tune's experiment state in this process (its controller's
+    ``save_to_dir``; what is copied to the storage after it runs in the background)."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    durations: list[float] = []
+    save = TuneController.save_to_dir
+
+    def timed(controller: TuneController) -> None:
+        started = time.perf_counter()
+        save(controller)
+        durations.append(time.perf_counter() - started)
+
+    TuneController.save_to_dir = timed  # type: ignore[method-assign]
+    return durations
+
+
 def check_mlflow(tracking_uri: str, name: str, trials: int) -> str:
     """Every trial's run once, every epoch of it once (its `epoch` metric's steps)."""
     from mlflow.tracking import MlflowClient
@@ -170,6 +187,7 @@ def main() -> None:
         share_data=False,  # the stand-in reads no data
     )
     probe = DriverProbe()
+    saves = time_state_saves()
     started = time.perf_counter()
     summary = run_search(
         settings, log=lambda line: None, trainable=stand_in_trainable(args.epoch_s), tune_callbacks=[probe]
@@ -192,6 +210,10 @@ def main() -> None:
     print(
         f"  controller steps: {len(probe.steps)}, mean {1000 * sum(probe.steps) / max(1, len(probe.steps)):.1f} ms, "
         f"p99 {1000 * np.percentile(probe.steps, 99):.1f} ms, sum {sum(probe.steps):.0f} s"
+    )
+    print(
+        f"  state saves: {len(saves)} ({len(saves) / max(1, args.trials):.2f} a trial), mean "
+        f"{1000 * float(np.mean(saves or [0])):.1f} ms, max {1000 * max(saves or [0]):.1f} ms, sum {sum(saves):.1f} s"
     )
     # Ray's saved state, in the driver's staging folder (what every save writes, then syncs)
     staging = sorted(Path(tempfile.gettempdir(), "ray").glob("session_*/artifacts/*/scale/driver_artifacts"))

@@ -52,6 +52,24 @@ def test_a_finished_trial_restored_after_a_driver_crash_reports_its_result_witho
     restored.stop()
 
 
+def test_with_mlflow_ray_gets_only_what_it_reads_and_mlflow_every_metric(base_config, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from trainables.dml import RAY_RESULT_KEYS
+    from tune_lsd import tracking
+
+    context = tracking.start_search_run(tracking.default_tracking_uri(tmp_path), "lean", {}, tmp_path / "artifacts")
+    trial = make({"lsd.weight": 5.0}, base_config, tracking=context)
+    result = trial.step()
+    timings = {"time/process_start_s", "time/import_s", "time/trainer_s", "time/setup_s"}
+    assert set(result) == {"val/recall@1", "best/val/recall@1", *RAY_RESULT_KEYS, *timings}
+    assert trial.tracker.flush() == 0
+    logged = MlflowClient(context.tracking_uri).get_run(trial.tracker.run_id).data.metrics
+    assert {"val/map_at_r", "val/recall_at_8", "lsd/weight", "train/base_loss", "train/lr"} <= set(logged)
+    assert logged["val/recall_at_1"] == result["val/recall@1"]
+    trial.stop()
+
+
 def test_reset_config_rebuilds_everything(base_config):
     reused = make({"optim.lr": 1e-3}, base_config)
     reused.step()

@@ -42,6 +42,12 @@ from tune_lsd.tracking import MODEL_FILE, TrackingContext, TrialTracker, prefer_
 STATE_FILE = "trainer.pt"
 BEST_FILE = "best.pt"
 
+# What Ray Tune gets of an epoch when MLflow records all of it: besides the selection metric and
+# its best so far, what the progress lines print and the timings benchmarks/gpu.py draws. Ray
+# keeps running statistics of every numeric key of every trial in its saved experiment state
+# (~0.6 kB a key a trial), and its result files repeat them: MLflow is the record.
+RAY_RESULT_KEYS = ("epoch", "train/loss", "train/epoch_s", "val/eval_s", "time/step_end_unix", "done")
+
 
 def _engine():
     """``tune_lsd.engine``, imported on first use (in the trial's process)."""
@@ -170,9 +176,17 @@ class DMLTrainable(tune.Trainable):
             self.tracker.log_metrics(metrics, step=metrics["epoch"])
         metrics["time/step_end_unix"] = epoch_ended  # for Ray's results only (benchmarks/gpu.py's timelines)
         metrics["done"] = self.trainer.epoch >= self.run_config.schedule.epochs
-        if metrics["done"]:
-            record_finished(self.finished_dir, self.trial_id, metrics)
-        return metrics
+        result = self._for_ray(metrics)
+        if result["done"]:
+            record_finished(self.finished_dir, self.trial_id, result)
+        return result
+
+    def _for_ray(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """The epoch's result for Ray Tune: all of it without MLflow, else :data:`RAY_RESULT_KEYS`."""
+        if self.tracker is None:
+            return metrics
+        keep = {self.select_metric, f"best/{self.select_metric}", *RAY_RESULT_KEYS, *self.timings}
+        return {key: value for key, value in metrics.items() if key in keep}
 
     def _model_snapshot(self) -> dict[str, Any]:
         """Weights (on the CPU), config and history: what `tune-lsd evaluate` needs."""
