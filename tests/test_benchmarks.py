@@ -212,3 +212,16 @@ def test_decode_cache_benchmark_runs():
     assert any(line.startswith("first load (decode into the cache") for line in lines)
     assert sum("draft margin" in line for line in lines) == 4
     assert lines[-1].startswith("ratio first/second load:")
+
+
+@pytest.mark.slow
+def test_scale_benchmark_records_every_trial_once_and_saves_ray_state_on_a_period():
+    trials = 120
+    lines = run("scale.py", "--trials", str(trials), "--concurrent", "8", "--epochs", "2", "--epoch-s", "0.2")
+    text = "\n".join(lines)
+    assert f"MLflow: {trials} trial runs of {trials}, 0 epochs logged twice: exact" in text, text
+    saves = int(re.search(r"state saves: (\d+)", text).group(1))
+    steps = int(re.search(r"controller steps: (\d+)", text).group(1))
+    assert 1 <= saves < trials / 2 and saves < steps / 10, text  # on Ray's period, not after every step
+    assert float(re.search(r"\(([\d.]+) kB a trial\)", text).group(1)) < 30, text  # lean results to Ray
+    assert lines[-1].startswith("ratio wall/ideal:")

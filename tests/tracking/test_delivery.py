@@ -4,6 +4,7 @@ in the search's run, concurrent trials, restarted trials, trial states."""
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 from mlflow.tracking import MlflowClient
@@ -90,3 +91,32 @@ def test_a_spool_left_without_its_state_by_an_older_interrupted_removal_is_remov
 
     assert delivered == 0 and not (tmp_path / "spool").exists()
     assert lines == ["removed trial_x: a delivered spool whose removal was interrupted"]
+
+
+def open_and_end_a_trial(args) -> None:
+    """What an actor Ray Tune stops before its trial's first epoch does: open, then end."""
+    context, trial_id, ends_after_s = args
+    tracker = tracking.TrialTracker(context, trial_id, f"trial_{trial_id}", {}, {}, node_id="node-a")
+    time.sleep(ends_after_s)
+    assert tracker.close() == 0
+
+
+def test_a_trial_whose_first_actor_is_stopped_while_another_runs_it_loses_nothing(tmp_path):
+    """Ray Tune can start a trial in a new actor, hand it to a reused one, and stop the first:
+    the stopped actor's end must not remove the spool of the actor the trial goes on in (it did:
+    the trial errored with FileNotFoundError on its next record)."""
+    uri = tracking.default_tracking_uri(tmp_path)
+    context = tracking.start_search_run(uri, "handed", {"space": "x"}, tmp_path / "spool-root")
+    context = tracking.TrackingContext(uri, context.experiment_id, context.parent_run_id, str(tmp_path / "spool"))
+    with ProcessPoolExecutor(max_workers=2) as actors:
+        first = actors.submit(open_and_end_a_trial, (context, "t1", 2.0))  # set up first, stopped later
+        time.sleep(1.0)
+        running = tracking.TrialTracker(context, "t1", "trial_t1", {}, {}, node_id="node-b")
+        first.result()
+    for epoch in (1, 2):
+        running.log_metrics({"epoch": epoch, "val/recall@1": 0.1 * epoch}, step=epoch)
+    assert running.close() == 0
+    runs = tracking.trial_runs(uri, "handed")
+    assert len(runs) == 1
+    steps = [m.step for m in MlflowClient(uri).get_metric_history(runs[0].info.run_id, "epoch")]
+    assert steps == [1, 2]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -50,7 +51,12 @@ class TrialTracker:
         """Open (or, for a restarted trial, reopen) the trial's run; ``node_id`` is recorded in
         the tag ``tune_lsd.nodes`` (every node the trial (re)started on, in order)."""
         self.trial_id = trial_id
-        spool = Spool(context.spool_folder(trial_id), initial_state={"context": asdict(context), "trial_id": trial_id})
+        # One spool per process: Ray Tune can start a trial in a new actor and then hand it to a
+        # reused one, stopping the first, whose end must not remove the spool the trial goes on in.
+        spool = Spool(
+            context.spool_folder(f"{trial_id}.{os.getpid()}"),
+            initial_state={"context": asdict(context), "trial_id": trial_id},
+        )
         self.writer = SpoolWriter(spool, functools.partial(deliver_records, files=spool.files))
         self.writer.append(
             {
