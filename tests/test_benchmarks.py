@@ -222,6 +222,7 @@ def test_scale_benchmark_records_every_trial_once_and_saves_ray_state_on_a_perio
     assert f"MLflow: {trials} trial runs of {trials}, 0 epochs logged twice: exact" in text, text
     saves = int(re.search(r"state saves: (\d+)", text).group(1))
     steps = int(re.search(r"controller steps: (\d+)", text).group(1))
-    assert 1 <= saves < trials / 2 and saves < steps / 10, text  # on Ray's period, not after every step
+    # on Ray's period (and when a trial registered its second checkpoint), not after every step
+    assert 1 <= saves < steps / 5, text
     assert float(re.search(r"\(([\d.]+) kB a trial\)", text).group(1)) < 30, text  # lean results to Ray
     assert lines[-1].startswith("ratio wall/ideal:")
