@@ -43,12 +43,15 @@ def test_restarted_trial_reuses_its_run_and_states_are_recorded(tmp_path):
     uri = tracking.default_tracking_uri(tmp_path)
     context = tracking.start_search_run(uri, "states", {"space": "x"}, tmp_path / "artifacts")
     first = tracking.TrialTracker(context, "abc", "trial_abc", {}, {"optim.lr": 0.1}, node_id="node-a")
+    first.log_metrics({"best/val/recall@1": 0.4}, step=1)
     assert first.close() == 0
+    handed_on = tracking.TrialTracker(context, "abc", "trial_abc", {}, {"optim.lr": 0.1}, node_id="node-c")
+    assert handed_on.close() == 0  # set up there, then handed to another actor before it trained: not a node
     again = tracking.TrialTracker(context, "abc", "trial_abc", {}, {"optim.lr": 0.1}, node_id="node-b")
     assert again.flush() == 0 and first.run_id == again.run_id
-    assert MlflowClient(uri).get_run(first.run_id).data.tags[tracking.NODES_TAG] == "node-a,node-b"
-    again.log_metrics({"best/val/recall@1": 0.5}, step=1)
+    again.log_metrics({"best/val/recall@1": 0.5}, step=2)
     assert again.close() == 0
+    assert MlflowClient(uri).get_run(first.run_id).data.tags[tracking.NODES_TAG] == "node-a,node-b"
     recorder = tracking.SearchRecorder(context)
     recorder.trial_ended("abc", "errored", "NonFiniteLossError: training loss is nan")
     recorder.trial_ended("never-started", "errored", "no run: skipped", has_run=False)

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from tune_lsd.errors import first_line
 from tune_lsd.tracking.names import CHECKPOINT_DIR, mlflow_key, param_value
-from tune_lsd.tracking.runs import end_search_run, end_trial_run, open_trial_run
+from tune_lsd.tracking.runs import end_search_run, end_trial_run, open_trial_run, record_node
 from tune_lsd.tracking.spool import Spool, SpoolWriter, spools_under
 from tune_lsd.tracking.store import TrackingContext, TrackingError, check_tracking_uri
 
@@ -154,6 +154,7 @@ def deliver_records(records: list[dict[str, Any]], state: dict[str, Any], files:
         state["run_id"], state["epochs_logged"] = open_trial_run(
             client, context, state["trial_id"], records[0], state.get("run_id")
         )
+        state["node_id"] = records[0]["node_id"]
     elif op == "metrics":
         # A restarted trial trains again from the last checkpoint Ray Tune had recorded, which can
         # be older than the last epoch its run got (a driver killed in between): an epoch the run
@@ -165,6 +166,8 @@ def deliver_records(records: list[dict[str, Any]], state: dict[str, Any], files:
             if r["step"] not in logged
             for k, v in r["values"].items()
         ]
+        if "node_id" in state:  # the trial's first epoch on this node
+            record_node(client, state["run_id"], state.pop("node_id"))
         for start in range(0, len(points), 1000):  # MLflow takes at most 1000 metrics per request
             client.log_batch(state["run_id"], metrics=points[start : start + 1000])
     elif op == "text":

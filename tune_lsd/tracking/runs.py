@@ -73,12 +73,12 @@ def open_trial_run(
     client: MlflowClient, context: TrackingContext, trial_id: str, record: dict[str, Any], run_id: str | None
 ) -> tuple[str, list[int]]:
     """The trial's run: created with its params and tags, or (a restarted trial) reopened;
-    returns its id and the epochs it has already logged (none for a new run)."""
+    returns its id and the epochs it has already logged (none for a new run). The node is
+    recorded with the trial's first epoch there (:func:`record_node`): Ray Tune can set a trial
+    up in an actor and hand it to another before it trains."""
     existing = client.get_run(run_id) if run_id else find_trial_run(client, context, trial_id)
     if existing is not None:
-        nodes = [n for n in existing.data.tags.get(NODES_TAG, "").split(",") if n] + [record["node_id"]]
         client.update_run(existing.info.run_id, status="RUNNING")
-        client.set_tag(existing.info.run_id, NODES_TAG, ",".join(nodes))
         logged = sorted({int(m.step) for m in client.get_metric_history(existing.info.run_id, "epoch")})
         return existing.info.run_id, logged
     tags = {
@@ -87,7 +87,6 @@ def open_trial_run(
         SEARCH_TAG: "trial",
         STATE_TAG: "running",
         SAMPLED_TAG: record["sampled"],
-        NODES_TAG: record["node_id"],
     }
     if context.ray_experiment:
         tags[RAY_EXPERIMENT_TAG] = context.ray_experiment
@@ -118,6 +117,12 @@ def end_trial_run(client: MlflowClient, context: TrackingContext, record: dict[s
     # A trial the scheduler stopped early finished normally (the MLflow UI draws KILLED as a failure).
     status = {"completed": "FINISHED", "stopped early": "FINISHED", "errored": "FAILED"}[record["state"]]
     client.set_terminated(run.info.run_id, status=status)
+
+
+def record_node(client: MlflowClient, run_id: str, node_id: str) -> None:
+    """Add ``node_id`` to the run's ``tune_lsd.nodes`` (every node the trial trained on, in order)."""
+    nodes = [n for n in client.get_run(run_id).data.tags.get(NODES_TAG, "").split(",") if n] + [node_id]
+    client.set_tag(run_id, NODES_TAG, ",".join(nodes))
 
 
 def discard_lost_trial_runs(context: TrackingContext, known_trial_ids: set[str]) -> list[tuple[str, int]]:
