@@ -49,7 +49,7 @@ class TrialTracker:
         node_id: str,
     ) -> None:
         """Open (or, for a restarted trial, reopen) the trial's run; ``node_id`` is recorded in
-        the tag ``tune_lsd.nodes`` (every node the trial (re)started on, in order)."""
+        the tag ``tune_lsd.nodes`` with the first epoch (every node the trial trained on, in order)."""
         self.trial_id = trial_id
         # One spool per process: Ray Tune can start a trial in a new actor and then hand it to a
         # reused one, stopping the first, whose end must not remove the spool the trial goes on in.
@@ -167,7 +167,8 @@ def deliver_records(records: list[dict[str, Any]], state: dict[str, Any], files:
             for k, v in r["values"].items()
         ]
         if "node_id" in state:  # the trial's first epoch on this node
-            record_node(client, state["run_id"], state.pop("node_id"))
+            record_node(client, state["run_id"], state["node_id"])
+            del state["node_id"]  # (only once recorded: a failed request is tried again)
         for start in range(0, len(points), 1000):  # MLflow takes at most 1000 metrics per request
             client.log_batch(state["run_id"], metrics=points[start : start + 1000])
     elif op == "text":
