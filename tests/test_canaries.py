@@ -91,6 +91,21 @@ def test_ray_logs_a_failed_checkpoint_deletion_from_its_controller():
     assert source.index("self._checkpoint_results = [") < source.index(f"{RAY_DELETE}(")
 
 
+def test_ray_logs_a_failed_restore_from_inside_its_handler_then_starts_afresh():
+    """tune_lsd/search/failed_restore.py raises on this record: Ray's controller logs it in the
+    ``except`` block around its resume (so a filter's error leaves ``__init__``), unless fail_fast."""
+    from ray.tune.execution import tune_controller
+
+    from tune_lsd.search.failed_restore import RAY_RESTORE_FAILED
+    from tune_lsd.search.stale_checkpoints import RAY_CONTROLLER_LOGGER
+
+    assert tune_controller.logger.name == RAY_CONTROLLER_LOGGER
+    source = inspect.getsource(tune_controller.TuneController.__init__)
+    resume, logged = source.index("self.resume(resume_config=resume_config)"), source.index(f'"{RAY_RESTORE_FAILED}"')
+    assert resume < source.index("except Exception", resume) < logged < source.index('"Restarting experiment."')
+    assert f'logger.exception("{RAY_RESTORE_FAILED}")' in source
+
+
 def test_optuna_search_keeps_its_running_and_completed_trials():
     """tune_lsd/search/searchers.py ResumableOptunaSearch._knows reads _ot_trials and _completed_trials."""
     from ray.tune.search.optuna import OptunaSearch

@@ -12,6 +12,7 @@ from pathlib import Path
 import ray
 
 from tune_lsd import tracking
+from tune_lsd.search.failed_restore import refuse_fresh_restarts
 from tune_lsd.search.settings import SearchError, SearchSettings
 from tune_lsd.search.stale_checkpoints import quiet_stale_deletions
 from tune_lsd.storage import Location, StorageError
@@ -99,6 +100,7 @@ def start_ray(settings: SearchSettings) -> None:
     # trial replays its recorded result (trainables.finished), and the MLflow run of a trial
     # the saved state does not name is deleted (tracking.discard_lost_trial_runs).
     quiet_stale_deletions()
+    refuse_fresh_restarts()  # (a resumed search whose saved state cannot be read is restored again)
     address = cluster_address(settings)
     if address:
         recorded = settings.runs_path / "cluster" / "nodes.json"

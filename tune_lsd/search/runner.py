@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from tune_lsd.data.datasets import data_footprint
 from tune_lsd.data.memory import check_memory, check_object_store, default_object_store
 from tune_lsd.data.splits import build_splits
 from tune_lsd.search import callbacks
+from tune_lsd.search.failed_restore import RestoreFailed
 from tune_lsd.search.lifecycle import close_recorder, completion_record, deliver_left_over, record_completion
 from tune_lsd.search.outages import outage_lines
 from tune_lsd.search.ray_setup import (
@@ -52,6 +53,10 @@ from tune_lsd.search.running import RunningSearch, running
 from tune_lsd.search.searchers import TrialCountedSearch, tune_config
 from tune_lsd.search.settings import SearchError, SearchSettings, load_settings, prepare_space
 from tune_lsd.search.summary import print_summary, summarise
+from tune_lsd.storage import Location
+from tune_lsd.storage.waiting import is_transient, retrying
+
+RESTORE_ATTEMPTS = 5  # restores of a resumed search whose saved state the storage did not give
 
 
 def run_search(
@@ -123,12 +128,21 @@ def run_search(
         if resume:
             if not tune.Tuner.can_restore(experiment.uri):
                 raise SearchError(f"nothing to resume at {experiment.uri}")
-            tuner = tune.Tuner.restore(
-                experiment.uri,
-                trainable=trainable_with_data,
-                resume_errored=True,
-                param_space=_param_space(settings, space),
-            )
+
+            def restore() -> tune.Tuner:
+                return retrying(
+                    lambda: tune.Tuner.restore(
+                        experiment.uri,
+                        trainable=trainable_with_data,
+                        resume_errored=True,
+                        param_space=_param_space(settings, space),
+                    ),
+                    "reading the search's saved state",
+                    experiment.uri,
+                    experiment.patience_s,
+                )
+
+            tuner = restore()
         else:
             config = tune_config(settings, space, epochs, earlier)
             tuner = tune.Tuner(
@@ -143,7 +157,7 @@ def run_search(
         with outage_lines(storage.uri, storage.patience_s, log) as outages:
             search = RunningSearch(context, epochs, settings.finished_location, settings.ray_storage.uri, outages)
             with running(search):
-                results = tuner.fit()
+                results = _fit(tuner, restore if resume else None, experiment, log)
         # Ray's processes end (~1.5 s, mostly waiting) while the best model is exported and registered.
         ending_ray = end_ray_in_background()
         deliver_left_over(settings, log, driver_node)  # what trials could not deliver while the server was down
@@ -166,6 +180,21 @@ def run_search(
     if summary["trials"] and summary["errored"] == summary["trials"]:
         raise SearchError(f"all {summary['trials']} trials errored; the first: {summary['first_error']}")
     return summary
+
+
+def _fit(tuner: tune.Tuner, restore: Callable[[], tune.Tuner] | None, experiment: Location, log) -> Any:
+    """``tuner.fit()``. When Ray Tune could not read a resumed search's saved state because the
+    storage did not answer (search/failed_restore.py), wait for the storage and restore again."""
+    for attempt in range(1, RESTORE_ATTEMPTS + 1):
+        try:
+            return tuner.fit()
+        except RestoreFailed as error:
+            if restore is None or attempt == RESTORE_ATTEMPTS or not is_transient(error.__cause__ or error):
+                raise
+            log(f"search: {error}; restoring it again once the storage answers")
+            experiment.names(".json")  # (waits for the storage, with its patience)
+            tuner = restore()
+    raise AssertionError("unreachable")
 
 
 def resume_search(name: str, runs_dir: str = "runs", log=print, storage: str | None = None) -> dict[str, Any]:
