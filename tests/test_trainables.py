@@ -70,6 +70,25 @@ def test_with_mlflow_ray_gets_only_what_it_reads_and_mlflow_every_metric(base_co
     trial.stop()
 
 
+def test_the_best_model_is_handed_to_mlflow_before_the_trial_counts_as_finished(base_config, tmp_path):
+    """A driver killed just after a trial's last epoch takes the trial's process with it, and
+    the resumed search only replays the finished result: the best model must be in the
+    trial's spool (delivered from there) by the time its finished record is written."""
+    from mlflow.tracking import MlflowClient
+
+    from tune_lsd import tracking
+
+    context = tracking.start_search_run(tracking.default_tracking_uri(tmp_path), "last", {}, tmp_path / "artifacts")
+    trial = make({"lsd.weight": 5.0}, base_config, tracking=context, finished_dir=str(tmp_path / "finished"))
+    assert [trial.step()["done"] for _ in range(3)] == [False, False, True]
+    assert (tmp_path / "finished" / f"{trial.trial_id}.json").is_file()
+    assert trial.tracker.flush() == 0  # (delivers what the spool holds; the trial has not ended)
+    run_id, client = trial.tracker.run_id, MlflowClient(context.tracking_uri)
+    assert [a.path for a in client.list_artifacts(run_id, tracking.CHECKPOINT_DIR)] == ["checkpoint/model.pt"]
+    trial.stop()  # and not uploaded again when it ends
+    assert [a.path for a in client.list_artifacts(run_id, tracking.CHECKPOINT_DIR)] == ["checkpoint/model.pt"]
+
+
 def test_reset_config_rebuilds_everything(base_config):
     reused = make({"optim.lr": 1e-3}, base_config)
     reused.step()

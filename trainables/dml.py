@@ -109,6 +109,7 @@ class DMLTrainable(tune.Trainable):
         self.select_metric = select_metric
         self.best_value = float("-inf")
         self.best_model = None
+        self.best_model_logged = False
         if tracking is None:
             self.tracker = None
         elif not self._continues_tracked_trial():  # (a PBT exploit continues its trial's run)
@@ -184,6 +185,10 @@ class DMLTrainable(tune.Trainable):
         metrics["done"] = self.trainer.epoch >= self.run_config.schedule.epochs
         result = self._for_ray(metrics)
         if result["done"]:
+            # The best model goes to the trial's spool (this node's disk) before the trial counts as
+            # finished: a driver killed now takes this process with it, and a resumed search only
+            # replays the finished result; the spool is still delivered (the driver, or tune-lsd sync).
+            self._log_best_model()
             record_finished(self.finished_dir, self.trial_id, result)
         return result
 
@@ -297,6 +302,14 @@ class DMLTrainable(tune.Trainable):
         else:
             self.best_model = None
 
+    def _log_best_model(self) -> None:
+        """Hand the trial's best model to its MLflow run (once: at its last epoch, or when it ends)."""
+        if self.tracker is None or self.best_model is None or getattr(self, "best_model_logged", False):
+            return
+        best = self.best_model
+        self.tracker.log_checkpoint(lambda folder: _engine().save_file(best, folder / MODEL_FILE))
+        self.best_model_logged = True
+
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         """Actor reuse: the next trial (or, after a PBT exploit, this trial with the donor's
         checkpoint, loaded next by Ray) takes this process instead of a new one.
@@ -328,9 +341,7 @@ class DMLTrainable(tune.Trainable):
     def _finish(self, upload: bool = True) -> None:
         """Upload the best model to the trial's MLflow run; free the memory the trial held."""
         if upload and self.tracker is not None:
-            if self.best_model is not None:
-                best = self.best_model
-                self.tracker.log_checkpoint(lambda folder: _engine().save_file(best, folder / MODEL_FILE))
+            self._log_best_model()
             left = self.tracker.close()
             if left:
                 warnings.warn(
