@@ -14,12 +14,12 @@ import yaml
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
 
-def run(script: str, *args: str) -> list[str]:
+def run(script: str, *args: str, timeout: float = 600) -> list[str]:
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *args],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         env={"PATH": "/usr/bin:/bin", "RAY_AUTH_MODE": "disabled"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -226,3 +226,23 @@ def test_scale_benchmark_records_every_trial_once_and_saves_ray_state_on_a_perio
     assert 1 <= saves < steps / 5, text
     assert float(re.search(r"\(([\d.]+) kB a trial\)", text).group(1)) < 30, text  # lean results to Ray
     assert lines[-1].startswith("ratio wall/ideal:")
+
+
+@pytest.mark.slow
+def test_chaos_benchmark_ends_a_search_exactly_through_a_fault_of_each_kind():
+    """benchmarks/chaos.py at toy size (3-4 minutes): the worker node, the driver, the tracking
+    server and the object store each SIGKILLed once during one search on a two-node cluster,
+    and restarted; the search still ends with its trials and epochs, and the champion."""
+    lines = run(
+        "chaos.py",
+        *("--trials", "4", "--epochs", "10", "--faults", "1", "--down-s", "5", "15", "--gap-s", "5", "10"),
+        "--no-baseline",
+        timeout=900,
+    )
+    assert not [line for line in lines if line.startswith("FAILED")]  # (and exit status 0)
+    row = [cell.strip() for cell in next(line for line in lines if line.startswith("| chaos |")).split("|")]
+    faults, trials, epochs, trained = row[2:6]
+    assert faults == "1/1/1/1", lines  # every kind of fault happened while the search ran
+    assert trials == "4/4"
+    expected, in_mlflow, _ = (int(number) for number in epochs.split("/"))
+    assert expected == in_mlflow == 40 and int(trained) >= 40
