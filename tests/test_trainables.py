@@ -191,3 +191,45 @@ def test_checkpoint_holds_the_best_weights_once(base_config, tmp_path):
     for name, value in epoch_1.items():
         assert torch.equal(restored.best_model["student"][name], value), name
     assert not all(torch.equal(restored.trainer.model.state_dict()[n], v) for n, v in epoch_1.items())
+
+
+def test_training_goes_on_while_checkpoints_cannot_be_uploaded_until_the_patience_ends(
+    base_config, tmp_path, monkeypatch, capsys
+):
+    """Ray's upload of a checkpoint fails as when the object store is down: the trial gets a
+    result without a checkpoint (one line says so) and trains on; the next upload tries again;
+    only uploads failing for longer than the storage's patience fail the trial, in one line."""
+    from ray.tune import Trainable
+
+    from tune_lsd.storage import Location, StorageError
+
+    uploads = {"fail": "AWS Error NETWORK_CONNECTION during PutObject operation: Could not connect to server"}
+    ray_save = Trainable.save
+
+    def upload(self, checkpoint_dir=None):
+        if uploads["fail"]:
+            raise OSError(uploads["fail"])
+        return ray_save(self, checkpoint_dir)
+
+    monkeypatch.setattr(Trainable, "save", upload)
+    trial = make({"lsd.weight": 5.0}, base_config, storage=Location(tmp_path / "store", patience_s=30))
+    trial.step()
+    assert trial.save().checkpoint is None
+    assert trial.step()["epoch"] == 2  # trained on
+    assert trial.save().checkpoint is None
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(f"trial {trial.trial_id}")]
+    assert len(lines) == 1 and "after epoch 1 could not be uploaded" in lines[0] and "training goes on" in lines[0]
+
+    trial.uploads_failing_since -= 31  # the first failure was longer ago than the patience
+    with pytest.raises(StorageError, match=f"did not take a checkpoint of trial {trial.trial_id} for 3\\d s"):
+        trial.save()
+    uploads["fail"] = ""
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    assert trial.save(str(folder)).checkpoint is not None  # (outside a Tuner: the folder itself)
+    assert "checkpoints reach the storage again after" in capsys.readouterr().out
+    assert trial.uploads_failing_since is None
+    uploads["fail"] = "Access Denied"  # not an outage: at once
+    with pytest.raises(OSError, match="Access Denied"):
+        trial.save(str(folder))
+    trial.stop()

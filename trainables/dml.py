@@ -37,7 +37,8 @@ from trainables.checkpoints import manifest_iteration, newest_whole_checkpoint, 
 from trainables.finished import REPLAYED, finished_result, record_finished
 from tune_lsd.config import Config, apply_overrides
 from tune_lsd.data.splits import DataSplits, split_key
-from tune_lsd.storage import Location, retrying
+from tune_lsd.errors import first_line
+from tune_lsd.storage import Location, StorageError, is_transient, redacted, retrying
 from tune_lsd.tracking import MODEL_FILE, TrackingContext, TrialTracker, prefer_own_retries
 
 STATE_FILE = "trainer.pt"
@@ -100,6 +101,7 @@ class DMLTrainable(tune.Trainable):
         self.storage = storage or Location(finished_dir or ".")
         self.finished_dir = Location(finished_dir, self.storage.patience_s) if finished_dir else None
         self.undelivered_dir = Location(undelivered_dir, self.storage.patience_s) if undelivered_dir else None
+        self.uploads_failing_since: float | None = None  # the first failed upload since the last that worked
         self.replay = finished_result(self.finished_dir, self.trial_id)
         if self.replay is not None:  # it finished before the driver died: report that, train nothing
             self.tracker, self.trainer, self.best_model = None, None, None
@@ -227,22 +229,54 @@ class DMLTrainable(tune.Trainable):
         write_manifest(folder, self.iteration)  # last: it names the files above and their sizes
 
     def save(self, checkpoint_dir: str | None = None) -> Any:
-        """Ray's save (``save_checkpoint``, then the upload to the search's storage), tried again
-        while the storage does not answer, for up to its patience: an outage of the store pauses
-        this trial (one line says so) instead of failing it, and costs no ``--max-failures``."""
+        """Ray's save (``save_checkpoint``, then the upload to the search's storage). While the
+        storage does not answer, training goes on: the checkpoint is dropped (Ray takes a result
+        without one), one line says so, and the next checkpoint tries again. Only when no upload
+        has worked for the storage's patience does the trial fail, with one line. An outage
+        costs no ``--max-failures``."""
         folder = checkpoint_dir or tempfile.mkdtemp(prefix="tune_lsd-checkpoint-")
         keep = checkpoint_dir is not None
         try:
-            result = self._waiting(
-                lambda: super(DMLTrainable, self).save(folder),
-                f"the upload of its checkpoint after iteration {self.iteration}",
-            )
+            try:
+                result = super().save(folder)
+            except Exception as error:
+                if not is_transient(error) or self.storage.patience_s <= 0:
+                    raise
+                return self._upload_failed(error)
+            if self.uploads_failing_since is not None:
+                waited = time.monotonic() - self.uploads_failing_since
+                print(f"trial {self.trial_id}: checkpoints reach the storage again after {waited:.0f} s", flush=True)
+                self.uploads_failing_since = None
             # without a storage (a trainable used outside a Tuner) the checkpoint is the folder itself
             keep = keep or (result.checkpoint is not None and Path(result.checkpoint.path) == Path(folder))
             return result
         finally:
             if not keep:  # uploaded, or failed: the local copy can go
                 shutil.rmtree(folder, ignore_errors=True)
+
+    def _upload_failed(self, error: Exception) -> Any:
+        """A result without a checkpoint (Ray registers none) after a transient upload failure;
+        StorageError once uploads have failed for longer than the storage's patience."""
+        from ray.train._internal.session import _TrainingResult  # what Trainable.save returns
+
+        now = time.monotonic()
+        if self.uploads_failing_since is None:
+            self.uploads_failing_since = now
+            epoch = self.trainer.epoch if self.trainer is not None else self.iteration
+            print(
+                f"trial {self.trial_id}: its checkpoint after epoch {epoch} could not be uploaded to "
+                f"{redacted(self.storage.uri)} ({first_line(error, 160)}); training goes on and the next "
+                f"checkpoint tries again (for up to {self.storage.patience_s:g} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif now - self.uploads_failing_since > self.storage.patience_s:
+            raise StorageError(
+                f"storage {redacted(self.storage.uri)} did not take a checkpoint of trial {self.trial_id} for "
+                f"{now - self.uploads_failing_since:.0f} s (--storage-patience-s {self.storage.patience_s:g}): "
+                f"{first_line(error, 200)}"
+            ) from None
+        return _TrainingResult(checkpoint=None, metrics=dict(self._last_result or {}))
 
     def restore(self, checkpoint_path: Any) -> None:
         """Ray's restore, from the newest checkpoint of the trial that is whole in the storage

@@ -29,8 +29,8 @@ def test_an_outage_is_two_lines_and_other_records_stay_rays(caplog):
         lines.answered("trial 3c4d saved its checkpoint")  # already said
     assert said == [
         "storage s3://bucket/p does not answer (OSError: When testing for existence of bucket 'tune-lsd': AWS Error "
-        "NETWORK_CONNECTION during HeadBucket operation: curlCode: 7, Could not connect to server): the trials wait "
-        "for it to save their checkpoints (up to 300 s each) and Ray Tune's copies of the search's state are tried "
+        "NETWORK_CONNECTION during HeadBucket operation: curlCode: 7, Could not connect to server): the trials train "
+        "on and wait for it to save checkpoints (up to 300 s), and Ray Tune's copies of the search's state are tried "
         "again",
         "storage s3://bucket/p answers again after 0 s (trial 1a2b saved its checkpoint)",
     ]

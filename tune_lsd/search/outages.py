@@ -50,8 +50,9 @@ class OutageLines(logging.Filter):
             self.said = True
             reason = first_line(error, 160) if error is not None else _reason(message)
             self.log(
-                f"storage {self.uri} does not answer ({reason}): the trials wait for it to save their checkpoints "
-                f"(up to {self.patience_s:g} s each) and Ray Tune's copies of the search's state are tried again"
+                f"storage {self.uri} does not answer ({reason}): the trials train on and wait for it to save "
+                f"checkpoints (up to {self.patience_s:g} s), and Ray Tune's copies of the search's state are "
+                "tried again"
             )
         return False
 
