@@ -45,7 +45,7 @@ def test_ray_storage_context_and_its_filesystem_helper(tmp_path):
 
 
 def test_ray_training_result_is_what_trainable_restore_takes():
-    """trainables/dml.py DMLTrainable._whole builds a _TrainingResult for an earlier checkpoint
+    """trainables/checkpoints.py whole_result builds a _TrainingResult for an earlier checkpoint
     and overrides Trainable.save / restore (DeveloperAPI)."""
     from ray.train._internal.session import _TrainingResult
     from ray.tune.trainable import Trainable, trainable

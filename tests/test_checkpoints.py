@@ -69,3 +69,26 @@ def test_no_whole_checkpoint_at_all_is_none_with_the_reason(tmp_path):
     (only / "trainer.pt").unlink()
     assert newest_whole_checkpoint(fs, str(only), REQUIRED) == (None, "trainer.pt is missing")
     assert newest_whole_checkpoint(fs, str(tmp_path / "checkpoint_000009"), REQUIRED) == (None, "it is empty or gone")
+
+
+def test_the_result_ray_restores_from_is_that_of_a_whole_checkpoint_with_its_iteration(tmp_path, capsys):
+    """whole_result: Ray's result as it is when its checkpoint is whole; else the earlier whole
+    checkpoint's, with the iteration of its manifest and one line; else one error line."""
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune import Checkpoint
+
+    from trainables.checkpoints import whole_result
+
+    fs = pyarrow.fs.LocalFileSystem()
+    checkpoint(tmp_path, 0, iteration=1)
+    second = checkpoint(tmp_path, 1, iteration=2)
+    chosen = _TrainingResult(Checkpoint(str(second), filesystem=fs), metrics={"training_iteration": 2, "epoch": 2})
+    assert whole_result(chosen, "t1", REQUIRED, ValueError) is chosen
+    (second / "trainer.pt").unlink()
+    earlier = whole_result(chosen, "t1", REQUIRED, ValueError)
+    assert earlier.checkpoint.path == str(tmp_path / "checkpoint_000000")
+    assert earlier.metrics == {"training_iteration": 1, "epoch": 2}
+    assert "trial t1: its checkpoint" in capsys.readouterr().err
+    (tmp_path / "checkpoint_000000" / "best.pt").unlink()
+    with pytest.raises(ValueError, match="trainer.pt is missing\\) and no earlier checkpoint of it is"):
+        whole_result(chosen, "t1", REQUIRED, ValueError)

@@ -193,7 +193,7 @@ def test_checkpoint_holds_the_best_weights_once(base_config, tmp_path):
     assert not all(torch.equal(restored.trainer.model.state_dict()[n], v) for n, v in epoch_1.items())
 
 
-def test_training_goes_on_while_checkpoints_cannot_be_uploaded_until_the_patience_ends(
+def test_training_goes_on_while_checkpoints_cannot_be_uploaded_until_the_patience_ends(  # (and trainables/uploads.py)
     base_config, tmp_path, monkeypatch, capsys
 ):
     """Ray's upload of a checkpoint fails as when the object store is down: the trial gets a
@@ -220,7 +220,7 @@ def test_training_goes_on_while_checkpoints_cannot_be_uploaded_until_the_patienc
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(f"trial {trial.trial_id}")]
     assert len(lines) == 1 and "after epoch 1 could not be uploaded" in lines[0] and "training goes on" in lines[0]
 
-    trial.uploads_failing_since -= 31  # the first failure was longer ago than the patience
+    trial.uploads.failing_since -= 31  # the first failure was longer ago than the patience
     with pytest.raises(StorageError, match=f"did not take a checkpoint of trial {trial.trial_id} for 3\\d s"):
         trial.save()
     uploads["fail"] = ""
@@ -228,7 +228,7 @@ def test_training_goes_on_while_checkpoints_cannot_be_uploaded_until_the_patienc
     folder.mkdir()
     assert trial.save(str(folder)).checkpoint is not None  # (outside a Tuner: the folder itself)
     assert "checkpoints reach the storage again after" in capsys.readouterr().out
-    assert trial.uploads_failing_since is None
+    assert trial.uploads.failing_since is None
     uploads["fail"] = "Access Denied"  # not an outage: at once
     with pytest.raises(OSError, match="Access Denied"):
         trial.save(str(folder))

@@ -12,6 +12,7 @@ manifest, falling back to the newest earlier checkpoint of the trial that is who
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,29 @@ def newest_whole_checkpoint(
         candidate for candidate in earlier if manifest_problem(filesystem, candidate, required=(MANIFEST_FILE,)) is None
     )
     return next(usable, None), problem
+
+
+def whole_result(result: Any, trial_id: str, required: tuple[str, ...], error_class: type[Exception]) -> Any:
+    """``result`` (Ray's checkpoint and its metrics, what ``Trainable.restore`` takes) when its
+    checkpoint is whole, else a result of the trial's newest earlier whole checkpoint, with one
+    line; ``error_class`` (one line) when there is none."""
+    from ray.train._internal.session import _TrainingResult
+
+    checkpoint = result.checkpoint
+    path, problem = newest_whole_checkpoint(checkpoint.filesystem, checkpoint.path, required)
+    if problem is None:
+        return result
+    if path is None:
+        raise error_class(
+            f"trial {trial_id}: its checkpoint {checkpoint.path} is not whole ({problem}) and no earlier checkpoint "
+            "of it is"
+        )
+    iteration = manifest_iteration(checkpoint.filesystem, path)
+    print(
+        f"trial {trial_id}: its checkpoint {checkpoint.path} is not whole ({problem}); restoring the earlier "
+        f"{path} (iteration {iteration}) instead",
+        file=sys.stderr,
+        flush=True,
+    )
+    whole = type(checkpoint)(path=path, filesystem=checkpoint.filesystem)
+    return _TrainingResult(checkpoint=whole, metrics={**result.metrics, "training_iteration": iteration})

@@ -22,7 +22,6 @@ import gc
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -33,12 +32,12 @@ from typing import Any
 import ray
 from ray import tune
 
-from trainables.checkpoints import manifest_iteration, newest_whole_checkpoint, write_manifest
+from trainables.checkpoints import whole_result, write_manifest
 from trainables.finished import REPLAYED, finished_result, record_finished
+from trainables.uploads import UploadOutage
 from tune_lsd.config import Config, apply_overrides
 from tune_lsd.data.splits import DataSplits, split_key
-from tune_lsd.errors import first_line
-from tune_lsd.storage import Location, StorageError, is_transient, redacted, retrying
+from tune_lsd.storage import Location, is_transient, retrying
 from tune_lsd.tracking import MODEL_FILE, TrackingContext, TrialTracker, prefer_own_retries
 
 STATE_FILE = "trainer.pt"
@@ -101,7 +100,7 @@ class DMLTrainable(tune.Trainable):
         self.storage = storage or Location(finished_dir or ".")
         self.finished_dir = Location(finished_dir, self.storage.patience_s) if finished_dir else None
         self.undelivered_dir = Location(undelivered_dir, self.storage.patience_s) if undelivered_dir else None
-        self.uploads_failing_since: float | None = None  # the first failed upload since the last that worked
+        self.uploads = UploadOutage(self.trial_id, self.storage)
         self.replay = finished_result(self.finished_dir, self.trial_id)
         if self.replay is not None:  # it finished before the driver died: report that, train nothing
             self.tracker, self.trainer, self.best_model = None, None, None
@@ -229,11 +228,10 @@ class DMLTrainable(tune.Trainable):
         write_manifest(folder, self.iteration)  # last: it names the files above and their sizes
 
     def save(self, checkpoint_dir: str | None = None) -> Any:
-        """Ray's save (``save_checkpoint``, then the upload to the search's storage). While the
-        storage does not answer, training goes on: the checkpoint is dropped (Ray takes a result
-        without one), one line says so, and the next checkpoint tries again. Only when no upload
-        has worked for the storage's patience does the trial fail, with one line. An outage
-        costs no ``--max-failures``."""
+        """Ray's save (``save_checkpoint``, then the upload to the search's storage); while the
+        storage does not answer, training goes on without the checkpoint (trainables/uploads.py)."""
+        from ray.train._internal.session import _TrainingResult  # what Trainable.save returns
+
         folder = checkpoint_dir or tempfile.mkdtemp(prefix="tune_lsd-checkpoint-")
         keep = checkpoint_dir is not None
         try:
@@ -242,11 +240,9 @@ class DMLTrainable(tune.Trainable):
             except Exception as error:
                 if not is_transient(error) or self.storage.patience_s <= 0:
                     raise
-                return self._upload_failed(error)
-            if self.uploads_failing_since is not None:
-                waited = time.monotonic() - self.uploads_failing_since
-                print(f"trial {self.trial_id}: checkpoints reach the storage again after {waited:.0f} s", flush=True)
-                self.uploads_failing_since = None
+                self.uploads.failed(error, epoch=self.trainer.epoch if self.trainer is not None else self.iteration)
+                return _TrainingResult(checkpoint=None, metrics=dict(self._last_result or {}))  # (Ray registers none)
+            self.uploads.succeeded()
             # without a storage (a trainable used outside a Tuner) the checkpoint is the folder itself
             keep = keep or (result.checkpoint is not None and Path(result.checkpoint.path) == Path(folder))
             return result
@@ -254,66 +250,23 @@ class DMLTrainable(tune.Trainable):
             if not keep:  # uploaded, or failed: the local copy can go
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def _upload_failed(self, error: Exception) -> Any:
-        """A result without a checkpoint (Ray registers none) after a transient upload failure;
-        StorageError once uploads have failed for longer than the storage's patience."""
-        from ray.train._internal.session import _TrainingResult  # what Trainable.save returns
-
-        now = time.monotonic()
-        if self.uploads_failing_since is None:
-            self.uploads_failing_since = now
-            epoch = self.trainer.epoch if self.trainer is not None else self.iteration
-            print(
-                f"trial {self.trial_id}: its checkpoint after epoch {epoch} could not be uploaded to "
-                f"{redacted(self.storage.uri)} ({first_line(error, 160)}); training goes on and the next "
-                f"checkpoint tries again (for up to {self.storage.patience_s:g} s)",
-                file=sys.stderr,
-                flush=True,
-            )
-        elif now - self.uploads_failing_since > self.storage.patience_s:
-            raise StorageError(
-                f"storage {redacted(self.storage.uri)} did not take a checkpoint of trial {self.trial_id} for "
-                f"{now - self.uploads_failing_since:.0f} s (--storage-patience-s {self.storage.patience_s:g}): "
-                f"{first_line(error, 200)}"
-            ) from None
-        return _TrainingResult(checkpoint=None, metrics=dict(self._last_result or {}))
-
     def restore(self, checkpoint_path: Any) -> None:
         """Ray's restore, from the newest checkpoint of the trial that is whole in the storage
         (the one Ray chose, or an earlier one, with one line; see trainables/checkpoints.py),
         waited for while the storage does not answer."""
         chosen = checkpoint_path
         if getattr(checkpoint_path, "checkpoint", None) is not None:
-            chosen = self._waiting(lambda: self._whole(checkpoint_path), "reading its checkpoint")
+            chosen = self._waiting(
+                lambda: whole_result(
+                    checkpoint_path, self.trial_id, (STATE_FILE, BEST_FILE), _engine().CheckpointError
+                ),
+                "reading its checkpoint",
+            )
         self._waiting(lambda: super(DMLTrainable, self).restore(chosen), "the download of its checkpoint")
 
     def _waiting(self, operation: Callable[[], Any], what: str) -> Any:
         """``operation``, tried again while the search's storage does not answer, up to its patience."""
         return retrying(operation, f"trial {self.trial_id}: {what}", self.storage.uri, self.storage.patience_s)
-
-    def _whole(self, result: Any) -> Any:
-        """``result`` (Ray's checkpoint and its metrics) when its checkpoint is whole, else a
-        result of the newest earlier whole checkpoint; CheckpointError when there is none."""
-        from ray.train._internal.session import _TrainingResult  # what Trainable.restore takes
-
-        checkpoint = result.checkpoint
-        path, problem = newest_whole_checkpoint(checkpoint.filesystem, checkpoint.path, (STATE_FILE, BEST_FILE))
-        if problem is None:
-            return result
-        if path is None:
-            raise _engine().CheckpointError(
-                f"trial {self.trial_id}: its checkpoint {checkpoint.path} is not whole ({problem}) and no "
-                "earlier checkpoint of it is"
-            )
-        iteration = manifest_iteration(checkpoint.filesystem, path)
-        print(
-            f"trial {self.trial_id}: its checkpoint {checkpoint.path} is not whole ({problem}); restoring the "
-            f"earlier {path} (iteration {iteration}) instead",
-            file=sys.stderr,
-            flush=True,
-        )
-        whole = type(checkpoint)(path=path, filesystem=checkpoint.filesystem)
-        return _TrainingResult(checkpoint=whole, metrics={**result.metrics, "training_iteration": iteration})
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:  # type: ignore[override]  # Ray passes the folder
         folder = Path(checkpoint_dir)
