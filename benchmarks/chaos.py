@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -153,40 +154,46 @@ def run_search(name: str, services: Services, args: argparse.Namespace, faults: 
         return start_tune_lsd(*driver_args, cwd=services.folder, log=log), log
 
     driver, log = start_driver(*search_args(name, services, args))
-    wait_until_search_started(log, name)
-    pending = list(faults)
-    next_fault_at = time.monotonic() + rng.uniform(*args.gap_s)
-    while True:
-        if time.monotonic() - started > args.timeout_s:
-            kill_tree(driver)
-            outcome.failures.append(f"{name}: not complete after {args.timeout_s:.0f} s: {log.read_text()[-800:]!r}")
-            return outcome
-        if driver.poll() is not None:
-            if driver.returncode == 0:
-                break
-            outcome.unexpected_exits += 1
-            if outcome.unexpected_exits > MAX_UNEXPECTED_EXITS:
+    try:
+        wait_until_search_started(log, name)
+        pending = list(faults)
+        next_fault_at = time.monotonic() + rng.uniform(*args.gap_s)
+        while True:
+            if time.monotonic() - started > args.timeout_s:
+                kill_tree(driver)
                 outcome.failures.append(
-                    f"{name}: the driver failed {outcome.unexpected_exits} times: {log.read_text()[-800:]!r}"
+                    f"{name}: not complete after {args.timeout_s:.0f} s: {log.read_text()[-800:]!r}"
                 )
                 return outcome
-            print(f"  driver exited with {driver.returncode}: {log.read_text()[-1500:]}", flush=True)
-            driver, log = start_driver("search", "--resume", name, "--storage", storage)
-            continue
-        if pending and time.monotonic() >= next_fault_at:
-            kind, down_s = pending.pop(0), rng.uniform(*args.down_s)
-            print(f"  {time.monotonic() - started:6.0f} s: {kind} killed for {down_s:.0f} s", flush=True)
-            if kind == "driver":
-                kill_tree(driver)
-                time.sleep(down_s)
+            if driver.poll() is not None:
+                if driver.returncode == 0:
+                    break
+                outcome.unexpected_exits += 1
+                if outcome.unexpected_exits > MAX_UNEXPECTED_EXITS:
+                    outcome.failures.append(
+                        f"{name}: the driver failed {outcome.unexpected_exits} times: {log.read_text()[-800:]!r}"
+                    )
+                    return outcome
+                print(f"  driver exited with {driver.returncode}: {log.read_text()[-1500:]}", flush=True)
                 driver, log = start_driver("search", "--resume", name, "--storage", storage)
-            else:
-                services.kill(kind)
-                time.sleep(down_s)
-                services.restart(kind)
-            outcome.faults[kind] += 1
-            next_fault_at = time.monotonic() + rng.uniform(*args.gap_s)
-        time.sleep(0.5)
+                continue
+            if pending and time.monotonic() >= next_fault_at:
+                kind, down_s = pending.pop(0), rng.uniform(*args.down_s)
+                print(f"  {time.monotonic() - started:6.0f} s: {kind} killed for {down_s:.0f} s", flush=True)
+                if kind == "driver":
+                    kill_tree(driver)
+                    time.sleep(down_s)
+                    driver, log = start_driver("search", "--resume", name, "--storage", storage)
+                else:
+                    services.kill(kind)
+                    time.sleep(down_s)
+                    services.restart(kind)
+                outcome.faults[kind] += 1
+                next_fault_at = time.monotonic() + rng.uniform(*args.gap_s)
+            time.sleep(0.5)
+    except BaseException:  # (SIGTERM, Ctrl-C, a bug here): the driver of the moment goes too
+        kill_tree(driver)
+        raise
     text = log.read_text()
     if f"tune-lsd sync {name}" in text:  # the search ended while the tracking server was down: as it says
         synced = subprocess.run(
@@ -295,6 +302,8 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="only the search with faults")
     parser.add_argument("--folder", help="where everything goes (default: a temporary folder, deleted)")
     args = parser.parse_args()
+    # SIGTERM (a job's end, `kill`) ends the services this script started, as an error does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ["RAY_AUTH_MODE"] = "disabled"
     faults = [kind for kind in FAULT_KINDS for _ in range(args.faults)]
     random.Random(args.seed).shuffle(faults)
