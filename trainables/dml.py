@@ -291,7 +291,7 @@ class DMLTrainable(tune.Trainable):
 
     def _log_best_model(self) -> None:
         """Hand the trial's best model to its MLflow run (once: at its last epoch, or when it ends)."""
-        if self.tracker is None or self.best_model is None or getattr(self, "best_model_logged", False):
+        if self.tracker is None or self.best_model is None or self.best_model_logged:
             return
         best = self.best_model
         self.tracker.log_checkpoint(lambda folder: _engine().save_file(best, folder / MODEL_FILE))
