@@ -44,7 +44,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' SeaweedFS and driver helpers
 
 from object_store import ObjectStore, kill_object_store, restart_object_store, start_object_store, stop_object_store
-from searching import TINY, free_port, kill_tree, start_server, start_tune_lsd, wait_until_search_started
+from searching import TINY, free_port, kill_tree, start_server, start_tune_lsd, tune_lsd, wait_until_search_started
 
 from tune_lsd.cluster import cluster_down, cluster_up, end_process_tree, node_command
 from tune_lsd.errors import first_line
@@ -196,13 +196,7 @@ def run_search(name: str, services: Services, args: argparse.Namespace, faults: 
         raise
     text = log.read_text()
     if f"tune-lsd sync {name}" in text:  # the search ended while the tracking server was down: as it says
-        synced = subprocess.run(
-            [sys.executable, "-m", "tune_lsd.cli", "sync", name, "--storage", storage],
-            cwd=services.folder,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        synced = tune_lsd("sync", name, "--storage", storage, cwd=services.folder)
         outcome.syncs += 1
         print(f"  sync: {synced.stdout.strip().splitlines()[-1:]}", flush=True)
     outcome.wall_s = time.monotonic() - started
@@ -248,14 +242,7 @@ def check(outcome: Outcome, services: Services, args: argparse.Namespace) -> Non
         client.get_model_version_by_alias(f"{name}-best", "search-best")
     except Exception as error:  # (any MLflow error: the model is not there)
         outcome.failures.append(f"{name}: the best trial's model is not registered ({first_line(error)})")
-    final = subprocess.run(
-        [sys.executable, "-m", "tune_lsd.cli", "finalize", name, "--storage", services.store.uri("chaos")],
-        cwd=services.folder,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
-    )
+    final = tune_lsd("finalize", name, "--storage", services.store.uri("chaos"), cwd=services.folder)
     try:
         client.get_model_version_by_alias(f"{name}-best", "champion")
     except Exception as error:  # (any MLflow error: the champion is not there)
