@@ -58,7 +58,8 @@ def config_factory():
 
 @pytest.fixture(scope="session")
 def asha_search(tmp_path_factory, worker_id):
-    """One real Optuna TPE + ASHA search of 6 trials, 2 at a time, 4 epochs each (shared, read-only):
+    """One real Optuna TPE + ASHA search of 6 trials, 2 at a time, 4 epochs each, the models of
+    the best 3 kept (shared, read-only):
     run once per test session, by the first worker that needs it (the others wait for it)."""
     shared = tmp_path_factory.getbasetemp()
     if worker_id != "master":  # pytest-xdist: the session's folder holds one folder per worker
@@ -80,6 +81,8 @@ def asha_search(tmp_path_factory, worker_id):
                 "2",
                 "--set",
                 "schedule.epochs=4",
+                "--keep-models",
+                "3",
                 *TINY,
                 cwd=folder,
             )

@@ -134,6 +134,24 @@ def test_mlflow_takes_its_retries_and_timeout_from_the_environment():
     assert environment_variables.MLFLOW_HTTP_REQUEST_TIMEOUT.name == "MLFLOW_HTTP_REQUEST_TIMEOUT"
 
 
+@pytest.mark.parametrize(
+    ("artifact_uri", "repository"),
+    [("/tmp/artifacts", "LocalArtifactRepository"), ("mlflow-artifacts:/1/abc/artifacts", "HttpArtifactRepository")],
+)
+def test_mlflow_artifact_repositories_delete_what_they_hold(artifact_uri, repository):
+    """tune_lsd/tracking/retention.py deletes trial models through get_artifact_repository(...)
+    .delete_artifacts (MlflowClient has no delete): the base class's is a silent no-op, so each
+    store tune_lsd writes to (a folder, a tracking server's proxy) must override it."""
+    from mlflow.store.artifact.artifact_repo import ArtifactRepository
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    found = get_artifact_repository(artifact_uri, tracking_uri="http://127.0.0.1:5000")
+    assert repository in [base.__name__ for base in type(found).__mro__]
+    assert type(found).delete_artifacts is not ArtifactRepository.delete_artifacts, (
+        f"MLflow's {repository} no longer deletes artifacts: update tune_lsd/tracking/retention.py"
+    )
+
+
 def test_torch_gpu_memory_calls_exist():
     """tune_lsd/engine.py release_device_memory calls these on a GPU only (never in CI)."""
     import torch

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import yaml
+from mlflow.tracking import MlflowClient
+from trial_runs import logged_trial_run
 
 from tune_lsd import tracking
 from tune_lsd.search.lifecycle import (
@@ -34,6 +36,10 @@ def search_folders(tmp_path: Path, trial_ids: tuple[str, ...]) -> SearchSettings
     return settings
 
 
+def search_run(settings: SearchSettings) -> tracking.TrackingContext:
+    return tracking.start_search_run(settings.resolved_tracking_uri(), "life", {}, settings.runs_path / "mlartifacts")
+
+
 def checkpoints_left(settings: SearchSettings) -> dict[str, int]:
     experiment = Path(settings.experiment_location.uri)
     return {d.name.split("_")[1]: len(list(d.glob("checkpoint_*"))) for d in experiment.iterdir() if d.is_dir()}
@@ -45,7 +51,7 @@ def test_completion_deletes_every_checkpoint_and_says_so_and_resume_then_has_not
     lines: list[str] = []
     assert completion_record(settings) is None
 
-    record_completion(settings, summary, lines.append)
+    record_completion(settings, summary, search_run(settings), lines.append)
 
     assert checkpoints_left(settings) == {"aaaa": 0, "bbbb": 0}
     assert all((d / "result.json").exists() for d in Path(settings.experiment_location.uri).iterdir())
@@ -53,7 +59,7 @@ def test_completion_deletes_every_checkpoint_and_says_so_and_resume_then_has_not
         "deleted 4 trial checkpoints (0 MB); the best models are in MLflow (--keep-checkpoints keeps them)"
     ]
     assert summary["checkpoints_deleted_mb"] == round(4 * 1024 / 2**20, 1)
-    recorded = {key: value for key, value in summary.items() if key != "checkpoints_deleted_mb"}
+    recorded = {key: value for key, value in summary.items() if key not in ("checkpoints_deleted_mb", "models_deleted")}
     assert completion_record(settings) == {**recorded, "registered": False}
 
 
@@ -61,16 +67,14 @@ def test_completion_keeps_the_checkpoints_when_asked(tmp_path):
     settings = search_folders(tmp_path, ("aaaa",)).model_copy(update={"keep_checkpoints": True})
     lines: list[str] = []
     record_completion(settings, {"name": "life", "state": "completed", "trials": 1, "errored": 0, "epochs_run": 3,
-                                 "wall_s": 1.0}, lines.append)  # fmt: skip
+                                 "wall_s": 1.0}, search_run(settings), lines.append)  # fmt: skip
     assert checkpoints_left(settings) == {"aaaa": 2} and lines == []
     assert completion_record(settings) is not None
 
 
 def test_prune_of_a_search_that_may_resume_keeps_the_checkpoints_of_unfinished_trials(tmp_path):
     settings = search_folders(tmp_path, ("done", "stop", "busy"))
-    context = tracking.start_search_run(
-        settings.resolved_tracking_uri(), "life", {}, settings.runs_path / "mlartifacts"
-    )
+    context = search_run(settings)
     recorder = tracking.search_recorder(context)
     for trial_id in ("done", "stop", "busy"):
         tracker = tracking.TrialTracker(context, trial_id, f"DMLTrainable_{trial_id}", {}, {}, node_id="n")
@@ -85,6 +89,29 @@ def test_prune_of_a_search_that_may_resume_keeps_the_checkpoints_of_unfinished_t
     assert checkpoints_left(settings) == {"done": 0, "stop": 0, "busy": 2}  # busy may still be resumed
     assert (folders, freed) == (4, 4 * 1024)
     assert lines == ["search 'life': deleted 4 checkpoints of 2 finished trials, 0 MB freed"]
+
+
+def test_completion_and_prune_keep_only_the_best_trials_models(tmp_path):
+    settings = search_folders(tmp_path, ()).model_copy(update={"keep_models": 2})
+    context = search_run(settings)
+    values = {"aaaa": 0.4, "bbbb": 0.9, "cccc": 0.6, "dddd": 0.2}
+    runs = {t: logged_trial_run(context, t, 1, "completed", best=v, model_bytes=2**20) for t, v in values.items()}
+    summary = {"name": "life", "state": "completed", "trials": 4, "errored": 0, "epochs_run": 4, "wall_s": 1.0}
+    lines: list[str] = []
+
+    record_completion(settings, summary, context, lines.append)
+
+    client = MlflowClient(settings.resolved_tracking_uri())
+    with_model = {t for t, run_id in runs.items() if client.list_artifacts(run_id, tracking.CHECKPOINT_DIR)}
+    assert with_model == {"bbbb", "cccc"} and summary["models_deleted"] == 2
+    assert lines[0] == (
+        "MLflow: deleted the models of 2 trials beyond the best 2 (2 MB); their metrics and configs stay "
+        "(--keep-models N)"
+    )
+    lines.clear()
+    prune_search("life", settings.runs_dir, lines.append, keep_models=1)  # an older search, pruned further
+    assert {t for t, run_id in runs.items() if client.list_artifacts(run_id, tracking.CHECKPOINT_DIR)} == {"bbbb"}
+    assert lines[0].startswith("MLflow: deleted the models of 1 trial beyond the best 1 (1 MB)")
 
 
 def test_spool_markers_of_this_node_go_once_delivered_and_other_nodes_are_named(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from searching import TINY, child_runs, kill_tree, start_tune_lsd, tune_lsd, wait_until_search_started
 
+from tune_lsd import tracking
 from tune_lsd.config import Config
 from tune_lsd.engine import Trainer
 from tune_lsd.tracking import SAMPLED_TAG, STATE_TAG
@@ -73,6 +74,20 @@ def test_best_checkpoint_artifact_reproduces_logged_recall(asha_search, tmp_path
     trainer = Trainer.from_checkpoint(path)
     reproduced = trainer.evaluate("val")["val/recall@1"]
     assert reproduced == pytest.approx(best.data.metrics["best/val/recall_at_1"], abs=1e-9)
+
+
+def test_only_the_best_trials_keep_their_models_in_mlflow(asha_search):
+    folder, result = asha_search
+    client, _, children = child_runs(folder / "runs", "asha")
+    value = {r.info.run_id: r.data.metrics["best/val/recall_at_1"] for r in children}
+    third_best = sorted(value.values(), reverse=True)[2]
+    with_model = {r.info.run_id for r in children if client.list_artifacts(r.info.run_id, "checkpoint")}
+    deleted = {r.info.run_id for r in children if r.data.tags.get(tracking.MODEL_TAG) == "deleted"}
+    assert with_model.isdisjoint(deleted) and with_model | deleted == set(value)
+    assert all(value[run_id] >= third_best for run_id in with_model)  # (ties with the third best keep theirs)
+    assert all(value[run_id] < third_best for run_id in deleted) and len(with_model) >= 3
+    if deleted:
+        assert f"deleted the models of {len(deleted)} trial" in result.stdout
 
 
 def test_export_validates_and_trains(asha_search):
@@ -176,8 +191,13 @@ def test_random_search_with_fifo_runs_every_trial_to_the_end(tmp_path):
     assert [c.name for c in kept] == ["checkpoint_000000"] * 3, kept
     assert all(json.loads((c.parent / "result.json").read_text().splitlines()[1])["epoch"] == 2 for c in kept)
 
-    pruned = tune_lsd("prune", "rnd", cwd=tmp_path)
+    pruned = tune_lsd("prune", "rnd", "--keep-models", "1", cwd=tmp_path)
     assert pruned.returncode == 0 and "deleted 3 checkpoints of every trial" in pruned.stdout, pruned.stdout
+    value = {r.info.run_id: r.data.metrics["best/val/recall_at_1"] for r in children}
+    best = {run_id for run_id, v in value.items() if v == max(value.values())}  # (a tie keeps both)
+    assert {r.info.run_id for r in children if client.list_artifacts(r.info.run_id, "checkpoint")} == best
+    if len(best) < 3:
+        assert f"deleted the models of {3 - len(best)} trial" in pruned.stdout, pruned.stdout
     assert checkpoints(tmp_path / "runs", "rnd") == []
     assert all((c.parent / "result.json").is_file() for c in kept)  # the trials' results stay
     resumed = tune_lsd("search", "--resume", "rnd", cwd=tmp_path)
@@ -309,7 +329,6 @@ def test_search_killed_at_five_moments_and_interrupted_ends_with_exactly_its_tri
 def open_a_lost_trial_run(runs_dir: Path, name: str) -> str:
     """The MLflow run a trial process opens (one epoch logged, never ended) for a trial id Ray
     Tune has never saved; returns its run id."""
-    from tune_lsd import tracking
 
     uri = tracking.default_tracking_uri(runs_dir)
     parent = tracking.search_parent_run(uri, name)

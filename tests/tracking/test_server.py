@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from searching import TINY, free_port, kill_tree, start_server, start_tune_lsd, tune_lsd
+from trial_runs import logged_trial_run
 
+from tune_lsd import tracking
 from tune_lsd.tracking import STATE_TAG
 
 pytestmark = pytest.mark.slow
@@ -391,6 +393,11 @@ def test_server_keeps_artifacts_in_object_storage_and_clients_need_no_s3_credent
         client.log_text(run.info.run_id, "weights", "checkpoint/model.pt")
         assert client.download_artifacts(run.info.run_id, "checkpoint/model.pt", str(tmp_path)).endswith("model.pt")
         assert not list((tmp_path / "server").rglob("model.pt"))  # not on the server's disk
+        # --keep-models deletes through the server too: of two ended trials, the better keeps its model
+        context = tracking.start_search_run(client.tracking_uri, "kept", {}, None, spool_dir=tmp_path / "spool")
+        for trial_id, best in (("worse", 0.2), ("better", 0.6)):
+            logged_trial_run(context, trial_id, 1, "completed", best=best, model_bytes=5000)
+        assert tracking.keep_best_models(context, "val/recall@1", "max", keep=1) == (1, 5000)
     finally:
         kill_tree(server)
     import pyarrow.fs
@@ -408,9 +415,10 @@ def test_server_keeps_artifacts_in_object_storage_and_clients_need_no_s3_credent
         )
         if info.type == pyarrow.fs.FileType.File
     ]
-    assert [path for path in stored if path.endswith("/checkpoint/model.pt")], stored
-    with bucket.open_input_stream(next(p for p in stored if p.endswith("model.pt"))) as stream:
-        assert stream.read() == b"weights"
+    models = [path for path in stored if path.endswith("/checkpoint/model.pt")]
+    assert len(models) == 2, stored  # the proxied run's, and the better trial's (the worse one's deleted)
+    sizes = {bucket.get_file_info(path).size for path in models}
+    assert sizes == {len(b"weights"), 5000}
 
 
 def test_server_refuses_an_object_store_it_cannot_write_in_one_line(tmp_path, object_store):

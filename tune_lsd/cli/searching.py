@@ -98,23 +98,33 @@ examples:
 
 class Prune(Command):
     name = "prune"
-    help = "delete the Ray checkpoints of a search's finished trials"
+    help = "delete a search's finished trials' Ray checkpoints, and the models beyond its best trials'"
     epilog = """Deletes runs/ray/NAME/*/checkpoint_* of every trial when the search has completed,
 otherwise of the trials MLflow records as completed or stopped early (the others keep theirs
-for --resume). Each trial's best model stays in MLflow.
+for --resume). In MLflow, the models of the ended trials beyond the best N go (their metrics
+and configs stay); the best N trials keep theirs.
 
 examples:
   tune-lsd prune demo
+  tune-lsd prune demo --keep-models 3
 """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("name", help="the search name")
+        parser.add_argument(
+            "--keep-models",
+            type=int,
+            metavar="N",
+            help="keep the models of the N best trials in MLflow (0: all; default: the search's --keep-models)",
+        )
         add_search_location_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         from tune_lsd.search import prune_search
 
-        prune_search(args.name, runs_dir=args.runs_dir, storage=args.storage)
+        if args.keep_models is not None and args.keep_models < 0:
+            raise ConfigError(f"--keep-models {args.keep_models}: must be 0 (keep all) or more")
+        prune_search(args.name, runs_dir=args.runs_dir, storage=args.storage, keep_models=args.keep_models)
         return 0
 
 

@@ -9,6 +9,7 @@ resumed search's places.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,39 @@ class TrialCountCallback(tune.Callback):
 
     def on_step_begin(self, iteration, trials, **info) -> None:
         self.search_alg.follow(len(trials))
+
+
+class ModelRetentionCallback(tune.Callback):
+    """The models of ended trials beyond the best ``keep`` deleted from MLflow while the search
+    runs (every ``every`` ended trials, in a background thread: the driver's loop never waits on
+    MLflow), so that the disk holds about ``keep`` + the running trials' models, not one per trial.
+    The search's end does it once more for the trials whose models arrived late."""
+
+    def __init__(self, metric: str, mode: str, keep: int, every: int = 20) -> None:
+        self.metric, self.mode, self.keep, self.every = metric, mode, keep, every
+        self.ended = 0
+        self.sweeping: threading.Thread | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled with the search's state: no thread
+        return {**self.__dict__, "sweeping": None}
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.ended += 1
+        if self.ended % self.every == 0 and (self.sweeping is None or not self.sweeping.is_alive()):
+            self.sweeping = threading.Thread(
+                target=self._sweep, args=(running_search().context,), name="model-retention", daemon=True
+            )
+            self.sweeping.start()
+
+    def _sweep(self, context: tracking.TrackingContext) -> None:
+        try:
+            tracking.keep_best_models(context, self.metric, self.mode, self.keep)
+        except Exception as error:  # the search's end tries again and says what failed
+            print(f"warning: the models of trials beyond the best {self.keep} were not deleted yet: {error}")
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self.sweeping is not None:
+            self.sweeping.join()
 
 
 class ProgressCallback(tune.Callback):

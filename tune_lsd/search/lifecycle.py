@@ -23,9 +23,13 @@ def completion_record(settings: SearchSettings) -> dict[str, Any] | None:
     return json.loads(record.read_text()) if record.exists() else None
 
 
-def record_completion(settings: SearchSettings, summary: dict[str, Any], log) -> None:
-    """Mark the search complete (so --resume says so) and, unless asked to keep them, delete
-    the trials' Ray checkpoints: every trial has ended and uploaded its best model to MLflow."""
+def record_completion(
+    settings: SearchSettings, summary: dict[str, Any], context: tracking.TrackingContext, log
+) -> None:
+    """Mark the search complete (so --resume says so), delete the models of the trials beyond
+    its best ``--keep-models`` and, unless asked to keep them, the trials' Ray checkpoints:
+    every trial has ended and uploaded its best model to MLflow."""
+    summary["models_deleted"] = delete_models_beyond_best(settings, context, log)[0]
     if not settings.keep_checkpoints:
         folders, freed = prune_checkpoints(settings)
         summary["checkpoints_deleted_mb"] = round(freed / 2**20, 1)
@@ -38,6 +42,27 @@ def record_completion(settings: SearchSettings, summary: dict[str, Any], log) ->
     record = {key: summary[key] for key in ("name", "state", "trials", "errored", "epochs_run", "wall_s")}
     record["registered"] = "registered_version" in summary  # else `tune-lsd sync` registers it
     settings.completion_location.write_text(json.dumps(record, indent=1))
+
+
+def delete_models_beyond_best(
+    settings: SearchSettings, context: tracking.TrackingContext, log, keep: int | None = None
+) -> tuple[int, int]:
+    """The models of the search's ended trials beyond its best ``keep`` (default: its
+    ``--keep-models``; 0 keeps all) deleted from MLflow, with one line; (models, bytes)."""
+    keep = settings.keep_models if keep is None else keep
+    if not keep:
+        return 0, 0
+    try:
+        deleted, freed = tracking.keep_best_models(context, settings.metric, settings.mode, keep)
+    except tracking.TrackingError as error:
+        log(f"warning: the models of trials beyond the best {keep} were not deleted: {error}")
+        return 0, 0
+    if deleted:
+        log(
+            f"MLflow: deleted the models of {deleted} trial{'s' * (deleted != 1)} beyond the best {keep} "
+            f"({freed / 2**20:.0f} MB); their metrics and configs stay (--keep-models N)"
+        )
+    return deleted, freed
 
 
 def prune_checkpoints(settings: SearchSettings, trial_ids: list[str] | None = None) -> tuple[int, int]:
@@ -57,13 +82,25 @@ def prune_checkpoints(settings: SearchSettings, trial_ids: list[str] | None = No
     return folders, freed
 
 
-def prune_search(name: str, runs_dir: str = "runs", log=print, storage: str | None = None) -> tuple[int, int]:
-    """``tune-lsd prune NAME``: delete the checkpoints of the search's finished trials.
+def prune_search(
+    name: str, runs_dir: str = "runs", log=print, storage: str | None = None, keep_models: int | None = None
+) -> tuple[int, int]:
+    """``tune-lsd prune NAME``: delete the checkpoints of the search's finished trials, and the
+    models in MLflow of its ended trials beyond the best ``keep_models`` (default: the search's
+    ``--keep-models``). Returns the checkpoints' (folders, bytes).
 
-    A completed search loses all of them; a search that may still be resumed keeps those of
-    trials that have not finished (MLflow says which have: completed or stopped early).
+    A completed search loses all its checkpoints; a search that may still be resumed keeps those
+    of trials that have not finished (MLflow says which have: completed or stopped early).
     """
     settings = load_settings(name, runs_dir, storage)
+    uri = settings.resolved_tracking_uri()
+    try:
+        parent = tracking.search_parent_run(uri, name)
+    except tracking.TrackingError as error:
+        log(f"warning: no model in MLflow was deleted: {error}")
+    else:
+        context = tracking.TrackingContext(uri, parent.info.experiment_id, parent.info.run_id)
+        delete_models_beyond_best(settings, context, log, keep_models)
     trial_ids = None
     if completion_record(settings) is None:
         finished = ("completed", "stopped early")

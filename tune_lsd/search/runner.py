@@ -166,7 +166,7 @@ def run_search(
         if summary["state"] == "interrupted":
             log(f"search {settings.name!r} was interrupted; continue it with: tune-lsd search --resume {settings.name}")
         else:
-            record_completion(settings, summary, log)
+            record_completion(settings, summary, context, log)
     except BaseException as error:
         if not recorder.closed:
             recorder.search_ended("interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
@@ -291,6 +291,11 @@ def _run_config(
             *([callbacks.TrialCountCallback(search_alg)] if isinstance(search_alg, TrialCountedSearch) else []),
             callbacks.TrialStateCallback(),
             callbacks.ProgressCallback(settings.metric, epochs, settings.num_samples),
+            *(
+                [callbacks.ModelRetentionCallback(settings.metric, settings.mode, settings.keep_models)]
+                if settings.keep_models
+                else []
+            ),
             *extra_callbacks,
         ],
         verbose=0,  # ProgressCallback prints one line per event instead of Tune's tables

@@ -81,6 +81,14 @@ class SearchSettings(BaseModel):
         description="keep finished trials' Ray checkpoints when the search "
         "completes (default: deleted; each trial's best model stays in MLflow)",
     )
+    keep_models: int = Field(
+        10,
+        ge=0,
+        description="trial models kept in MLflow: those of the N best trials by --metric; the other ended "
+        "trials' models are deleted during the search and at its end (their metrics and configs stay); "
+        "0 keeps every trial's model",
+        json_schema_extra={"metavar": "N"},
+    )
     share_data: bool = Field(
         True,
         description="every trial decodes its own copy of the data (default: once per "

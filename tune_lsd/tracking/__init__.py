@@ -11,6 +11,7 @@ search (the search runner calls it).
   disk first and delivered by a background thread, so a server that is down never slows
   training (``tune-lsd sync`` delivers what it missed).
 - :mod:`~tune_lsd.tracking.model_log`: the best model as an MLflow pyfunc model.
+- :mod:`~tune_lsd.tracking.retention`: only the best trials' models kept (``--keep-models``).
 - :mod:`~tune_lsd.tracking.server`: ``tune-lsd server`` and its authentication.
 - :mod:`~tune_lsd.tracking.comparisons`: ``tune-lsd compare``'s parent run and retrain runs.
 """
@@ -54,6 +55,7 @@ from tune_lsd.tracking.queries import (
     search_parent_runs,
     trial_runs,
 )
+from tune_lsd.tracking.retention import MODEL_TAG, keep_best_models
 from tune_lsd.tracking.runs import discard_lost_trial_runs, log_final_run, log_folder, log_search_text, start_search_run
 from tune_lsd.tracking.server import artifact_store, auth_server_environment, server_command
 from tune_lsd.tracking.store import (
@@ -75,6 +77,7 @@ __all__ = [
     "ERROR_TAG",
     "MODEL_DIR",
     "MODEL_FILE",
+    "MODEL_TAG",
     "MODEL_METADATA_KEY",
     "NODES_TAG",
     "PARENT_TAG",
@@ -105,6 +108,7 @@ __all__ = [
     "download_trial_model",
     "find_trial_run",
     "load_embedding_model",
+    "keep_best_models",
     "log_best_model",
     "log_final_run",
     "log_folder",
