@@ -4,6 +4,8 @@ the trials it records as finished, and the runs of lost trials it deletes."""
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
@@ -11,7 +13,7 @@ from trial_runs import logged_trial_run
 
 from trainables.finished import finished_result
 from tune_lsd import tracking
-from tune_lsd.search.callbacks import ProgressCallback, TrialCountCallback, TrialStateCallback
+from tune_lsd.search.callbacks import ModelRetentionCallback, ProgressCallback, TrialCountCallback, TrialStateCallback
 from tune_lsd.search.running import RunningSearch, running, running_search
 from tune_lsd.search.searchers import TrialCountedSearch
 from tune_lsd.storage import Location
@@ -124,3 +126,25 @@ def test_the_trial_count_follows_tunes_trial_list():
     assert isinstance(counted, TrialCountedSearch)
     TrialCountCallback(counted).on_step_begin(0, [trial("a"), trial("b")])
     assert counted._counter == 2  # what Ray reads to know how many trials it created
+
+
+def test_model_retention_deletes_the_models_beyond_the_best_every_few_ended_trials_in_a_thread(search):
+    values = [0.1, 0.9, 0.3, 0.7, 0.5]
+    runs = {
+        f"t{i}": logged_trial_run(search.context, f"t{i}", 1, "completed", best=v, model_bytes=100)
+        for i, v in enumerate(values)
+    }
+    callback = ModelRetentionCallback("val/recall@1", "max", keep=2, every=3)
+    client = MlflowClient(search.context.tracking_uri)
+
+    def with_model() -> set[str]:
+        return {t for t, run_id in runs.items() if client.list_artifacts(run_id, tracking.CHECKPOINT_DIR)}
+
+    for trial_id in ("t0", "t1"):
+        callback.on_trial_complete(0, [], trial(trial_id, 1))
+    assert callback.sweeping is None and with_model() == set(runs)  # not yet: every 3 ended trials
+    callback.on_trial_complete(0, [], trial("t2", 1))
+    restored = pickle.loads(pickle.dumps(callback))  # (Ray Tune saves its callbacks with the search)
+    callback.on_experiment_end([])
+    assert with_model() == {"t1", "t3"}  # 0.9 and 0.7: the best two
+    assert restored.sweeping is None and restored.ended == 3
