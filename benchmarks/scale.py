@@ -15,11 +15,14 @@ the driver's peak RSS, and checks that MLflow has every trial and every epoch on
 
     python benchmarks/scale.py [--trials 300] [--concurrent 16] [--epochs 1] [--epoch-s 1]
         [--searcher random] [--scheduler fifo] [--storage s3://...] [--tracking-uri http://...]
-        [--against-every-step]
+        [--keep-models 10] [--against-every-step] [--reading]
 
 ``--against-every-step`` runs the search twice, first with Ray Tune saving its experiment state
 after every controller step (``TUNE_GLOBAL_CHECKPOINT_S=0``, what tune_lsd did before) as the
-baseline, then as tune_lsd runs it, and prints the ratio of their wall times.
+baseline, then as tune_lsd runs it, and prints the ratio of their wall times. ``--reading``
+then times, on the search it ran, the commands that read a search (`ls`, `report`, `export`,
+`prune`, `sync`, `--resume` of the complete search) and the reads a search makes of all its
+trials (`--extend`'s earlier results, the clean-up of lost trial runs at the fit's end).
 """
 
 from __future__ import annotations
@@ -163,6 +166,8 @@ def main() -> None:
     parser.add_argument("--tracking-uri", default=None, help="default: the runs folder's SQLite file")
     parser.add_argument("--runs-dir", default=None, help="default: a temporary folder")
     parser.add_argument("--against-every-step", action="store_true", help="first a baseline saving every step")
+    parser.add_argument("--reading", action="store_true", help="then time the commands that read the search")
+    parser.add_argument("--keep-models", type=int, default=10, help="the search's --keep-models")
     args = parser.parse_args()
     if args.against_every_step:
         return against_every_step([a for a in sys.argv[1:] if a != "--against-every-step"])
@@ -185,6 +190,7 @@ def main() -> None:
         storage=args.storage,
         tracking_uri=args.tracking_uri,
         share_data=False,  # the stand-in reads no data
+        keep_models=args.keep_models,
     )
     probe = DriverProbe()
     saves = time_state_saves()
@@ -225,7 +231,56 @@ def main() -> None:
     )
     print(f"  driver peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     print("  " + check_mlflow(settings.resolved_tracking_uri(), "scale", args.trials))
+    models = list(runs_dir.glob("mlartifacts/**/checkpoint/model.pt"))
+    print(
+        f"  trial models kept in MLflow: {len(models)} of {summary['trials']} trials "
+        f"(--keep-models {settings.keep_models}), {sum(m.stat().st_size for m in models) / 1e6:.2f} MB"
+    )
     print(f"ratio wall/ideal: {wall / ideal:.2f} ({wall:.0f} s against {ideal:.0f} s)")
+    sys.stdout.flush()
+    if args.reading:
+        time_reading_side(settings)
+
+
+def time_reading_side(settings: Any) -> None:
+    """The commands that read a search, each timed as a user runs it (a fresh `tune-lsd`
+    process: its imports included), and the two reads a search itself makes of all its trials."""
+    import subprocess
+
+    from tune_lsd import tracking
+    from tune_lsd.search.extend import earlier_results
+
+    where = [
+        "--runs-dir",
+        settings.runs_dir,
+        *(["--tracking-uri", settings.tracking_uri] if settings.tracking_uri else []),
+    ]
+    location = ["--runs-dir", settings.runs_dir, *(["--storage", settings.storage] if settings.storage else [])]
+    commands = {
+        "ls": ["ls", *where],
+        "report": ["report", "scale", "--output", str(Path(settings.runs_dir) / "report"), *where],
+        "export": ["export", "--experiment", "scale", "--output", str(Path(settings.runs_dir) / "best.yaml"), *where],
+        "prune": ["prune", "scale", *location],
+        "sync": ["sync", "scale", *location],
+        "search --resume (complete)": ["search", "--resume", "scale", *location],
+    }
+    tune_lsd = Path(sys.executable).with_name("tune-lsd")
+    print("reading side:")
+    for label, command in commands.items():
+        started = time.perf_counter()
+        done = subprocess.run([str(tune_lsd), *command], capture_output=True, text=True)
+        outcome = "ok" if done.returncode == 0 else f"FAILED: {(done.stderr or done.stdout).strip().splitlines()[-1]}"
+        print(f"  tune-lsd {label}: {time.perf_counter() - started:.1f} s ({outcome})")
+    uri = settings.resolved_tracking_uri()
+    started = time.perf_counter()
+    earlier, ran = earlier_results(settings)
+    print(f"  --extend's read of the earlier trials: {time.perf_counter() - started:.1f} s ({len(earlier)} of {ran})")
+    parent = tracking.search_parent_run(uri, "scale")
+    context = tracking.TrackingContext(uri, parent.info.experiment_id, parent.info.run_id, ray_experiment="scale")
+    known = {run.data.tags[tracking.TRIAL_ID_TAG] for run in tracking.trial_runs(uri, "scale")}
+    started = time.perf_counter()
+    lost = tracking.discard_lost_trial_runs(context, known)
+    print(f"  the fit's end's clean-up of lost trial runs: {time.perf_counter() - started:.1f} s ({len(lost)} lost)")
     sys.stdout.flush()
 
 

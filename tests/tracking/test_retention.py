@@ -45,3 +45,17 @@ def test_fewer_ended_trials_than_kept_keep_every_model(tmp_path):
     run_ids = [logged_trial_run(context, t, 1, "completed", best=0.1 * i, model_bytes=10) for i, t in enumerate("ab")]
     assert tracking.keep_best_models(context, "val/recall@1", "max", keep=2) == (0, 0)
     assert all(has_model(MlflowClient(uri), run_id) for run_id in run_ids)
+
+
+def test_ties_keep_only_as_many_models_as_asked_and_the_best_trial_among_them(tmp_path):
+    uri = tracking.default_tracking_uri(tmp_path)
+    context = tracking.start_search_run(uri, "ties", {}, tmp_path / "artifacts")
+    values = {"a": 0.5, "b": 0.5, "c": 0.5, "d": 0.5, "e": 0.1}  # small validation sets tie often
+    runs = {t: logged_trial_run(context, t, 1, "completed", best=v, model_bytes=10) for t, v in values.items()}
+
+    assert tracking.keep_best_models(context, "val/recall@1", "max", keep=2) == (3, 30)
+
+    client = MlflowClient(uri)
+    kept = {run_id for run_id in runs.values() if has_model(client, run_id)}
+    assert len(kept) == 2 and runs["e"] not in kept
+    assert tracking.best_trial_run(uri, "ties", "val/recall@1").info.run_id in kept  # what the search registers
