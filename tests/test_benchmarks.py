@@ -217,15 +217,34 @@ def test_decode_cache_benchmark_runs():
 @pytest.mark.slow
 def test_scale_benchmark_records_every_trial_once_and_saves_ray_state_on_a_period():
     trials = 120
-    lines = run("scale.py", "--trials", str(trials), "--concurrent", "8", "--epochs", "2", "--epoch-s", "0.2")
+    lines = run(
+        "scale.py",
+        "--trials",
+        str(trials),
+        "--concurrent",
+        "8",
+        "--epochs",
+        "2",
+        "--epoch-s",
+        "0.2",
+        "--keep-models",
+        "5",
+    )
     text = "\n".join(lines)
     assert f"MLflow: {trials} trial runs of {trials}, 0 epochs logged twice: exact" in text, text
+    assert f"trial models kept in MLflow: 5 of {trials} trials (--keep-models 5)" in text, text
     saves = int(re.search(r"state saves: (\d+)", text).group(1))
     steps = int(re.search(r"controller steps: (\d+)", text).group(1))
     # on Ray's period (and when a trial registered its second checkpoint), not after every step
     assert 1 <= saves < steps / 5, text
     assert float(re.search(r"\(([\d.]+) kB a trial\)", text).group(1)) < 30, text  # lean results to Ray
     assert lines[-1].startswith("ratio wall/ideal:")
+
+
+def test_searcher_cost_benchmark_times_every_searcher():
+    lines = run("searcher_cost.py", "--trials", "12", "--suggestions", "1")
+    assert lines[0].startswith("| trials seen | TPE | GP alone | gp (TPE past 300) | random |"), lines
+    assert re.fullmatch(r"\| 12 (\| [\d.]+ s ){4}\|", lines[-1]), lines
 
 
 @pytest.mark.slow

@@ -72,7 +72,7 @@ def test_every_searcher_and_scheduler_pair_builds_a_tune_config_or_is_refused_in
     limiter = config.search_alg.searcher
     assert limiter.max_concurrent == 2 and config.max_concurrent_trials is None
     sampler = limiter.searcher._sampler
-    assert type(sampler).__name__ == {"optuna": "TPESampler", "gp": "GPSampler", "random": "RandomSampler"}[searcher]
+    assert type(sampler).__name__ == {"optuna": "TPESampler", "gp": "GPThenTPE", "random": "RandomSampler"}[searcher]
     suggested = config.search_alg.searcher.searcher.suggest("t1")  # a first trial from the space
     assert set(suggested) <= set(space.params) and "lsd.weight" in suggested
 
@@ -95,8 +95,45 @@ def test_the_gp_models_every_unconditional_parameter_and_draws_the_conditional_o
 
     modelled = sampler.infer_relative_search_space(study, trial)
 
-    assert sampler._n_startup_trials == 4 and len(study.trials) == 6
+    assert sampler.gp._n_startup_trials == 4 and len(study.trials) == 6
     assert set(modelled) == set(space.params) - {"lsd.ema_momentum"}
+
+
+def test_the_gp_samples_the_first_trials_and_tpe_the_others_from_every_result():
+    import optuna
+
+    from tune_lsd.search.searchers import GPThenTPE
+
+    gp = optuna.samplers.GPSampler(seed=0, n_startup_trials=2)
+    tpe = optuna.samplers.TPESampler(seed=0, n_startup_trials=2, multivariate=True)
+    study = optuna.create_study(sampler=GPThenTPE(gp, tpe, gp_trials=4), direction="maximize")
+    study.optimize(lambda t: -((t.suggest_float("x", -1, 1) - 0.3) ** 2), n_trials=8)
+
+    sampler = study.sampler
+    assert [sampler._for(t) is gp for t in study.trials] == [True] * 4 + [False] * 4
+    assert all(-1 <= t.params["x"] <= 1 for t in study.trials) and len(study.trials) == 8
+    # The fifth trial is TPE's from the GP's four results: what TPE alone suggests after them.
+    alone = optuna.create_study(
+        sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2, multivariate=True), direction="maximize"
+    )
+    for done in study.trials[:4]:
+        alone.add_trial(done)
+    alone.optimize(lambda t: -((t.suggest_float("x", -1, 1) - 0.3) ** 2), n_trials=1)
+    assert alone.trials[4].params == study.trials[4].params
+
+
+@pytest.mark.parametrize(("searcher", "trials", "earlier", "says"), [
+    ("gp", 300, 0, False), ("gp", 301, 0, True), ("gp", 100, 250, True), ("optuna", 5000, 0, False),
+])  # fmt: skip
+def test_a_gp_search_past_its_limit_says_that_tpe_takes_over(searcher, trials, earlier, says):
+    from tune_lsd.search import SearchSettings
+    from tune_lsd.search.searchers import gp_switch_line
+
+    settings = SearchSettings(name="s", searcher=searcher, num_samples=trials, earlier_trials=earlier)
+    line = gp_switch_line(settings)
+    assert (line is not None) == says
+    if says:
+        assert line.startswith("searcher gp:") and "after the 300th are sampled by TPE" in line
 
 
 def test_a_searcher_given_earlier_results_models_them_from_its_first_suggestion():

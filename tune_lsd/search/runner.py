@@ -51,7 +51,7 @@ from tune_lsd.search.ray_setup import (
     wait_for_ray_end,
 )
 from tune_lsd.search.running import RunningSearch, running
-from tune_lsd.search.searchers import TrialCountedSearch, tune_config
+from tune_lsd.search.searchers import TrialCountedSearch, gp_switch_line, tune_config
 from tune_lsd.search.settings import SearchError, SearchSettings, load_settings, prepare_space
 from tune_lsd.search.summary import print_summary, summarise
 from tune_lsd.storage import Location
@@ -119,6 +119,8 @@ def run_search(
             f"{settings.num_samples} trials x {epochs} epochs, {settings.max_concurrent} at a time; "
             f"MLflow {settings.resolved_tracking_uri()}"
         )
+        if (line := gp_switch_line(settings)) is not None:
+            log(line)
         trainable_with_data = _trainable(trainable, settings, base, context, shared_splits)
         experiment = settings.experiment_location
         started = time.perf_counter()

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna import Study
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
@@ -24,20 +27,72 @@ from tune_lsd.search.settings import SearchSettings
 STUDY_NAME = "tune_lsd"
 
 
+# Optuna's GP refits its model on every earlier trial for each suggestion, on the driver's
+# thread: past this many trials a suggestion takes over a second (benchmarks/RESULTS.md), and
+# the trials after it are sampled by TPE, which models every result the GP's trials gave.
+GP_TRIALS = 300
+
+
 def optuna_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
     """The Optuna sampler of ``--searcher``: TPE or a Gaussian process (each after its random
-    start-up trials), or random."""
+    start-up trials; the GP's trials after the first :data:`GP_TRIALS` by TPE), or random."""
+    tpe = optuna.samplers.TPESampler(
+        multivariate=True, group=True, seed=settings.seed, n_startup_trials=settings.tpe_startup_trials
+    )
     if settings.searcher == "optuna":
-        return optuna.samplers.TPESampler(
-            multivariate=True, group=True, seed=settings.seed, n_startup_trials=settings.tpe_startup_trials
-        )
+        return tpe
     if settings.searcher == "gp":
         # The GP models the parameters every trial has; conditional ones (the EMA momentum, only
         # for the EMA teacher) are drawn at random, which docs/search-spaces.md says (no warning per trial).
-        return optuna.samplers.GPSampler(
+        gp = optuna.samplers.GPSampler(
             seed=settings.seed, n_startup_trials=settings.tpe_startup_trials, warn_independent_sampling=False
         )
+        return GPThenTPE(gp, tpe, GP_TRIALS)
     return optuna.samplers.RandomSampler(seed=settings.seed)
+
+
+def gp_switch_line(settings: SearchSettings) -> str | None:
+    """The line a GP search of more than :data:`GP_TRIALS` trials (earlier ones included) says."""
+    if settings.searcher != "gp" or settings.earlier_trials + settings.num_samples <= GP_TRIALS:
+        return None
+    return (
+        f"searcher gp: a Gaussian process takes over a second per suggestion past {GP_TRIALS} trials; "
+        f"the trials after the {GP_TRIALS}th are sampled by TPE, from every result"
+    )
+
+
+class GPThenTPE(optuna.samplers.BaseSampler):
+    """Optuna's GP sampler for the study's first ``gp_trials`` trials, then TPE (by trial
+    number, so that each trial is sampled by one of them from start to end)."""
+
+    def __init__(self, gp: optuna.samplers.BaseSampler, tpe: optuna.samplers.BaseSampler, gp_trials: int) -> None:
+        self.gp, self.tpe, self.gp_trials = gp, tpe, gp_trials
+
+    def _for(self, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
+        return self.gp if trial.number < self.gp_trials else self.tpe
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._for(trial).before_trial(study, trial)
+
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> None:
+        self._for(trial).after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.gp.reseed_rng()
+        self.tpe.reseed_rng()
 
 
 def tune_config(
