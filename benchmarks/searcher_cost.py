@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from typing import Any
 import warnings
 
 import optuna
@@ -45,7 +46,7 @@ def seconds_per_suggestion(searcher: str, seen: int, suggestions: int, gp_itself
     """Mean seconds of a suggestion by ``searcher`` after ``seen`` finished trials."""
     settings = SearchSettings(name="cost", searcher=searcher, num_samples=seen + suggestions)
     config = tune_config(settings, load_space("lsd"), epochs=1, earlier=earlier_trials(seen))
-    optuna_search = config.search_alg.searcher.searcher
+    optuna_search: Any = config.search_alg.searcher.searcher  # type: ignore[union-attr]  # (the counted limiter's)
     if gp_itself and isinstance(optuna_search._sampler, GPThenTPE):
         optuna_search._sampler.gp_trials = 10**9  # the GP at every size, to see where it stands
     optuna_search.suggest("warm-up")  # (the GP's first suggestion also imports and compiles its model code)
