@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import random
 import time
-from typing import Any
 import warnings
+from typing import Any
 
 import optuna
 
