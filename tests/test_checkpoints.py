@@ -1,5 +1,5 @@
 """trainables/checkpoints.py: a checkpoint is used only when every file its manifest names is
-in the store with its size; otherwise the newest earlier whole checkpoint of the trial."""
+in the store with its size; otherwise the trial's whole checkpoint of the highest iteration."""
 
 from __future__ import annotations
 
@@ -54,6 +54,25 @@ def test_a_damaged_checkpoint_falls_back_to_the_newest_earlier_whole_one(tmp_pat
     assert newest_whole_checkpoint(fs, str(third), REQUIRED)[0] == str(tmp_path / "checkpoint_000000")
 
 
+def test_a_checkpoint_deleted_since_ray_saved_its_state_gives_the_trials_newest_whole_one(tmp_path):
+    """Ray Tune saves its state on its period; meanwhile the trial went on and Ray deleted the
+    checkpoint that state names (num_to_keep): the trial restores from its newest one (by the
+    iteration of its manifest, not its name: a resumed trial numbers its checkpoints again)."""
+    fs = pyarrow.fs.LocalFileSystem()
+    named = checkpoint(tmp_path, 0, iteration=1)
+    checkpoint(tmp_path, 1, iteration=4)
+    newest = checkpoint(tmp_path, 2, iteration=5)
+    cut = checkpoint(tmp_path, 3, iteration=6)
+    (cut / "trainer.pt").write_bytes(b"")  # its upload was cut short
+    renumbered = checkpoint(tmp_path, 4, iteration=3)
+    for file in named.iterdir():
+        file.unlink()
+    named.rmdir()
+
+    assert newest_whole_checkpoint(fs, str(named), REQUIRED) == (str(newest), "it is empty or gone")
+    assert newest_whole_checkpoint(fs, str(renumbered), REQUIRED) == (str(renumbered), None)  # whole: Ray's choice
+
+
 def test_a_checkpoint_without_a_manifest_is_whole_when_its_files_are_there(tmp_path):
     """Written before manifests existed (a search resumed after an upgrade): an object store
     keeps each file whole or not at all, so the files being there is enough."""
@@ -90,5 +109,5 @@ def test_the_result_ray_restores_from_is_that_of_a_whole_checkpoint_with_its_ite
     assert earlier.metrics == {"training_iteration": 1, "epoch": 2}
     assert "trial t1: its checkpoint" in capsys.readouterr().err
     (tmp_path / "checkpoint_000000" / "best.pt").unlink()
-    with pytest.raises(ValueError, match="trainer.pt is missing\\) and no earlier checkpoint of it is"):
+    with pytest.raises(ValueError, match="trainer.pt is missing\\) and no other checkpoint of it is"):
         whole_result(chosen, "t1", REQUIRED, ValueError)

@@ -127,3 +127,20 @@ def test_retrieval_examples_decode_and_their_frames_follow_the_labels(report):
         sum(c["verdict"] == "correct" for c in cells if c["table"] == 1 and c["row"] == row) for row in range(6)
     ]
     assert worst_correct == sorted(worst_correct)  # fewest correct neighbours first
+
+
+def test_the_importance_of_many_trials_comes_from_a_seeded_sample_and_says_so(asha_search, tmp_path, monkeypatch):
+    from tune_lsd.report import page
+
+    folder, _ = asha_search
+    monkeypatch.setattr(page, "IMPORTANCE_TRIALS", 2)  # (300 in use: fANOVA's time grows faster than the trials)
+    uri = default_tracking_uri(folder / "runs")
+
+    html = page.write_report(uri, "asha", tmp_path / "sampled", log_to_mlflow=False).read_text()
+    again = page.write_report(uri, "asha", tmp_path / "again", log_to_mlflow=False).read_text()
+
+    assert re.search(r"From 2 of the \d+ trials, drawn at random", html), html[:3000]
+    assert (tmp_path / "sampled" / "importance.png").read_bytes() == (
+        tmp_path / "again" / "importance.png"
+    ).read_bytes()
+    assert "From 2 of the" in again

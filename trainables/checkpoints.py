@@ -6,7 +6,7 @@ its last writes when it is killed) can leave a checkpoint folder with a file mis
 short, which Ray may still restore from. So the trainable writes :data:`MANIFEST_FILE` into
 every checkpoint (the name and size of each file, and the training iteration), and before a
 restore :func:`newest_whole_checkpoint` checks the chosen checkpoint in the store against its
-manifest, falling back to the newest earlier checkpoint of the trial that is whole.
+manifest, falling back to the trial's whole checkpoint of the highest iteration.
 """
 
 from __future__ import annotations
@@ -67,8 +67,10 @@ def newest_whole_checkpoint(
     filesystem: Any, path: str, required: tuple[str, ...] = ()
 ) -> tuple[str | None, str | None]:
     """(the checkpoint to restore, what was wrong with ``path``): ``path`` itself when it is
-    whole, else the newest earlier checkpoint folder of the same trial that is whole and has
-    a manifest (its iteration is needed; None when there is none)."""
+    whole, else the trial's whole checkpoint (with a manifest) of the highest iteration; None
+    when there is none. That is an earlier one when ``path`` was cut short, and a later one
+    when ``path`` is gone: Ray Tune's saved state is only as new as its last save, and the
+    trial has deleted older checkpoints since (``num_to_keep``)."""
     import pyarrow.fs
 
     problem = manifest_problem(filesystem, path, required)
@@ -76,19 +78,19 @@ def newest_whole_checkpoint(
         return path, None
     parent, name = path.rstrip("/").rsplit("/", 1)
     siblings = filesystem.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True))
-    earlier = sorted(
-        (info.path for info in siblings if info.base_name.startswith(CHECKPOINT_PREFIX) and info.base_name < name),
-        reverse=True,
-    )
-    usable = (
-        candidate for candidate in earlier if manifest_problem(filesystem, candidate, required=(MANIFEST_FILE,)) is None
-    )
-    return next(usable, None), problem
+    whole = [
+        (manifest_iteration(filesystem, info.path), info.path)
+        for info in siblings
+        if info.base_name.startswith(CHECKPOINT_PREFIX)
+        and info.base_name != name
+        and manifest_problem(filesystem, info.path, required=(MANIFEST_FILE,)) is None
+    ]
+    return (max(whole)[1] if whole else None), problem
 
 
 def whole_result(result: Any, trial_id: str, required: tuple[str, ...], error_class: type[Exception]) -> Any:
     """``result`` (Ray's checkpoint and its metrics, what ``Trainable.restore`` takes) when its
-    checkpoint is whole, else a result of the trial's newest earlier whole checkpoint, with one
+    checkpoint is whole, else a result of the trial's whole checkpoint of the highest iteration, with one
     line; ``error_class`` (one line) when there is none."""
     from ray.train._internal.session import _TrainingResult
 
@@ -98,12 +100,12 @@ def whole_result(result: Any, trial_id: str, required: tuple[str, ...], error_cl
         return result
     if path is None:
         raise error_class(
-            f"trial {trial_id}: its checkpoint {checkpoint.path} is not whole ({problem}) and no earlier checkpoint "
+            f"trial {trial_id}: its checkpoint {checkpoint.path} is not whole ({problem}) and no other checkpoint "
             "of it is"
         )
     iteration = manifest_iteration(checkpoint.filesystem, path)
     print(
-        f"trial {trial_id}: its checkpoint {checkpoint.path} is not whole ({problem}); restoring the earlier "
+        f"trial {trial_id}: its checkpoint {checkpoint.path} is not whole ({problem}); restoring "
         f"{path} (iteration {iteration}) instead",
         file=sys.stderr,
         flush=True,

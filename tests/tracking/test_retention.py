@@ -35,7 +35,7 @@ def test_only_the_best_ended_trials_keep_their_models(tmp_path, mode, kept):
     assert (deleted, freed) == (len(beyond), len(beyond) * MODEL_BYTES)
     assert {t for t in (*values, "r") if has_model(client, runs[t])} == kept | {"r"}
     tags = {t: client.get_run(run_id).data.tags.get(tracking.MODEL_TAG) for t, run_id in runs.items()}
-    assert tags == {t: "deleted" if t in beyond else None for t in runs}
+    assert tags == {t: "deleted" if t in beyond else None if t == "n" else "uploaded" for t in runs}
     assert tracking.keep_best_models(context, "val/recall@1", mode, keep=2) == (0, 0)  # nothing left to do
 
 
@@ -59,3 +59,19 @@ def test_ties_keep_only_as_many_models_as_asked_and_the_best_trial_among_them(tm
     kept = {run_id for run_id in runs.values() if has_model(client, run_id)}
     assert len(kept) == 2 and runs["e"] not in kept
     assert tracking.best_trial_run(uri, "ties", "val/recall@1").info.run_id in kept  # what the search registers
+
+
+def test_the_sweep_during_a_search_reads_only_the_runs_holding_a_model(tmp_path):
+    """every_run=False: the runs tagged as holding a model (what the sweep of a long search
+    reads, a few whatever the trials run); a model logged by an older tune_lsd (no tag) is left
+    to the sweep over every run, at the search's end or by prune."""
+    uri = tracking.default_tracking_uri(tmp_path)
+    context = tracking.start_search_run(uri, "few", {}, tmp_path / "artifacts")
+    runs = {t: logged_trial_run(context, t, 1, "completed", best=v, model_bytes=10) for t, v in zip("abc", (3, 2, 1))}
+    client = MlflowClient(uri)
+    client.delete_tag(runs["c"], tracking.MODEL_TAG)  # (as an older tune_lsd left it)
+
+    assert tracking.keep_best_models(context, "val/recall@1", "max", keep=1, every_run=False) == (1, 10)
+    assert {t for t, run_id in runs.items() if has_model(client, run_id)} == {"a", "c"}
+    assert tracking.keep_best_models(context, "val/recall@1", "max", keep=1) == (1, 10)
+    assert {t for t, run_id in runs.items() if has_model(client, run_id)} == {"a"}

@@ -134,7 +134,8 @@ def test_a_minute_long_server_outage_neither_slows_epochs_nor_loses_a_point(tmp_
 
 def test_a_server_that_never_comes_back_ends_the_search_and_sync_delivers_everything(tmp_path):
     epochs = 4
-    port, uri, search = search_losing_its_server(tmp_path, "gone", 3, epochs)  # gone for the rest of the search
+    # gone for the rest of the search
+    port, uri, search = search_losing_its_server(tmp_path, "gone", 3, epochs, "--keep-models", "2")
     server = None
     try:
         assert search.wait(timeout=400) == 0, (tmp_path / "search.log").read_text()[-3000:]
@@ -152,8 +153,12 @@ def test_a_server_that_never_comes_back_ends_the_search_and_sync_delivers_everyt
         assert len(runs) == 3 and {r.data.tags[STATE_TAG] for r in runs} == {"completed"}
         assert {r.info.status for r in runs} == {"FINISHED"}
         assert_every_epoch_logged(client, runs, epochs)
-        for run in runs:  # every trial's best model arrived too
-            assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == ["checkpoint/model.pt"]
+        # every trial's best model arrived too, then the one beyond the best 2 (--keep-models) went
+        assert "MLflow: deleted the models of 1 trial beyond the best 2" in synced.stdout, synced.stdout
+        models = {r.info.run_id: [a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")] for r in runs}
+        deleted = [r.info.run_id for r in runs if r.data.tags.get(tracking.MODEL_TAG) == "deleted"]
+        assert len(deleted) == 1 and models[deleted[0]] == []
+        assert sorted(models.values()) == [[], ["checkpoint/model.pt"], ["checkpoint/model.pt"]]
         parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
         assert parent.info.status == "FINISHED" and parent.data.tags[STATE_TAG] == "completed"
         assert client.get_model_version_by_alias("gone-best", "champion").run_id in {r.info.run_id for r in runs}

@@ -36,8 +36,9 @@ class TrialCountCallback(tune.Callback):
 class ModelRetentionCallback(tune.Callback):
     """The models of ended trials beyond the best ``keep`` deleted from MLflow while the search
     runs (every ``every`` ended trials, in a background thread: the driver's loop never waits on
-    MLflow), so that the disk holds about ``keep`` + the running trials' models, not one per trial.
-    The search's end does it once more for the trials whose models arrived late."""
+    MLflow; reading only the runs that hold a model, so a sweep costs the same at any number of
+    trials), so that the disk holds about ``keep`` + the recent trials' models, not one per
+    trial. The search's end does it once more over every run."""
 
     def __init__(self, metric: str, mode: str, keep: int, every: int = 20) -> None:
         self.metric, self.mode, self.keep, self.every = metric, mode, keep, every
@@ -57,7 +58,7 @@ class ModelRetentionCallback(tune.Callback):
 
     def _sweep(self, context: tracking.TrackingContext) -> None:
         try:
-            tracking.keep_best_models(context, self.metric, self.mode, self.keep)
+            tracking.keep_best_models(context, self.metric, self.mode, self.keep, every_run=False)
         except Exception as error:  # the search's end tries again and says what failed
             print(f"warning: the models of trials beyond the best {self.keep} were not deleted yet: {error}")
 

@@ -170,8 +170,9 @@ def close_recorder(settings: SearchSettings, recorder: tracking.SearchRecorder, 
 
 def sync_search(name: str, runs_dir: str = "runs", log=print, storage: str | None = None) -> int:
     """``tune-lsd sync NAME``: deliver what the search kept on disk while its tracking server
-    was down (metrics, params, checkpoints, trial states); then, for a completed search whose
-    best model was not registered, register it. Returns the number of records delivered."""
+    was down (metrics, params, checkpoints, trial states); then, for a completed search, keep
+    only the models of its best ``--keep-models`` trials and, if its best model was not
+    registered, register it. Returns the number of records delivered."""
     settings = load_settings(name, runs_dir, storage)
     # This machine's spools: the runs folder's, and those trials of the search left here (their
     # markers name the folder: on another node of a cluster it is the driver's path).
@@ -190,11 +191,14 @@ def sync_search(name: str, runs_dir: str = "runs", log=print, storage: str | Non
         else f"search {name!r}: nothing to deliver, every record is in {uri}"
     )
     completed = completion_record(settings)
-    if completed is not None and not completed.get("registered"):
-        parent = tracking.search_parent_run(uri, name)
-        found = best_and_champion(
-            settings, tracking.TrackingContext(uri, parent.info.experiment_id, parent.info.run_id)
-        )
+    if completed is None or (not delivered and completed.get("registered")):
+        return delivered
+    parent = tracking.search_parent_run(uri, name)
+    context = tracking.TrackingContext(uri, parent.info.experiment_id, parent.info.run_id)
+    if delivered:  # models that arrived late: only the best trials' stay
+        delete_models_beyond_best(settings, context, log)
+    if not completed.get("registered"):
+        found = best_and_champion(settings, context)
         if "registered_version" in found:
             completed["registered"] = True
             settings.completion_location.write_text(json.dumps(completed, indent=1))

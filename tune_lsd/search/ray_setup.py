@@ -15,6 +15,7 @@ from tune_lsd import tracking
 from tune_lsd.search.failed_restore import refuse_fresh_restarts
 from tune_lsd.search.settings import SearchError, SearchSettings
 from tune_lsd.search.stale_checkpoints import quiet_stale_deletions
+from tune_lsd.search.state_saves import save_state_on_period_only
 from tune_lsd.storage import Location, StorageError
 
 # Ray's runtime-env agent logs every actor's environment variables at INFO, in each node's
@@ -103,6 +104,7 @@ def start_ray(settings: SearchSettings) -> None:
     # (the run config passes that logger): progress.csv and the TensorBoard events repeat what
     # MLflow keeps, and each is one more file per trial in every sync to the storage.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    save_state_on_period_only()  # (not also whenever a trial has made num_to_keep checkpoints)
     quiet_stale_deletions()
     refuse_fresh_restarts()  # (a resumed search whose saved state cannot be read is restored again)
     address = cluster_address(settings)

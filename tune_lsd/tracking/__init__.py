@@ -35,6 +35,7 @@ from tune_lsd.tracking.names import (
     MODEL_DIR,
     MODEL_FILE,
     MODEL_METADATA_KEY,
+    MODEL_TAG,
     NODES_TAG,
     PARENT_TAG,
     RAY_EXPERIMENT_TAG,
@@ -55,7 +56,7 @@ from tune_lsd.tracking.queries import (
     search_parent_runs,
     trial_runs,
 )
-from tune_lsd.tracking.retention import MODEL_TAG, keep_best_models
+from tune_lsd.tracking.retention import keep_best_models
 from tune_lsd.tracking.runs import discard_lost_trial_runs, log_final_run, log_folder, log_search_text, start_search_run
 from tune_lsd.tracking.server import artifact_store, auth_server_environment, server_command
 from tune_lsd.tracking.store import (

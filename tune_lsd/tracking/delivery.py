@@ -23,7 +23,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from tune_lsd.errors import first_line
-from tune_lsd.tracking.names import CHECKPOINT_DIR, mlflow_key, param_value
+from tune_lsd.tracking.names import CHECKPOINT_DIR, MODEL_TAG, mlflow_key, param_value
 from tune_lsd.tracking.runs import end_search_run, end_trial_run, open_trial_run, record_node
 from tune_lsd.tracking.spool import Spool, SpoolWriter, spools_under
 from tune_lsd.tracking.store import TrackingContext, TrackingError, check_tracking_uri
@@ -177,6 +177,8 @@ def deliver_records(records: list[dict[str, Any]], state: dict[str, Any], files:
         folder = files / records[0]["folder"]
         if folder.is_dir():  # gone: delivered before a crash kept the spool from counting it
             client.log_artifacts(state["run_id"], str(folder), records[0]["artifact_path"])
+            if records[0]["artifact_path"] == CHECKPOINT_DIR:  # (what --keep-models looks for)
+                client.set_tag(state["run_id"], MODEL_TAG, "uploaded")
             shutil.rmtree(folder)
     elif op == "trial_state":
         end_trial_run(client, context, records[0], final=final)

@@ -20,6 +20,7 @@ NODES_TAG = "tune_lsd.nodes"  # Ray node ids the trial ran on, in order (more th
 ERROR_TAG = "tune_lsd.error"  # an errored trial's last traceback line
 PARENT_TAG = "mlflow.parentRunId"
 CHECKPOINT_DIR = "checkpoint"  # a trial's best model file (MODEL_FILE) as a run artifact
+MODEL_TAG = "tune_lsd.model"  # "uploaded" once a trial's model is in MLflow; "deleted" (not among --keep-models)
 MODEL_FILE = "model.pt"
 SPACE_ARTIFACT = "search_space.yaml"  # the search space, on the parent run
 MODEL_DIR = "model"  # the logged MLflow model's name on the best trial's run

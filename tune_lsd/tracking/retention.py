@@ -19,10 +19,9 @@ from mlflow.entities import RunInfo
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
-from tune_lsd.tracking.names import CHECKPOINT_DIR, SEARCH_TAG, STATE_TAG, mlflow_key
+from tune_lsd.tracking.names import CHECKPOINT_DIR, MODEL_TAG, SEARCH_TAG, STATE_TAG, mlflow_key
 from tune_lsd.tracking.store import TrackingContext, retry
 
-MODEL_TAG = "tune_lsd.model"  # "deleted" on a trial run whose model went (not among the best --keep-models)
 ENDED_STATES = ("completed", "stopped early", "errored")
 
 
@@ -37,15 +36,18 @@ def models_beyond_best(runs: list, metric: str, mode: str, keep: int) -> tuple[l
     return [r for r in ranked[keep:] if r.data.tags.get(MODEL_TAG) != "deleted"], ranked[:keep]
 
 
-def keep_best_models(context: TrackingContext, metric: str, mode: str, keep: int) -> tuple[int, int]:
+def keep_best_models(
+    context: TrackingContext, metric: str, mode: str, keep: int, every_run: bool = True
+) -> tuple[int, int]:
     """Delete the models of the search's ended trials beyond its best ``keep``; returns
     (models deleted, bytes freed). Trials whose model has not reached MLflow yet are left for
-    the next call."""
+    the next call. ``every_run=False`` reads only the runs tagged as holding a model (the best
+    ``keep``, and those that arrived since the last call: a few, whatever the trials run so
+    far), ranking among them; a trial deleted once ranks after the best for good."""
     client = MlflowClient(context.tracking_uri)
+    query = f"tags.`{SEARCH_TAG}` = 'trial'" + ("" if every_run else f" and tags.`{MODEL_TAG}` = 'uploaded'")
     runs = retry(
-        lambda: client.search_runs(
-            [context.experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = 'trial'", max_results=50_000
-        ),
+        lambda: client.search_runs([context.experiment_id], filter_string=query, max_results=50_000),
         "search_runs",
     )
     beyond, best = models_beyond_best(runs, metric, mode, keep)
