@@ -106,18 +106,6 @@ def test_ray_logs_a_failed_restore_from_inside_its_handler_then_starts_afresh():
     assert f'logger.exception("{RAY_RESTORE_FAILED}")' in source
 
 
-def test_ray_adds_no_logger_when_told_and_keeps_the_one_passed(monkeypatch):
-    """tune_lsd/search/ray_setup.py sets TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1 and the run config
-    passes JsonLoggerCallback: Ray must then add neither its CSV nor its TensorBoard logger."""
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
-    from ray.tune.utils.callback import _create_default_callbacks
-
-    monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    made = _create_default_callbacks([JsonLoggerCallback()], air_verbosity=None)
-    assert sum(isinstance(c, JsonLoggerCallback) for c in made) == 1
-    assert not [c for c in made if isinstance(c, (CSVLoggerCallback, TBXLoggerCallback))]
-
-
 def test_optuna_search_keeps_its_running_and_completed_trials():
     """tune_lsd/search/searchers.py ResumableOptunaSearch._knows reads _ot_trials and _completed_trials."""
     from ray.tune.search.optuna import OptunaSearch

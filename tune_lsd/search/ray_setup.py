@@ -100,10 +100,6 @@ def start_ray(settings: SearchSettings) -> None:
     # trials. What a driver killed between two saves leaves is settled on --resume: a finished
     # trial replays its recorded result (trainables.finished), and the MLflow run of a trial
     # the saved state does not name is deleted (tracking.discard_lost_trial_runs).
-    # Of Ray Tune's per-trial logger files, only its JSON (result.json, params.json) is written
-    # (the run config passes that logger): progress.csv and the TensorBoard events repeat what
-    # MLflow keeps, and each is one more file per trial in every sync to the storage.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     save_state_on_period_only()  # (not also whenever a trial has made num_to_keep checkpoints)
     quiet_stale_deletions()
     refuse_fresh_restarts()  # (a resumed search whose saved state cannot be read is restored again)

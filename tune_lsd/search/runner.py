@@ -29,7 +29,6 @@ import optuna
 import ray
 import yaml
 from ray import tune
-from ray.tune.logger import JsonLoggerCallback
 
 from search_spaces.loader import SearchSpace
 from trainables.dml import DMLTrainable
@@ -299,7 +298,6 @@ def _run_config(
                 if settings.keep_models
                 else []
             ),
-            JsonLoggerCallback(),  # the only one of Ray's loggers (search/ray_setup.py)
             *extra_callbacks,
         ],
         verbose=0,  # ProgressCallback prints one line per event instead of Tune's tables
