@@ -81,6 +81,16 @@ def test_optuna_study_of_the_report_holds_the_sampled_values_and_their_distribut
     assert ("lsd.ema_momentum" in frozen.params) == (frozen.params["lsd.teacher"] == "ema")
 
 
+def test_learning_curves_are_read_for_the_best_trials_only_and_every_trial_keeps_its_epochs(asha_search):
+    folder, _ = asha_search
+    everything = load_trials(default_tracking_uri(folder / "runs"), "asha", "val/recall@1")
+    best_two = load_trials(default_tracking_uri(folder / "runs"), "asha", "val/recall@1", curves=2)
+    assert [t.run_id for t in best_two] == [t.run_id for t in everything]
+    assert [t.curve for t in best_two[:2]] == [t.curve for t in everything[:2]] and all(best_two[0].curve)
+    assert all(t.curve == [] for t in best_two[2:])
+    assert [t.epochs for t in best_two] == [len(t.curve) for t in everything]  # (one point per epoch)
+
+
 def test_ls_lists_the_search_with_its_state_trials_and_best(report):
     folder, _ = report
     _, trials, _ = recorded_trials(folder)

@@ -227,7 +227,7 @@ def _page(
             str(rank),
             trial.name,
             trial.state,
-            str(len(trial.curve)),
+            str(trial.epochs),
             best_text,
             *(_short(trial.sampled.get(k)) for k in keys),
         ]

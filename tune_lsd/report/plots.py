@@ -48,7 +48,9 @@ def plot_curves(trials: list[TrialSummary], metric: str, path: Path) -> None:
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("epoch")
     axis.set_ylabel(metric)
-    axis.set_title(f"learning curves ({len(trials)} trials)")
+    drawn = sum(bool(trial.curve) for trial in trials)
+    which = f"{len(trials)} trials" if drawn == len(trials) else f"the best {drawn} of {len(trials)} trials"
+    axis.set_title(f"learning curves ({which})")
     axis.grid(alpha=0.3)
     _save(figure, path)
 

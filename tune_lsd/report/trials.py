@@ -13,6 +13,10 @@ import optuna
 from search_spaces.loader import ParamSpec
 from tune_lsd import tracking
 
+# The learning curves are read for the best this many trials (one request each; a plot of
+# thousands of curves shows no more than of these).
+CURVES = 200
+
 
 @dataclass
 class TrialSummary:
@@ -23,11 +27,15 @@ class TrialSummary:
     state: str
     sampled: dict[str, Any]
     best: float | None  # best value of the metric over its epochs
-    curve: list[tuple[int, float]]  # (epoch, metric) points
+    epochs: int  # epochs it reported
+    curve: list[tuple[int, float]]  # (epoch, metric) points; read for the best CURVES trials only
 
 
-def load_trials(tracking_uri: str, search: str, metric: str, mode: str = "max") -> list[TrialSummary]:
-    """Every trial of ``search`` with its curve, best first (trials without a result last)."""
+def load_trials(
+    tracking_uri: str, search: str, metric: str, mode: str = "max", curves: int = CURVES
+) -> list[TrialSummary]:
+    """Every trial of ``search``, best first (trials without a result last), with the learning
+    curves of the best ``curves``."""
     best_key = tracking.mlflow_key(f"best/{metric}")
     trials = [
         TrialSummary(
@@ -36,12 +44,16 @@ def load_trials(tracking_uri: str, search: str, metric: str, mode: str = "max") 
             state=run.data.tags.get(tracking.STATE_TAG, "running"),
             sampled=json.loads(run.data.tags.get(tracking.SAMPLED_TAG, "{}")),
             best=run.data.metrics.get(best_key),
-            curve=[(step, value) for step, value, _ in tracking.metric_history(tracking_uri, run.info.run_id, metric)],
+            epochs=int(run.data.metrics.get("epoch", 0)),
+            curve=[],
         )
         for run in tracking.trial_runs(tracking_uri, search)
     ]
     sign = -1 if mode == "max" else 1
-    return sorted(trials, key=lambda t: (t.best is None, sign * (t.best or 0.0), t.name))
+    trials.sort(key=lambda t: (t.best is None, sign * (t.best or 0.0), t.name))
+    for trial in trials[:curves]:
+        trial.curve = [(step, value) for step, value, _ in tracking.metric_history(tracking_uri, trial.run_id, metric)]
+    return trials
 
 
 def optuna_study(trials: list[TrialSummary], params: dict[str, ParamSpec], mode: str) -> optuna.Study:
