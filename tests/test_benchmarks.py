@@ -243,7 +243,7 @@ def test_scale_benchmark_records_every_trial_once_and_saves_ray_state_on_a_perio
 
 def test_searcher_cost_benchmark_times_every_searcher():
     lines = run("searcher_cost.py", "--trials", "12", "--suggestions", "1")
-    assert lines[0].startswith("| trials seen | TPE | GP alone | gp (TPE past 300) | random |"), lines
+    assert lines[0].startswith("| trials seen | TPE | GP alone | gp (TPE past 1000) | random |"), lines
     assert re.fullmatch(r"\| 12 (\| [\d.]+ s ){4}\|", lines[-1]), lines
 
 

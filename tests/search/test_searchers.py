@@ -123,7 +123,7 @@ def test_the_gp_samples_the_first_trials_and_tpe_the_others_from_every_result():
 
 
 @pytest.mark.parametrize(("searcher", "trials", "earlier", "says"), [
-    ("gp", 300, 0, False), ("gp", 301, 0, True), ("gp", 100, 250, True), ("optuna", 5000, 0, False),
+    ("gp", 1000, 0, False), ("gp", 1001, 0, True), ("gp", 100, 950, True), ("optuna", 5000, 0, False),
 ])  # fmt: skip
 def test_a_gp_search_past_its_limit_says_that_tpe_takes_over(searcher, trials, earlier, says):
     from tune_lsd.search import SearchSettings
@@ -133,7 +133,7 @@ def test_a_gp_search_past_its_limit_says_that_tpe_takes_over(searcher, trials, e
     line = gp_switch_line(settings)
     assert (line is not None) == says
     if says:
-        assert line.startswith("searcher gp:") and "after the 300th are sampled by TPE" in line
+        assert line.startswith("searcher gp:") and "after the 1000th are sampled by TPE" in line
 
 
 def test_a_searcher_given_earlier_results_models_them_from_its_first_suggestion():

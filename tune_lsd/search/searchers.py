@@ -28,9 +28,10 @@ STUDY_NAME = "tune_lsd"
 
 
 # Optuna's GP refits its model on every earlier trial for each suggestion, on the driver's
-# thread: past this many trials a suggestion takes over a second (benchmarks/RESULTS.md), and
-# the trials after it are sampled by TPE, which models every result the GP's trials gave.
-GP_TRIALS = 300
+# thread: 0.16 s at 300 trials, 0.69 s at 1,000 (7 s for its first fit there) on a 2-core
+# machine (benchmarks/searcher_cost.py), and cubic beyond. The trials after this many are
+# sampled by TPE, which models every result the GP's trials gave.
+GP_TRIALS = 1000
 
 
 def optuna_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
