@@ -28,6 +28,7 @@ trials (`--extend`'s earlier results, the clean-up of lost trial runs at the fit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import sys
@@ -275,8 +276,7 @@ def time_reading_side(settings: Any) -> None:
     started = time.perf_counter()
     earlier, ran = earlier_results(settings)
     print(f"  --extend's read of the earlier trials: {time.perf_counter() - started:.1f} s ({len(earlier)} of {ran})")
-    parent = tracking.search_parent_run(uri, "scale")
-    context = tracking.TrackingContext(uri, parent.info.experiment_id, parent.info.run_id, ray_experiment="scale")
+    context = dataclasses.replace(tracking.search_context(uri, "scale"), ray_experiment="scale")
     known = {run.data.tags[tracking.TRIAL_ID_TAG] for run in tracking.trial_runs(uri, "scale")}
     started = time.perf_counter()
     lost = tracking.discard_lost_trial_runs(context, known)

@@ -48,8 +48,7 @@ def finalize_search(
     )
     summary = train_and_test(config, folder / "run", log=log)
 
-    parent = tracking.search_parent_run(uri, name)
-    context = tracking.TrackingContext(uri, parent.info.experiment_id, parent.info.run_id)
+    context = tracking.search_context(uri, name)
     snapshot = load_model_state(folder / "run" / "best.pt")
     model = {key: snapshot[key] for key in ("config", "epoch", "student", "history")}  # no teacher, no optimiser
     metrics = {

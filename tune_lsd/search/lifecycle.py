@@ -93,13 +93,11 @@ def prune_search(
     of trials that have not finished (MLflow says which have: completed or stopped early).
     """
     settings = load_settings(name, runs_dir, storage)
-    uri = settings.resolved_tracking_uri()
     try:
-        parent = tracking.search_parent_run(uri, name)
+        context = tracking.search_context(settings.resolved_tracking_uri(), name)
     except tracking.TrackingError as error:
         log(f"warning: no model in MLflow was deleted: {error}")
     else:
-        context = tracking.TrackingContext(uri, parent.info.experiment_id, parent.info.run_id)
         delete_models_beyond_best(settings, context, log, keep_models)
     trial_ids = None
     if completion_record(settings) is None:
@@ -193,8 +191,7 @@ def sync_search(name: str, runs_dir: str = "runs", log=print, storage: str | Non
     completed = completion_record(settings)
     if completed is None or (not delivered and completed.get("registered")):
         return delivered
-    parent = tracking.search_parent_run(uri, name)
-    context = tracking.TrackingContext(uri, parent.info.experiment_id, parent.info.run_id)
+    context = tracking.search_context(uri, name)
     if delivered:  # models that arrived late: only the best trials' stay
         delete_models_beyond_best(settings, context, log)
     if not completed.get("registered"):

@@ -71,6 +71,12 @@ def search_parent_run(tracking_uri: str, experiment_name: str):
     return parent
 
 
+def search_context(tracking_uri: str, experiment_name: str) -> TrackingContext:
+    """The context of the search ``experiment_name`` (its parent run), to record into it."""
+    parent = search_parent_run(tracking_uri, experiment_name)
+    return TrackingContext(tracking_uri, parent.info.experiment_id, parent.info.run_id)
+
+
 def search_parent_runs(tracking_uri: str) -> list:
     """The parent run of every search in the store, newest first."""
     client = MlflowClient(tracking_uri)
