@@ -109,6 +109,8 @@ BAD_INPUTS = [
     (["report", "demo"], "no MLflow store"),
     (["ls", "--tracking-uri", "htp://127.0.0.1:5000"], "unknown scheme 'htp'"),
     (["prune", "never_ran"], "no search named 'never_ran'"),
+    (["prune", "demo", "--keep-models", "-1"], "--keep-models -1: must be 0 (keep all) or more"),
+    (["search", "--keep-models", "-2"], "--keep-models -2: input should be greater than or equal to 0"),
     (["embed", "--model", "notes.pt", "--images", "."], "is not a tune_lsd checkpoint or model file"),
     (["embed", "--model", "models:/demo-best@champion", "--images", "."], "no MLflow store"),
     (["server", "--port", "{port}"], "pick another with --port"),
